@@ -1,0 +1,1 @@
+"""MNIST with DVC stages, Keras models and MLflow tracking."""
