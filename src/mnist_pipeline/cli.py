@@ -1,0 +1,58 @@
+"""Command line: one subcommand per DVC stage. params.yaml is validated before anything heavy
+is imported, so a typo costs a second, not a TensorFlow start-up."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mnist_pipeline.config import PARAMS_FILE, load_params
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.layout import Layout
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__.splitlines()[0])
+    cli.add_argument("--params", type=Path, default=PARAMS_FILE,
+                     help="parameters file; outputs go beside it (default: %(default)s)")
+    stages = cli.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages.add_parser("download", help="fetch and verify the four MNIST IDX files into data/raw")
+    stages.add_parser("preprocess", help="split train/validation into data/processed; summary in reports/data")
+    for stage, text in (("train", "train one model from params.yaml"), ("evaluate", "evaluate one trained model")):
+        sub = stages.add_parser(stage, help=text)
+        sub.add_argument("model", help="a key under `models` in params.yaml")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(args.params)
+        if args.stage in ("train", "evaluate"):
+            params.model(args.model)
+        run(args, params, Layout(args.params.resolve().parent))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def run(args: argparse.Namespace, params, layout: Layout) -> None:
+    # Each stage imports only what it needs: TensorFlow and MLflow take seconds to load.
+    if args.stage == "download":
+        from mnist_pipeline.download import download
+
+        download(params.download, layout.raw)
+    elif args.stage == "preprocess":
+        from mnist_pipeline.preprocess import preprocess
+
+        preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
+    elif args.stage == "train":
+        from mnist_pipeline.train import train
+
+        train(args.model, params, layout)
+    elif args.stage == "evaluate":
+        from mnist_pipeline.evaluate import evaluate
+
+        evaluate(args.model, params, layout)

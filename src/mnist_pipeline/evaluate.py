@@ -1,0 +1,52 @@
+"""The evaluate stage: test-set metrics, written for DVC and logged to the MLflow run that
+trained the model, so the compare view shows params and test metrics side by side."""
+
+import logging
+import os
+
+import keras
+import mlflow
+
+from mnist_pipeline import tracking
+from mnist_pipeline.config import Params
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.metrics import flat_metrics, metrics, write_reports
+from mnist_pipeline.preprocess import load_split
+from mnist_pipeline.train import MODEL_FILE, log_dataset
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(name: str, params: Params, layout: Layout) -> dict:
+    """Evaluate model `name` on the test set; log into its training run; return the nested metrics."""
+    model_dir = layout.model_dir(name)
+    if not (model_dir / MODEL_FILE).is_file():
+        raise PipelineError(f"{model_dir / MODEL_FILE} is missing; run its train stage first (dvc repro train@{name})")
+    x_test, y_test = load_split(layout.processed, "test")
+    model = keras.models.load_model(model_dir / MODEL_FILE)
+    probabilities = model.predict(x_test, batch_size=1024, verbose=0)
+    results = metrics(y_test, probabilities)
+    out_dir = layout.eval_dir(name)
+    accuracy = results["test"]["accuracy"]
+    write_reports(out_dir, y_test, probabilities, results, f"{name}: test accuracy {accuracy:.4f}")
+
+    tracking.use_experiment(params.mlflow.experiment, layout.root)
+    run_id = tracking.read_run_id(model_dir)
+    if run_id and tracking.run_exists(run_id):
+        run = mlflow.start_run(run_id=run_id)
+    else:  # trained against another store (or restored from DVC's cache): record the evaluation anyway
+        log.warning("training run %s is not in %s; logging the evaluation as a new run", run_id,
+                    tracking.tracking_uri(layout.root))
+        tags = tracking.run_tags(name, layout.root) | {"training_run_id": str(run_id)}
+        run = mlflow.start_run(run_name=tracking.run_name(name), tags=tags)
+        tracking.log_params(params.model(name).model_dump())
+    with run:
+        if os.environ.get("DVC_STAGE"):
+            mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
+        log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
+        tracking.log_metrics(run.info.run_id, flat_metrics(results))
+        for artifact in ("metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt"):
+            mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
+    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, results["test"]["macro"]["f1"])
+    return results

@@ -1,0 +1,108 @@
+"""MLflow plumbing: which store, which experiment, and the tags that tie a run to code and data."""
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+RUN_FILE = "mlflow_run.json"
+
+
+def tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite file at the repository root.
+
+    DVC sets DVC_ROOT to the main repository even for queued experiments, which run in a
+    temporary copy; their runs must land in the same store as everyone else's.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}"
+
+
+def store_root(root: Path) -> Path:
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
+def use_experiment(name: str, root: Path) -> str:
+    """Point MLflow at the store and experiment; return the experiment id."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        # Keep a local store's artifacts beside its database, not wherever the command ran.
+        location = (store_root(root) / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it first
+            pass
+        experiment = mlflow.get_experiment_by_name(name)
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def run_name(model: str) -> str:
+    """Explicit names: MLflow's generated ones come from `random`, which the seed makes repeat."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{model}-{exp}" if exp else f"{model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def run_tags(model: str, root: Path) -> dict[str, str]:
+    tags = {"model": model}
+    for env, tag in (("DVC_STAGE", "dvc.stage"), ("DVC_EXP_NAME", "dvc.exp_name"),
+                     ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit:
+        tags["git.commit"] = commit
+        # dvc.lock changes as the pipeline runs, so it does not make the code dirty.
+        changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+        tags["git.dirty"] = str(bool(changes)).lower()
+    return tags
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def log_params(params: dict) -> None:
+    mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+
+
+def _param_value(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """All metrics of one step in a single call: one round trip to a remote server, not one each."""
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=batch, synchronous=True)
+
+
+def write_run_file(model_dir: Path, run_id: str) -> None:
+    (model_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id}) + "\n")
+
+
+def read_run_id(model_dir: Path) -> str | None:
+    path = model_dir / RUN_FILE
+    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+
+
+def run_exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True

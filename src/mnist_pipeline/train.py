@@ -1,0 +1,113 @@
+"""The train stage: fit one model from params.yaml and record the run in MLflow."""
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from mnist_pipeline import tracking
+from mnist_pipeline.atomic import atomic_dir, atomic_file
+from mnist_pipeline.config import Params
+from mnist_pipeline.layout import Layout
+from mnist_pipeline.models import build
+from mnist_pipeline.preprocess import load_split
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.keras"
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Logs each epoch's losses and accuracies to MLflow as one batch, with step = epoch (from 1)."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        tracking.log_metrics(self.run_id, logs or {}, step=epoch + 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Same params, same weights: seed Python, NumPy and TF, and make TF's kernels deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def digest(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+    return h.hexdigest()[:16]
+
+
+def log_dataset(x, y, source: Path, name: str, context: str) -> None:
+    dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
+    mlflow.log_input(dataset, context=context)
+
+
+def train(name: str, params: Params, layout: Layout) -> str:
+    """Train model `name`; write its folder (model + run id) and history; return the MLflow run id."""
+    model_params = params.model(name)
+    x_train, y_train = load_split(layout.processed, "train")
+    x_val, y_val = load_split(layout.processed, "validation")
+    tracking.use_experiment(params.mlflow.experiment, layout.root)
+    seed_everything(model_params.seed)
+    model = build(model_params)
+
+    with mlflow.start_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
+        run_id = run.info.run_id
+        log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
+        tracking.log_params(model_params.model_dump() | {f"data.{k}": v for k, v in params.data.model_dump().items()})
+        log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
+        log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
+
+        callbacks = [EpochMetrics(run_id)]
+        if model_params.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True))
+        started = time.perf_counter()
+        history = model.fit(
+            x_train, y_train,
+            validation_data=(x_val, y_val),
+            epochs=model_params.epochs,
+            batch_size=model_params.batch_size,
+            callbacks=callbacks,
+            verbose=2,
+        )
+        fit_seconds = time.perf_counter() - started
+
+        curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+        curves["epoch"] += 1
+        best = curves.loc[curves["val_loss"].idxmin()]
+        tracking.log_metrics(run_id, {
+            "fit_seconds": fit_seconds,
+            "epochs_trained": len(curves),
+            "best_epoch": best["epoch"],
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+        })
+        with atomic_file(layout.history(name)) as tmp:
+            curves.to_csv(tmp, index=False)
+        with atomic_dir(layout.model_dir(name)) as tmp:
+            model.save(tmp / MODEL_FILE)
+            tracking.write_run_file(tmp, run_id)
+            log_model(model, x_val[:5])
+    log.info("%s: %d epochs in %.1f s, best val_accuracy %.4f", name, len(curves), fit_seconds, best["val_accuracy"])
+    return run_id
+
+
+def log_model(model: keras.Model, example: np.ndarray) -> None:
+    """Log the model with its signature; pinned requirements skip MLflow's slow inference step."""
+    signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+    mlflow.keras.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+    )
