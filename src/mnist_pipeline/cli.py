@@ -3,6 +3,7 @@ is imported, so a typo costs a second, not a TensorFlow start-up."""
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         params = load_params(args.params)
         if args.stage in ("train", "evaluate"):

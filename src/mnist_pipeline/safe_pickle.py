@@ -1,10 +1,11 @@
 """Unpickle numpy arrays from untrusted bytes without running code.
 
 A pickle may name any callable to rebuild an object; pickle.loads would call it. This
-unpickler resolves only the three names numpy needs to rebuild an ndarray and refuses
-everything else before it is imported, let alone called.
+unpickler resolves only the names needed to rebuild an ndarray and refuses everything
+else before it is imported, let alone called.
 """
 
+import codecs
 import io
 import pickle
 
@@ -18,6 +19,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # Python 3 writes bytes into a protocol-2 pickle as codecs.encode(text, "latin1"): pure, no side effects.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

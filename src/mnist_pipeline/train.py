@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -46,7 +47,10 @@ def digest(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def log_dataset(x, y, source: Path, name: str, context: str) -> None:
-    dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
+    with warnings.catch_warnings():
+        # MLflow registers local files under two schemes and warns that it picked one of them.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
     mlflow.log_input(dataset, context=context)
 
 
@@ -102,9 +106,13 @@ def train(name: str, params: Params, layout: Layout) -> str:
 
 
 def log_model(model: keras.Model, example: np.ndarray) -> None:
-    """Log the model with its signature; pinned requirements skip MLflow's slow inference step."""
+    """Log the model with its signature and an input example.
+
+    mlflow.tensorflow rather than mlflow.keras: the latter fails to save an input example
+    (mlflow/mlflow#16183). Pinned requirements skip MLflow's slow requirement inference.
+    """
     signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    mlflow.keras.log_model(
+    mlflow.tensorflow.log_model(
         model,
         name="model",
         signature=signature,

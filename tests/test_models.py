@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from mnist_pipeline.config import LogisticParams, MLPParams  # noqa: E402
+from mnist_pipeline.models import build  # noqa: E402
+
+TRAINING = dict(optimizer="adam", learning_rate=0.001, epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
+
+
+def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
+    model = build(LogisticParams(type="logistic", l2=0.01, **TRAINING))
+    assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, 28, 28)
+    assert tuple(model.output.shape) == (None, 10)
+    assert model.count_params() == 784 * 10 + 10
+    assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Rescaling", "Flatten", "Dense"]
+
+
+def test_mlp_follows_its_params():
+    model = build(MLPParams(type="mlp", hidden_units=[32, 16], activation="gelu", dropout=0.25, **TRAINING))
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [32, 16, 10]
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25]
+    assert model.count_params() == (784 * 32 + 32) + (32 * 16 + 16) + (16 * 10 + 10)
+
+
+def test_rescaling_lives_in_the_model():
+    model = build(MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, **TRAINING))
+    pixels = np.full((2, 28, 28), 255, dtype=np.uint8)
+    probs = model.predict(pixels, verbose=0)
+    assert probs.shape == (2, 10)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert model.get_layer("rescale")(pixels).numpy().max() == pytest.approx(1.0)
