@@ -1,0 +1,148 @@
+"""The real `dvc repro` in a throwaway git repo, on a few hundred images, against a real SQLite store."""
+
+import json
+import os
+import re
+import subprocess
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, copy_project, venv_bin
+
+pytestmark = pytest.mark.e2e
+EXPERIMENT = "e2e"
+
+
+def sh(repo, *cmd, check=True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env |= {"PATH": venv_bin() + os.pathsep + env["PATH"], "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def small_params(mnist_dir) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["download"]["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
+    params["data"] |= {"validation_size": 100, "train_size": 400}
+    params["mlflow"]["experiment"] = EXPERIMENT
+    for model in params["models"].values():
+        model |= {"epochs": 1, "batch_size": 64}
+    params["models"]["mlp"]["hidden_units"] = [32]
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("pipeline")
+    copy_project(root)
+    (root / "params.yaml").write_text(yaml.safe_dump(small_params(mnist_dir), sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "config", "user.email", "ci@example.com")
+    sh(root, "git", "config", "user.name", "CI")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "baseline")
+    first = sh(root, "dvc", "repro")
+    root.joinpath("first_repro.log").write_text(first.stdout + first.stderr)
+    return root
+
+
+@pytest.fixture
+def client(repo):
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    yield MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def runs(client, model=None):
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    query = f"tags.model = '{model}'" if model else ""
+    return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
+
+
+def test_first_repro_runs_every_stage_in_order(repo):
+    ran = stages_run((repo / "first_repro.log").read_text())
+    assert ran[:2] == ["download", "preprocess"]
+    assert sorted(ran[2:]) == ["evaluate@logistic", "evaluate@mlp", "train@logistic", "train@mlp"]
+    assert ran.index("train@mlp") < ran.index("evaluate@mlp")
+
+
+def test_metrics_and_plots_exist_and_dvc_reads_them(repo):
+    for model in ("logistic", "mlp"):
+        test = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())["test"]
+        assert 0.1 < test["accuracy"] <= 1 and set(test["per_class"]) == {str(d) for d in range(10)}
+        assert (repo / f"reports/eval/{model}/confusion_matrix.png").stat().st_size > 1000
+        history = (repo / f"reports/history/{model}.csv").read_text().splitlines()
+        assert history[0].split(",")[0] == "epoch" and len(history) == 2
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    files = shown[""]["data"]
+    assert files["reports/eval/mlp/metrics.json"]["data"]["test"]["macro"]["recall"] > 0
+    assert files["reports/data/summary.json"]["data"]["images"] == {"train": 400, "validation": 100, "test": 10000}
+    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert {"reports/eval/mlp/predictions.csv", "reports/history/logistic.csv", "reports/data/class_counts.csv"} <= set(plots)
+
+
+def test_mlflow_holds_one_complete_run_per_model(repo, client):
+    all_runs = runs(client)
+    assert sorted(r.data.tags["model"] for r in all_runs) == ["logistic", "mlp"]
+    commit = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    for run in all_runs:
+        model = run.data.tags["model"]
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name.startswith(f"{model}-")
+        assert run.data.params["epochs"] == "1" and run.data.params["data.validation_size"] == "100"
+        assert run.data.tags["git.commit"] == commit and run.data.tags["git.dirty"] == "false"
+        assert run.data.tags["dvc.stage"] == f"train@{model}"
+        assert run.data.tags["dvc.eval_stage"] == f"evaluate@{model}"
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in history] == [1]
+        metrics = run.data.metrics
+        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())["test"]
+        assert metrics["test_accuracy"] == on_disk["accuracy"]
+        assert metrics["precision_3"] == on_disk["per_class"]["3"]["precision"]
+        assert {"recall_9", "test_macro_f1", "test_log_loss", "fit_seconds"} <= set(metrics)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/classification_report.txt" in artifacts
+        contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+        assert contexts == {"training", "validation", "test"}
+        logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+        assert len(logged) == 1
+        model_info = mlflow.models.get_model_info(f"models:/{logged[0].model_id}")
+        assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+        assert model_info.saved_input_example_info is not None
+
+
+def test_a_second_repro_runs_nothing(repo, client):
+    again = sh(repo, "dvc", "repro")
+    assert stages_run(again.stdout) == []
+    assert len(runs(client)) == 2
+
+
+def test_changing_an_mlp_param_reruns_only_mlp(repo, client):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"]["mlp"]["dropout"] = 0.1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+    assert sorted(status) == ["evaluate@mlp", "train@mlp"]
+    ran = stages_run(sh(repo, "dvc", "repro").stdout)
+    assert ran == ["train@mlp", "evaluate@mlp"]
+    mlp_runs = runs(client, "mlp")
+    assert len(mlp_runs) == 2 and len(runs(client, "logistic")) == 1
+    assert mlp_runs[-1].data.params["dropout"] == "0.1"
+    assert mlp_runs[-1].data.tags["git.dirty"] == "true"
+
+
+def test_the_same_params_give_the_same_metrics(repo):
+    before = (repo / "reports/eval/logistic/metrics.json").read_bytes()
+    ran = stages_run(sh(repo, "dvc", "repro", "--force", "--single-item", "train@logistic", "evaluate@logistic").stdout)
+    assert ran == ["train@logistic", "evaluate@logistic"]
+    assert (repo / "reports/eval/logistic/metrics.json").read_bytes() == before
