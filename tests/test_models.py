@@ -6,11 +6,11 @@ keras = pytest.importorskip("keras")
 from mnist_pipeline.config import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.models import build  # noqa: E402
 
-TRAINING = dict(optimizer="adam", learning_rate=0.001, epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
+TRAINING = dict(optimizer="adam", learning_rate=0.001, lr_schedule="constant", epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
 
 
 def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
-    model = build(LogisticParams(type="logistic", l2=0.01, **TRAINING))
+    model = build(LogisticParams(type="logistic", l2=0.01, **TRAINING), steps_per_epoch=10)
     assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, 28, 28)
     assert tuple(model.output.shape) == (None, 10)
     assert model.count_params() == 784 * 10 + 10
@@ -18,7 +18,7 @@ def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
 
 
 def test_mlp_follows_its_params():
-    model = build(MLPParams(type="mlp", hidden_units=[32, 16], activation="gelu", dropout=0.25, **TRAINING))
+    model = build(MLPParams(type="mlp", hidden_units=[32, 16], activation="gelu", dropout=0.25, **TRAINING), steps_per_epoch=10)
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == [32, 16, 10]
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25]
@@ -26,9 +26,17 @@ def test_mlp_follows_its_params():
 
 
 def test_rescaling_lives_in_the_model():
-    model = build(MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, **TRAINING))
+    model = build(MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, **TRAINING), steps_per_epoch=10)
     pixels = np.full((2, 28, 28), 255, dtype=np.uint8)
     probs = model.predict(pixels, verbose=0)
     assert probs.shape == (2, 10)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert model.get_layer("rescale")(pixels).numpy().max() == pytest.approx(1.0)
+
+
+def test_cosine_schedule_decays_to_zero_over_all_epochs():
+    params = LogisticParams(type="logistic", **(TRAINING | {"lr_schedule": "cosine", "epochs": 3}))
+    optimizer = build(params, steps_per_epoch=10).optimizer
+    for step, expected in ((0, 0.001), (15, 0.0005), (30, 0.0)):
+        optimizer.iterations.assign(step)
+        assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)

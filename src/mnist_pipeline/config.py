@@ -67,6 +67,8 @@ class DataParams(_Strict):
 class _Training(_Strict):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0, le=10)]
+    # constant, or cosine decay from learning_rate to zero over all `epochs`.
+    lr_schedule: Literal["constant", "cosine"]
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     # Stop after this many epochs without a lower validation loss; 0 turns it off.

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -61,7 +62,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
     x_val, y_val = load_split(layout.processed, "validation")
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     seed_everything(model_params.seed)
-    model = build(model_params)
+    model = build(model_params, steps_per_epoch=math.ceil(len(y_train) / model_params.batch_size))
 
     with mlflow.start_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
