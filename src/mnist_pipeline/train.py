@@ -113,6 +113,7 @@ def log_model(model: keras.Model, example: np.ndarray) -> None:
     (mlflow/mlflow#16183). Pinned requirements skip MLflow's slow requirement inference.
     """
     signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
+    keras.utils.disable_interactive_logging()  # MLflow checks the example with a predict that draws a progress bar
     mlflow.tensorflow.log_model(
         model,
         name="model",
