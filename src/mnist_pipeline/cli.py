@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from mnist_pipeline.atomic import write_text
 from mnist_pipeline.config import PARAMS_FILE, load_params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.layout import Layout
@@ -17,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--params", type=Path, default=PARAMS_FILE,
                      help="parameters file; outputs go beside it (default: %(default)s)")
     stages = cli.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages.add_parser("check-params", help="validate params.yaml (the first DVC stage)")
     stages.add_parser("download", help="fetch and verify the four MNIST IDX files into data/raw")
     stages.add_parser("preprocess", help="split train/validation into data/processed; summary in reports/data")
     for stage, text in (("train", "train one model from params.yaml"), ("evaluate", "evaluate one trained model")):
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, params, layout: Layout) -> None:
     # Each stage imports only what it needs: TensorFlow and MLflow take seconds to load.
-    if args.stage == "download":
+    if args.stage == "check-params":
+        write_text(layout.params_ok, f"{args.params.name} is valid\n")  # constant: downstream never re-runs for it
+    elif args.stage == "download":
         from mnist_pipeline.download import download
 
         download(params.download, layout.raw)
@@ -52,10 +56,16 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
 
         preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
     elif args.stage == "train":
+        from mnist_pipeline.tracking import check_store
+
+        check_store(layout.root)  # before TensorFlow loads and training starts
         from mnist_pipeline.train import train
 
         train(args.model, params, layout)
     elif args.stage == "evaluate":
+        from mnist_pipeline.tracking import check_store
+
+        check_store(layout.root)
         from mnist_pipeline.evaluate import evaluate
 
         evaluate(args.model, params, layout)

@@ -9,6 +9,10 @@ class Layout:
     root: Path
 
     @property
+    def params_ok(self) -> Path:
+        return self.root / "reports" / "params_ok.txt"
+
+    @property
     def raw(self) -> Path:
         return self.root / "data" / "raw"
 

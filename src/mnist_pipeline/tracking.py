@@ -4,26 +4,82 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.errors import PipelineError
+
 RUN_FILE = "mlflow_run.json"
+SQLITE_BUSY_TIMEOUT_S = 60
+# For the reachability check only: one quick try instead of MLflow's minutes of retries.
+_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 def tracking_uri(root: Path) -> str:
     """MLFLOW_TRACKING_URI if set, else a SQLite file at the repository root.
 
     DVC sets DVC_ROOT to the main repository even for queued experiments, which run in a
-    temporary copy; their runs must land in the same store as everyone else's.
+    temporary copy; their runs must land in the same store as everyone else's. The busy
+    timeout lets parallel workers queue for SQLite's single writer instead of failing
+    with "database is locked" after the default 5 s.
     """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{store_root(root) / 'mlflow.db'}"
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def check_store(root: Path) -> None:
+    """Fail in seconds, before any training, when the tracking store cannot be used.
+
+    MLflow's HTTP client otherwise retries an unreachable server for minutes. For a new
+    SQLite file, the first process creates the tables while the others wait on a file
+    lock: creating them concurrently fails.
+    """
+    uri = tracking_uri(root)
+    fix = "start the server or correct MLFLOW_TRACKING_URI (unset it to use the local sqlite store)"
+    lock = nullcontext()
+    if uri.startswith("sqlite:///"):
+        db_file = Path(uri.removeprefix("sqlite:///").split("?")[0])
+        try:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            writable = os.access(db_file.parent, os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:
+            raise PipelineError(
+                f"cannot write the MLflow store {db_file}: folder {db_file.parent} is read-only; "
+                "fix its permissions or set MLFLOW_TRACKING_URI to a writable location"
+            )
+        lock = FileLock(f"{db_file}.lock")
+        fix = "check that the file is an MLflow database, or move it aside to start a new one"
+    try:
+        with lock, _environ(_FAIL_FAST):
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # whatever the store's client raises, the user's fix is the same
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        raise PipelineError(f"cannot use the MLflow tracking store {uri}: {reason}; fix: {fix}") from None
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def store_root(root: Path) -> Path:
