@@ -1,11 +1,15 @@
 import gzip
 import http.server
+import os
+import re
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_pipeline import idx
 from mnist_pipeline.config import PypiSource
@@ -61,5 +65,53 @@ def venv_bin() -> str:
 def copy_project(dest: Path) -> None:
     """The files `dvc repro` needs, copied into a fresh folder."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+
+def sh(repo: Path, *cmd: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command in `repo` as a user would, with this environment's `python` and `dvc`."""
+    done = subprocess.run(cmd, cwd=repo, env=env or repo_env(repo), capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def repo_env(repo: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env |= {"PATH": venv_bin() + os.pathsep + env["PATH"], "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1"}
+    return env | extra
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def small_params(mnist_dir: Path, experiment: str) -> dict:
+    """The shipped params.yaml cut down to 400 training images and one epoch."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["download"]["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
+    params["data"] |= {"validation_size": 100, "train_size": 400}
+    params["mlflow"]["experiment"] = experiment
+    for model in params["models"].values():
+        model |= {"epochs": 1, "batch_size": 64}
+    params["models"]["mlp"]["hidden_units"] = [32]
+    return params
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(root: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding the pipeline and `params`, committed."""
+    copy_project(root)
+    write_params(root, params)
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "config", "user.email", "ci@example.com")
+    sh(root, "git", "config", "user.name", "CI")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "baseline")
+    return root

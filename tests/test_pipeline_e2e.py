@@ -1,56 +1,21 @@
 """The real `dvc repro` in a throwaway git repo, on a few hundred images, against a real SQLite store."""
 
 import json
-import os
-import re
-import subprocess
 
 import mlflow
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, copy_project, venv_bin
+from conftest import make_repo, sh, small_params, stages_run, write_params
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
 
 
-def sh(repo, *cmd, check=True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env |= {"PATH": venv_bin() + os.pathsep + env["PATH"], "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def small_params(mnist_dir) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["download"]["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
-    params["data"] |= {"validation_size": 100, "train_size": 400}
-    params["mlflow"]["experiment"] = EXPERIMENT
-    for model in params["models"].values():
-        model |= {"epochs": 1, "batch_size": 64}
-    params["models"]["mlp"]["hidden_units"] = [32]
-    return params
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
-    root = tmp_path_factory.mktemp("pipeline")
-    copy_project(root)
-    (root / "params.yaml").write_text(yaml.safe_dump(small_params(mnist_dir), sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "config", "user.email", "ci@example.com")
-    sh(root, "git", "config", "user.name", "CI")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "baseline")
+    root = make_repo(tmp_path_factory.mktemp("pipeline"), small_params(mnist_dir, EXPERIMENT))
     first = sh(root, "dvc", "repro")
     root.joinpath("first_repro.log").write_text(first.stdout + first.stderr)
     return root
@@ -71,7 +36,7 @@ def runs(client, model=None):
 
 def test_first_repro_runs_every_stage_in_order(repo):
     ran = stages_run((repo / "first_repro.log").read_text())
-    assert ran[:2] == ["download", "preprocess"]
+    assert ran[:3] == ["check_params", "download", "preprocess"]
     assert sorted(ran[2:]) == ["evaluate@logistic", "evaluate@mlp", "train@logistic", "train@mlp"]
     assert ran.index("train@mlp") < ran.index("evaluate@mlp")
 
@@ -130,11 +95,12 @@ def test_a_second_repro_runs_nothing(repo, client):
 def test_changing_an_mlp_param_reruns_only_mlp(repo, client):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["mlp"]["dropout"] = 0.1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(repo, params)
     status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
-    assert sorted(status) == ["evaluate@mlp", "train@mlp"]
+    # check_params re-runs for any edit of params.yaml; of the data and model stages, only mlp's.
+    assert sorted(status) == ["check_params", "evaluate@mlp", "train@mlp"]
     ran = stages_run(sh(repo, "dvc", "repro").stdout)
-    assert ran == ["train@mlp", "evaluate@mlp"]
+    assert ran == ["check_params", "train@mlp", "evaluate@mlp"]
     mlp_runs = runs(client, "mlp")
     assert len(mlp_runs) == 2 and len(runs(client, "logistic")) == 1
     assert mlp_runs[-1].data.params["dropout"] == "0.1"

@@ -53,3 +53,11 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def check_writable(*folders: Path) -> None:
+    """Create `folders` and write a scratch file in each, so a read-only place fails before
+    minutes of work rather than after. A real write: os.access says yes to root everywhere."""
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()

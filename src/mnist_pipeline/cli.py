@@ -2,8 +2,10 @@
 is imported, so a typo costs a second, not a TensorFlow start-up."""
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,8 +29,21 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
+# A full disk, a file-size limit, a read-only folder: the user's to fix, not a bug to trace.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI cancelling a job, `kill`), unwound like Ctrl-C so runs and temp files are closed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -40,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror}; free space or fix permissions, then run again",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"error: interrupted by {signum.name}; no output was written, run the stage again", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

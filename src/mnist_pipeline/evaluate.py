@@ -8,6 +8,7 @@ import keras
 import mlflow
 
 from mnist_pipeline import tracking
+from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.layout import Layout
@@ -23,6 +24,7 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
     model_dir = layout.model_dir(name)
     if not (model_dir / MODEL_FILE).is_file():
         raise PipelineError(f"{model_dir / MODEL_FILE} is missing; run its train stage first (dvc repro train@{name})")
+    check_writable(layout.eval_dir(name).parent)
     x_test, y_test = load_split(layout.processed, "test")
     model = keras.models.load_model(model_dir / MODEL_FILE)
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
@@ -33,19 +35,21 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
 
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     run_id = tracking.read_run_id(model_dir)
-    if run_id and tracking.run_exists(run_id):
-        run = mlflow.start_run(run_id=run_id)
+    resume = bool(run_id) and tracking.run_exists(run_id)
+    if resume:
+        run = tracking.active_run(run_id=run_id)
     else:  # trained against another store (or restored from DVC's cache): record the evaluation anyway
         log.warning("training run %s is not in %s; logging the evaluation as a new run", run_id,
                     tracking.tracking_uri(layout.root))
         tags = tracking.run_tags(name, layout.root) | {"training_run_id": str(run_id)}
-        run = mlflow.start_run(run_name=tracking.run_name(name), tags=tags)
-        tracking.log_params(params.model(name).model_dump())
-    with run:
+        run = tracking.active_run(run_name=tracking.run_name(name), tags=tags)
+    with run as active:
+        if not resume:
+            tracking.log_params(params.model(name).model_dump())
         if os.environ.get("DVC_STAGE"):
             mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
         log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
-        tracking.log_metrics(run.info.run_id, flat_metrics(results))
+        tracking.log_metrics(active.info.run_id, flat_metrics(results))
         for artifact in ("metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt"):
             mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
     log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, results["test"]["macro"]["f1"])

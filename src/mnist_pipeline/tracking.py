@@ -11,10 +11,11 @@ from pathlib import Path
 
 import mlflow
 from filelock import FileLock
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.errors import PipelineError
 
 RUN_FILE = "mlflow_run.json"
@@ -49,11 +50,8 @@ def check_store(root: Path) -> None:
     if uri.startswith("sqlite:///"):
         db_file = Path(uri.removeprefix("sqlite:///").split("?")[0])
         try:
-            db_file.parent.mkdir(parents=True, exist_ok=True)
-            writable = os.access(db_file.parent, os.W_OK)
+            check_writable(db_file.parent)
         except OSError:
-            writable = False
-        if not writable:
             raise PipelineError(
                 f"cannot write the MLflow store {db_file}: folder {db_file.parent} is read-only; "
                 "fix its permissions or set MLFLOW_TRACKING_URI to a writable location"
@@ -101,6 +99,21 @@ def use_experiment(name: str, root: Path) -> str:
         experiment = mlflow.get_experiment_by_name(name)
     mlflow.set_experiment(experiment_id=experiment.experiment_id)
     return experiment.experiment_id
+
+
+@contextmanager
+def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
+    """mlflow.start_run that never leaves a run RUNNING: KILLED on an interrupt, FAILED on an error."""
+    run = mlflow.start_run(**start_run_kwargs)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run()
 
 
 def run_name(model: str) -> str:

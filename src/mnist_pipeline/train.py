@@ -14,7 +14,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mnist_pipeline import tracking
-from mnist_pipeline.atomic import atomic_dir, atomic_file
+from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.models import build
@@ -58,13 +58,14 @@ def log_dataset(x, y, source: Path, name: str, context: str) -> None:
 def train(name: str, params: Params, layout: Layout) -> str:
     """Train model `name`; write its folder (model + run id) and history; return the MLflow run id."""
     model_params = params.model(name)
+    check_writable(layout.model_dir(name).parent, layout.history(name).parent)
     x_train, y_train = load_split(layout.processed, "train")
     x_val, y_val = load_split(layout.processed, "validation")
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     seed_everything(model_params.seed)
     model = build(model_params, steps_per_epoch=math.ceil(len(y_train) / model_params.batch_size))
 
-    with mlflow.start_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
+    with tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
         tracking.log_params(model_params.model_dump() | {f"data.{k}": v for k, v in params.data.model_dump().items()})
