@@ -51,7 +51,7 @@ def test_falls_through_bad_sources_to_a_good_one(http_server, mnist_dir, mnist_f
         (wrong / name).write_bytes(idx.encode(np.zeros_like(idx.decode(data))))
     # A mirror whose files are truncated gzip streams.
     for name, data in mnist_files.items():
-        (folder / f"{name}.gz").write_bytes(gzip.compress(data)[:1000])
+        (folder / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1)[:1000])
     sources = ({"kind": "local", "path": str(wrong)}, {"kind": "idx_mirror", "url": url},
                {"kind": "local", "path": str(mnist_dir)})
     assert download(params(*sources), tmp_path / "raw") == f"local {mnist_dir}"

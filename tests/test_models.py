@@ -40,3 +40,21 @@ def test_cosine_schedule_decays_to_zero_over_all_epochs():
     for step, expected in ((0, 0.001), (15, 0.0005), (30, 0.0)):
         optimizer.iterations.assign(step)
         assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
+
+
+def fit_weights(seed: int) -> list[np.ndarray]:
+    from mnist_pipeline.train import seed_everything
+
+    seed_everything(seed)
+    params = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=0.2, **TRAINING)
+    model = build(params, steps_per_epoch=4)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (128, 28, 28), dtype=np.uint8), rng.integers(0, 10, 128)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return model.get_weights()
+
+
+def test_the_seed_decides_the_weights():
+    first, again, other = fit_weights(7), fit_weights(7), fit_weights(8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.allclose(first[0], other[0])
