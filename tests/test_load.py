@@ -15,7 +15,9 @@ def test_twenty_queued_experiments_with_two_workers_all_land(tmp_path, mnist_dir
     sh(repo, "dvc", "repro")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline results")
-    rates = [round(0.001 * (i + 1), 3) for i in range(N_EXPERIMENTS)]
+    # None equal to the baseline's rate: DVC would restore that one from its run cache, training nothing.
+    rates = [round(0.0001 * (i + 1), 4) for i in range(N_EXPERIMENTS)]
+    assert small_params(mnist_dir, "load")["models"]["logistic"]["learning_rate"] not in rates
     for rate in rates:
         sh(repo, "dvc", "exp", "run", "--queue", "-S", f"models.logistic.learning_rate={rate}")
     sh(repo, "dvc", "exp", "run", "--run-all", "-j", "2")
