@@ -81,17 +81,15 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.preprocess import preprocess
 
         preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
-    elif args.stage == "train":
+    elif args.stage in ("train", "evaluate"):
         from mnist_pipeline.tracking import check_store
 
-        check_store(layout.root)  # before TensorFlow loads and training starts
-        from mnist_pipeline.train import train
+        check_store(layout.root)  # in seconds, before TensorFlow loads and any training starts
+        if args.stage == "train":
+            from mnist_pipeline.train import train
 
-        train(args.model, params, layout)
-    elif args.stage == "evaluate":
-        from mnist_pipeline.tracking import check_store
+            train(args.model, params, layout)
+        else:
+            from mnist_pipeline.evaluate import evaluate
 
-        check_store(layout.root)
-        from mnist_pipeline.evaluate import evaluate
-
-        evaluate(args.model, params, layout)
+            evaluate(args.model, params, layout)

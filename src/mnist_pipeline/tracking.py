@@ -55,7 +55,7 @@ def check_store(root: Path) -> None:
             raise PipelineError(
                 f"cannot write the MLflow store {db_file}: folder {db_file.parent} is read-only; "
                 "fix its permissions or set MLFLOW_TRACKING_URI to a writable location"
-            )
+            ) from None
         lock = FileLock(f"{db_file}.lock")
         fix = "check that the file is an MLflow database, or move it aside to start a new one"
     try:
