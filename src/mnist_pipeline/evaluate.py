@@ -24,12 +24,12 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
     model_dir = layout.model_dir(name)
     if not (model_dir / MODEL_FILE).is_file():
         raise PipelineError(f"{model_dir / MODEL_FILE} is missing; run its train stage first (dvc repro train@{name})")
-    check_writable(layout.eval_dir(name).parent)
+    out_dir = layout.eval_dir(name)
+    check_writable(out_dir.parent)
     x_test, y_test = load_split(layout.processed, "test")
     model = keras.models.load_model(model_dir / MODEL_FILE)
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
     results = metrics(y_test, probabilities)
-    out_dir = layout.eval_dir(name)
     accuracy = results["test"]["accuracy"]
     write_reports(out_dir, y_test, probabilities, results, f"{name}: test accuracy {accuracy:.4f}")
 

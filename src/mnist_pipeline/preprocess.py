@@ -14,7 +14,6 @@ from mnist_pipeline.config import DataParams
 from mnist_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "validation", "test")
 
 
 def load_raw(raw_dir: Path) -> dict[str, np.ndarray]:

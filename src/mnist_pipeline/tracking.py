@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest.mock import patch
 
 import mlflow
 from filelock import FileLock
@@ -59,25 +60,12 @@ def check_store(root: Path) -> None:
         lock = FileLock(f"{db_file}.lock")
         fix = "check that the file is an MLflow database, or move it aside to start a new one"
     try:
-        with lock, _environ(_FAIL_FAST):
+        # patch.dict sets the variables for this call only and restores them after.
+        with lock, patch.dict(os.environ, _FAIL_FAST):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # whatever the store's client raises, the user's fix is the same
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
         raise PipelineError(f"cannot use the MLflow tracking store {uri}: {reason}; fix: {fix}") from None
-
-
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def store_root(root: Path) -> Path:
