@@ -95,3 +95,24 @@ def test_cli_rejects_a_model_that_params_yaml_does_not_define(tmp_path, defaults
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert "unknown model 'cnn': params.yaml defines logistic, mlp" in done.stderr
+
+
+def test_overrides_are_validated_like_params_yaml(defaults, tmp_path):
+    from mnist_pipeline.config import override_model
+
+    params = load_params(write(tmp_path, defaults))
+    changed = override_model(params, "mlp", {"epochs": "2", "hidden_units": "[64, 32]", "learning-rate": "1e-2"})
+    assert (changed.models["mlp"].epochs, changed.models["mlp"].hidden_units) == (2, [64, 32])
+    assert changed.models["mlp"].learning_rate == 0.01 and changed.models["logistic"] == params.models["logistic"]
+    with pytest.raises(ParamsError, match=r"override: models.mlp.epochs = 'ten': Input should be a valid integer"):
+        override_model(params, "mlp", {"epochs": "ten"})
+    with pytest.raises(ParamsError, match=r"unknown key 'models.mlp.epoch'"):
+        override_model(params, "mlp", {"epoch": "2"})
+    with pytest.raises(ParamsError, match=r"unknown model 'cnn'"):
+        override_model(params, "cnn", {"epochs": "2"})
+
+
+def test_registry_section_is_validated(defaults, tmp_path):
+    defaults["registry"]["min_accuracy"] = 1.5
+    with pytest.raises(ParamsError, match=r"registry.min_accuracy = 1.5: Input should be less than or equal to 1"):
+        load_params(write(tmp_path, defaults))

@@ -84,6 +84,14 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         model_info = mlflow.models.get_model_info(f"models:/{logged[0].model_id}")
         assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
         assert model_info.saved_input_example_info is not None
+        assert client.get_model_version_by_alias(f"mnist-{model}", "champion").run_id == run.info.run_id
+
+
+def champion_history(client, model):
+    """(accuracy of the champion, number of registered versions) of a model family."""
+    name = f"mnist-{model}"
+    champion = client.get_model_version_by_alias(name, "champion")
+    return client.get_run(champion.run_id).data.metrics["test_accuracy"], len(client.search_model_versions(f"name='{name}'"))
 
 
 def test_a_second_repro_runs_nothing(repo, client):
@@ -104,11 +112,17 @@ def test_changing_an_mlp_param_reruns_only_mlp(repo, client):
     mlp_runs = runs(client, "mlp")
     assert len(mlp_runs) == 2 and len(runs(client, "logistic")) == 1
     assert mlp_runs[-1].data.params["dropout"] == "0.1"
+    # The new run takes the alias only if it beats the first on test accuracy.
+    accuracies = [r.data.metrics["test_accuracy"] for r in mlp_runs]
+    beats = accuracies[1] > accuracies[0]
+    assert champion_history(client, "mlp") == (max(accuracies), 1 + beats)
     assert mlp_runs[-1].data.tags["git.dirty"] == "true"
 
 
-def test_the_same_params_give_the_same_metrics(repo):
+def test_the_same_params_give_the_same_metrics(repo, client):
     before = (repo / "reports/eval/logistic/metrics.json").read_bytes()
     ran = stages_run(sh(repo, "dvc", "repro", "--force", "--single-item", "train@logistic", "evaluate@logistic").stdout)
     assert ran == ["train@logistic", "evaluate@logistic"]
     assert (repo / "reports/eval/logistic/metrics.json").read_bytes() == before
+    # A tie is no improvement: the first run stays champion, no version is added.
+    assert champion_history(client, "logistic")[1] == 1

@@ -1,5 +1,7 @@
-"""Command line: one subcommand per DVC stage. params.yaml is validated before anything heavy
-is imported, so a typo costs a second, not a TensorFlow start-up."""
+"""MNIST pipeline: one command per DVC stage, plus compare (a leaderboard of runs) and predict.
+
+params.yaml is validated before anything heavy is imported, so a typo costs a second, not a
+TensorFlow start-up."""
 
 import argparse
 import errno
@@ -10,8 +12,8 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline.atomic import write_text
-from mnist_pipeline.config import PARAMS_FILE, load_params
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.config import PARAMS_FILE, load_params, override_model
+from mnist_pipeline.errors import ParamsError, PipelineError
 from mnist_pipeline.layout import Layout
 
 
@@ -19,14 +21,54 @@ def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__.splitlines()[0])
     cli.add_argument("--params", type=Path, default=PARAMS_FILE,
                      help="parameters file; outputs go beside it (default: %(default)s)")
-    stages = cli.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages = cli.add_subparsers(dest="stage", required=True, metavar="COMMAND")
     stages.add_parser("check-params", help="validate params.yaml (the first DVC stage)")
     stages.add_parser("download", help="fetch and verify the four MNIST IDX files into data/raw")
     stages.add_parser("preprocess", help="split train/validation into data/processed; summary in reports/data")
-    for stage, text in (("train", "train one model from params.yaml"), ("evaluate", "evaluate one trained model")):
-        sub = stages.add_parser(stage, help=text)
-        sub.add_argument("model", help="a key under `models` in params.yaml")
+    train = stages.add_parser(
+        "train", help="train one model from params.yaml",
+        epilog="Any key of models.MODEL can be overridden for this run: --epochs 2 --hidden_units '[256, 256]' "
+               "(what `mlflow run -P key=value` passes). The overrides are logged as the run's params; "
+               "params.yaml is not changed.")
+    train.add_argument("model", help="a key under `models` in params.yaml")
+    train.add_argument("--evaluate", action="store_true",
+                       help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)")
+    evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
+    evaluate.add_argument("model", help="a key under `models` in params.yaml")
+
+    compare = stages.add_parser("compare", help="rank the finished runs in the tracking store (a leaderboard)")
+    compare.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
+    compare.add_argument("--model", help="only runs of this model (a key under `models`)")
+    compare.add_argument("--sort-by", default="test_accuracy", metavar="METRIC",
+                         help="any logged metric (default: %(default)s); losses sort lowest first")
+    order = compare.add_mutually_exclusive_group()
+    order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lowest first")
+    order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
+    compare.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    compare.add_argument("--limit", type=int, metavar="N", help="show the best N runs")
+
+    predict = stages.add_parser("predict", help="predict the digit in image files or .npy batches")
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                         help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)")
+    predict.add_argument("--model", default="models/mlp", metavar="SOURCE",
+                         help="a .keras file or models/<name> folder, runs:/<run id>/model, "
+                              "or models:/mnist-mlp@champion (default: %(default)s)")
     return cli
+
+
+def split_overrides(extra: list[str]) -> dict[str, str]:
+    """`--epochs 2 --learning_rate=0.01` → {"epochs": "2", "learning_rate": "0.01"}."""
+    overrides, words = {}, iter(extra)
+    for word in words:
+        if not word.startswith("--") or len(word) < 3:
+            raise ParamsError(f"unexpected argument {word!r}; overrides look like --epochs 2")
+        key, sep, value = word[2:].partition("=")
+        if not sep:
+            value = next(words, None)
+            if value is None:
+                raise ParamsError(f"override --{key} has no value; give one, e.g. --{key} 2")
+        overrides[key] = value
+    return overrides
 
 
 # A full disk, a file-size limit, a read-only folder: the user's to fix, not a bug to trace.
@@ -42,15 +84,22 @@ def _raise_terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, extra = cli.parse_known_args(argv)
+    if extra and args.stage != "train":
+        cli.error(f"unrecognized arguments: {' '.join(extra)}")
     signal.signal(signal.SIGTERM, _raise_terminated)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        if args.stage == "predict":  # needs no params.yaml, only a model
+            return run_predict(args, Layout(args.params.resolve().parent))
         params = load_params(args.params)
         if args.stage in ("train", "evaluate"):
             params.model(args.model)
+        if extra:
+            params = override_model(params, args.model, split_overrides(extra))
         run(args, params, Layout(args.params.resolve().parent))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -81,6 +130,17 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.preprocess import preprocess
 
         preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
+    elif args.stage == "compare":
+        import mlflow
+
+        from mnist_pipeline.compare import leaderboard, render
+        from mnist_pipeline.tracking import check_store, tracking_uri
+
+        check_store(layout.root)
+        mlflow.set_tracking_uri(tracking_uri(layout.root))
+        table = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
+                            args.limit)
+        print(render(table, args.format), end="")
     elif args.stage in ("train", "evaluate"):
         from mnist_pipeline.tracking import check_store
 
@@ -89,7 +149,25 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             from mnist_pipeline.train import train
 
             train(args.model, params, layout)
-        else:
+        if args.stage == "evaluate" or args.evaluate:
             from mnist_pipeline.evaluate import evaluate
 
             evaluate(args.model, params, layout)
+
+
+def run_predict(args: argparse.Namespace, layout: Layout) -> int:
+    from mnist_pipeline.predict import load_inputs, load_model, predict
+
+    names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+    if args.model.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        from mnist_pipeline.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri(layout.root))
+    digits, probabilities = predict(load_model(args.model), images)
+    width = max(len(name) for name in names)
+    print(f"{'input':<{width}}  digit  probability")
+    for name, digit, probability in zip(names, digits, probabilities):
+        print(f"{name:<{width}}  {digit:>5}  {probability:>11.4f}")
+    return 0

@@ -97,10 +97,19 @@ class MlflowParams(_Strict):
     experiment: Annotated[str, Field(min_length=1)]
 
 
+class RegistryParams(_Strict):
+    # After evaluation, a model whose test accuracy reaches min_accuracy and beats the current
+    # champion of its family is registered as `<name_prefix><model>` and takes the alias `champion`.
+    enabled: bool
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.0
+    name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "mnist-"
+
+
 class Params(_Strict):
     download: DownloadParams
     data: DataParams
     mlflow: MlflowParams
+    registry: RegistryParams = RegistryParams(enabled=False)
     models: Annotated[dict[ModelName, ModelParams], Field(min_length=1)]
 
     def model(self, name: str) -> LogisticParams | MLPParams:
@@ -122,12 +131,24 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return _validate(raw, str(path))
+
+
+def override_model(params: Params, name: str, overrides: dict[str, str]) -> Params:
+    """`params` with keys of `models.<name>` replaced, each value read as YAML (`mlflow run -P epochs=2`)."""
+    params.model(name)
+    raw = params.model_dump()
+    raw["models"][name] |= {key.replace("-", "_"): yaml.safe_load(text) for key, text in overrides.items()}
+    return _validate(raw, "override")
+
+
+def _validate(raw: dict, source: str) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (+{len(errors) - 1} more: fix this one and run again)" if len(errors) > 1 else ""
-        raise ParamsError(f"{path}: {_describe(errors[0])}{more}") from None
+        raise ParamsError(f"{source}: {_describe(errors[0])}{more}") from None
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -11,3 +11,9 @@ class ParamsError(PipelineError):
     """params.yaml is malformed or holds a value the pipeline does not accept."""
 
     exit_code = 2
+
+
+class InputError(PipelineError):
+    """A file or model given on the command line cannot be used as it is."""
+
+    exit_code = 2

@@ -7,7 +7,7 @@ import os
 import keras
 import mlflow
 
-from mnist_pipeline import tracking
+from mnist_pipeline import registry, tracking
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
@@ -33,24 +33,32 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
     accuracy = results["test"]["accuracy"]
     write_reports(out_dir, y_test, probabilities, results, f"{name}: test accuracy {accuracy:.4f}")
 
-    tracking.use_experiment(params.mlflow.experiment, layout.root)
     run_id = tracking.read_run_id(model_dir)
-    resume = bool(run_id) and tracking.run_exists(run_id)
+    # Under `mlflow run -e evaluate`, MLflow has opened a run of its own: the evaluation goes there.
+    launched_run = os.environ.get("MLFLOW_RUN_ID")
+    tracking.use_experiment(params.mlflow.experiment, layout.root)
+    model_run = run_id if run_id and tracking.run_exists(run_id) else None
+    resume = model_run is not None and launched_run in (None, model_run)
     if resume:
         run = tracking.active_run(run_id=run_id)
-    else:  # trained against another store (or restored from DVC's cache): record the evaluation anyway
-        log.warning("training run %s is not in %s; logging the evaluation as a new run", run_id,
-                    tracking.tracking_uri(layout.root))
+    else:  # trained against another store, restored from DVC's cache, or launched by `mlflow run`
+        if not launched_run:
+            log.warning("training run %s is not in %s; logging the evaluation as a new run", run_id,
+                        tracking.tracking_uri(layout.root))
         tags = tracking.run_tags(name, layout.root) | {"training_run_id": str(run_id)}
         run = tracking.active_run(run_name=tracking.run_name(name), tags=tags)
     with run as active:
         if not resume:
-            tracking.log_params(params.model(name).model_dump())
+            tracking.log_params({"model": name} | params.model(name).model_dump())
         if os.environ.get("DVC_STAGE"):
             mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
         log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
         tracking.log_metrics(active.info.run_id, flat_metrics(results))
         for artifact in ("metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt"):
             mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
+    if model_run:
+        registry.promote(params.registry, name, model_run, accuracy)
+    elif params.registry.enabled:
+        log.warning("%s: not registered: the run that logged the model is not in this tracking store", name)
     log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, results["test"]["macro"]["f1"])
     return results

@@ -73,9 +73,16 @@ def store_root(root: Path) -> Path:
 
 
 def use_experiment(name: str, root: Path) -> str:
-    """Point MLflow at the store and experiment; return the experiment id."""
+    """Point MLflow at the store and experiment; return the experiment id.
+
+    `mlflow run --experiment-name X` opens its run in X and says so in MLFLOW_EXPERIMENT_ID:
+    that run is resumed, so its experiment wins over params.yaml's.
+    """
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         # Keep a local store's artifacts beside its database, not wherever the command ran.
@@ -134,7 +141,13 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def log_params(params: dict) -> None:
-    mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+    """Log into the active run the params it does not hold yet.
+
+    `mlflow run -P epochs=2` logs the user's spelling before the command starts; MLflow refuses
+    a second value for a key, even "0.01" after "1e-2".
+    """
+    logged = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({key: _param_value(value) for key, value in params.items() if key not in logged})
 
 
 def _param_value(value) -> str:

@@ -68,7 +68,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
     with tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
-        tracking.log_params(model_params.model_dump() | {f"data.{k}": v for k, v in params.data.model_dump().items()})
+        data_params = {f"data.{k}": v for k, v in params.data.model_dump().items()}
+        tracking.log_params({"model": name} | model_params.model_dump() | data_params)
         log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
         log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
 

@@ -1,0 +1,126 @@
+"""Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.errors import InputError
+
+SIDE = 28
+BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
+NPY_SHAPES = "(28, 28), (N, 28, 28) or (N, 784)"
+
+
+def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
+    """Names and uint8 images (N, 28, 28) for image files and .npy batches, in the order given."""
+    names, batches = [], []
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; give image files (PNG, JPEG, …) or .npy arrays")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: the file is empty; give an image or a .npy array")
+        if path.suffix.lower() == ".npy":
+            batch = read_npy(path)
+            names += [f"{path}[{i}]" for i in range(len(batch))] if len(batch) > 1 else [str(path)]
+        else:
+            batch = read_image(path)[None]
+            names.append(str(path))
+        batches.append(batch)
+    return names, np.concatenate(batches)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # a pickle, a truncated file, not .npy at all
+        raise InputError(f"{path}: not a readable .npy array ({exc}); save one with numpy.save") from None
+    if array.ndim == 2 and array.shape == (SIDE, SIDE):
+        array = array[None]
+    elif array.ndim == 2 and array.shape[1] == SIDE * SIDE:
+        array = array.reshape(-1, SIDE, SIDE)
+    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:
+        raise InputError(f"{path}: array of shape {array.shape}; expected {NPY_SHAPES}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{path}: array of {array.dtype}; expected pixel intensities 0–255 (uint8)")
+    if not np.isfinite(array).all():
+        raise InputError(f"{path}: the array holds NaN or infinite values; expected pixel intensities 0–255")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise InputError(f"{path}: values from {low} to {high}; expected pixel intensities 0–255 (uint8)")
+    if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
+        raise InputError(f"{path}: values from {low} to {high} look scaled to [0, 1]; "
+                         "the model takes 0–255: multiply by 255")
+    return np.rint(array).astype(np.uint8)
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not an image Pillow can read ({exc}); give PNG, JPEG or a .npy array") from None
+    return to_mnist(image, path)
+
+
+def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
+    """Any size and mode → MNIST's form: 28×28 grayscale, a light digit on black, fitted and centred."""
+    image = ImageOps.exif_transpose(image)
+    if "A" in image.getbands() or image.mode == "P":  # transparency shows as white paper, not black
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    if paper(gray) > 127:  # a dark digit on light paper: MNIST has light ink on black
+        gray = 255 - gray
+    gray = np.clip(gray - paper(gray), 0, 255)  # grey paper becomes black
+    if gray.max() < 32:
+        raise InputError(f"{path}: the image is blank (one colour); nothing to read")
+    rows, cols = np.nonzero(gray > 0.25 * gray.max())
+    digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = BOX / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), np.float32)
+    # Centre of mass to the middle, as MNIST was made; clipped so the digit stays whole.
+    mass_rows, mass_cols = np.indices(small.shape)
+    total = small.sum()
+    top = round(SIDE / 2 - (mass_rows * small).sum() / total)
+    left = round(SIDE / 2 - (mass_cols * small).sum() / total)
+    top, left = (int(np.clip(top, 0, SIDE - small.shape[0])), int(np.clip(left, 0, SIDE - small.shape[1])))
+    canvas = np.zeros((SIDE, SIDE), np.float32)
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def paper(gray: np.ndarray) -> float:
+    """The background's level: the median of the image's outermost pixels."""
+    return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+
+
+def load_model(source: str):
+    """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
+    folder, or an MLflow URI: runs:/<run id>/model, models:/<name>@champion, models:/<name>/<version>."""
+    import keras
+
+    path = Path(source)
+    if "://" not in source or source.startswith("file://"):
+        if path.is_dir() and (path / "model.keras").is_file():
+            path = path / "model.keras"
+        if path.is_file() and path.suffix == ".keras":
+            return keras.models.load_model(path)
+        if not (path / "MLmodel").is_file():
+            raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
+                             "MLmodel, runs:/<run id>/model or models:/<name>@champion")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.tensorflow.load_model(source)
+    except MlflowException as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {reason}") from None
+
+
+def predict(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The digit and its probability for each image."""
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    return probabilities.argmax(axis=1), probabilities.max(axis=1)
