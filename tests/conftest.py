@@ -3,9 +3,14 @@ import http.server
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,7 +70,7 @@ def venv_bin() -> str:
 def copy_project(dest: Path) -> None:
     """The files `dvc repro` needs, copied into a fresh folder."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "MLproject", "python_env.yaml"):
         shutil.copy(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
@@ -116,3 +121,60 @@ def make_repo(root: Path, params: dict) -> Path:
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "baseline")
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory, mnist_dir) -> Path:
+    """A repo where the small pipeline ran once: both models trained, evaluated and registered.
+
+    Shared by the tests that read runs, models and the registry (compare, predict, serving, UI);
+    tests that add runs to it must not assume a number of runs.
+    """
+    root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
+    sh(root, "dvc", "repro")
+    return root
+
+
+TRAINED_EXPERIMENT = "trained"
+
+
+def store_uri(repo: Path) -> str:
+    return f"sqlite:///{repo / 'mlflow.db'}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180):
+    """A server started in a session of its own, once `health_url` answers; the whole group is
+    stopped afterwards (mlflow server and serve start worker processes)."""
+    log = cwd / f"{Path(cmd[0]).name}-{free_port()}.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_http(health_url, server, log, timeout_s)
+            yield server
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def wait_for_http(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"{url}: the server exited {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout_s} s:\n{log.read_text()[-3000:]}")

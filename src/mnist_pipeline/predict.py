@@ -1,6 +1,7 @@
 """Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -99,13 +100,13 @@ def paper(gray: np.ndarray) -> float:
 def load_model(source: str):
     """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
     folder, or an MLflow URI: runs:/<run id>/model, models:/<name>@champion, models:/<name>/<version>."""
-    import keras
-
-    path = Path(source)
-    if "://" not in source or source.startswith("file://"):
+    path = Path(source.removeprefix("file://"))
+    if urlparse(source).scheme in ("", "file"):
         if path.is_dir() and (path / "model.keras").is_file():
             path = path / "model.keras"
         if path.is_file() and path.suffix == ".keras":
+            import keras
+
             return keras.models.load_model(path)
         if not (path / "MLmodel").is_file():
             raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
