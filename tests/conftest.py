@@ -153,6 +153,8 @@ def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None,
     """A server started in a session of its own, once `health_url` answers; the whole group is
     stopped afterwards (mlflow server and serve start worker processes)."""
     log = cwd / f"{Path(cmd[0]).name}-{free_port()}.log"
+    # MLflow's server otherwise starts a dozen job-runner processes (GenAI jobs) none of this uses.
+    env = (env or dict(os.environ)) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as out:
         server = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
         try:

@@ -1,0 +1,32 @@
+"""`mlflow models serve` on the registry's champion answers /invocations: raw uint8 pixels in,
+probabilities out, because the rescaling lives inside the model."""
+
+import json
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mnist_pipeline.preprocess import load_split
+
+from conftest import free_port, repo_env, running, store_uri, venv_bin
+
+
+def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo):
+    x, _ = load_split(trained_repo / "data/processed", "test")
+    port = free_port()
+    serve = [str(Path(venv_bin()) / "mlflow"), "models", "serve", "-m", "models:/mnist-logistic@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
+    with running(serve, f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x[:16].tolist()}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.load(response)["predictions"])
+    assert served.shape == (16, 10)
+    assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
+    # The same model, loaded from the pipeline's output folder, gives the same probabilities.
+    local = keras.models.load_model(trained_repo / "models/logistic/model.keras").predict(x[:16], verbose=0)
+    assert np.allclose(served, local, atol=1e-5)
