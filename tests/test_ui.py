@@ -1,0 +1,78 @@
+"""The MLflow UI, in headless Debian Chromium driven by Playwright, shows what the pipeline logged:
+both models' runs on the experiment page, side by side in the compare view, and each run's
+test accuracy and params. Screenshots land in the test's output folder."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TRAINED_EXPERIMENT, free_port, running, store_uri, venv_bin
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def ui(trained_repo, tmp_path_factory):
+    """An `mlflow server` on 127.0.0.1 over the store the pipeline filled; yields its URL."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("ui")
+    server = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+              "--backend-store-uri", store_uri(trained_repo), "--artifacts-destination", str(folder / "artifacts")]
+    with running(server, f"http://127.0.0.1:{port}/health", cwd=folder):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.set_default_timeout(60_000)
+    yield page
+    page.close()
+
+
+def test_the_ui_lists_both_models_runs_with_their_test_accuracy_and_params(trained_repo, ui, page, tmp_path):
+    client = MlflowClient(store_uri(trained_repo))
+    experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
+    runs = {run.data.tags["model"]: run for run in client.search_runs(
+        [experiment.experiment_id], "attributes.status = 'FINISHED' and tags.`dvc.stage` LIKE 'train@%'")}
+    assert set(runs) == {"logistic", "mlp"}
+
+    page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs")
+    for run in runs.values():
+        page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+    page.get_by_text("mnist-mlp", exact=False).first.wait_for()  # the registered model beside its run
+    page.screenshot(path=tmp_path / "experiment.png", full_page=True)
+
+    ids = [run.info.run_id for run in runs.values()]
+    page.goto(f"{ui}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([experiment.experiment_id])}")
+    page.get_by_text("Run details").first.wait_for()
+    for run in runs.values():
+        page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+    learning_rates = page.get_by_text("learning_rate", exact=True).first.locator("xpath=ancestor::tr[1]").inner_text()
+    assert all(run.data.params["learning_rate"] in learning_rates for run in runs.values())
+    page.screenshot(path=tmp_path / "compare.png", full_page=True)
+
+    for model, run in runs.items():
+        page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")
+        page.get_by_text("test_accuracy", exact=True).first.wait_for()
+        text = page.inner_text("body")
+        assert f"test_accuracy\n{run.data.metrics['test_accuracy']}" in text
+        for param in ("type", "learning_rate", "epochs"):
+            assert f"{param}\n{run.data.params[param]}" in text
+        page.screenshot(path=tmp_path / f"run-{model}.png", full_page=True)
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("experiment.png", "compare.png"))
