@@ -102,7 +102,8 @@ def load_model(source: str):
     import keras
 
     path = Path(source)
-    if "://" not in source or source.startswith("file://"):
+    # runs:/ and models:/ have one slash: "://" alone would take them for paths.
+    if not source.startswith(("runs:/", "models:/")) and ("://" not in source or source.startswith("file://")):
         if path.is_dir() and (path / "model.keras").is_file():
             path = path / "model.keras"
         if path.is_file() and path.suffix == ".keras":
