@@ -7,7 +7,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import make_repo, repo_env, sh, small_params, stages_run, venv_bin, write_params
+from servers import background, free_port
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "reliability"
@@ -84,12 +84,6 @@ def read_only(folder: Path):
             yield
         finally:
             folder.chmod(0o755)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- 1. bad params -----------------------------------------------------------------------
@@ -285,30 +279,10 @@ def test_four_workers_log_into_one_new_sqlite_store(repo, tmp_path):
 
 def test_four_workers_log_through_one_mlflow_server(repo, tmp_path):
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}?timeout=60",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{uri}/health", server)
+    server = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}?timeout=60",
+              "--artifacts-destination", str(tmp_path / "artifacts")]
+    with background(server, tmp_path / "server.log", f"{uri}/health"):
         results = four_workers(repo, tmp_path, {"MLFLOW_TRACKING_URI": uri})
         assert_all_four_complete(results, client_for(uri))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-
-
-def wait_for_http(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mlflow server exited"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout_s} s")
