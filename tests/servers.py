@@ -57,8 +57,8 @@ def background(cmd: list[str], log: Path, ready_url: str, env: dict | None = Non
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # throwaway state: no need to wait for a graceful end
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
 
@@ -129,7 +129,7 @@ def mlflow_server(log: Path, backend_uri: str, artifacts: str, s3_url: str) -> I
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env |= S3_CREDENTIALS | {"MLFLOW_S3_ENDPOINT_URL": s3_url}
     cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "2", "--backend-store-uri", backend_uri,
+           "--backend-store-uri", backend_uri,
            "--serve-artifacts", "--artifacts-destination", artifacts]
     with background(cmd, log, f"{url}/health", env=env):
         yield url
