@@ -3,6 +3,7 @@ an S3-compatible bucket, and a DVC remote in the same bucket. The pipeline is th
 runs; only MLFLOW_TRACKING_URI and the DVC remote differ."""
 
 import filecmp
+import io
 import json
 import subprocess
 from contextlib import ExitStack
@@ -132,12 +133,12 @@ def test_dvc_pull_in_a_fresh_clone_restores_data_and_models_and_repro_runs_nothi
 def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp_path):
     rates = {"a": 0.002, "b": 0.003}  # not the baseline's 0.001, which DVC's run cache would restore
     workers = {name: clone(repo, tmp_path / f"worker-{name}") for name in rates}
-    for name, rate in rates.items():
-        sh(workers[name], "dvc", "exp", "run", "--queue", "-S", f"models.mlp.learning_rate={rate}")
-    # Both machines work through their queues at the same time, against the one server.
-    running = [subprocess.Popen(["dvc", "exp", "run", "--run-all"], cwd=w, env=client_env(w, team),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for w in workers.values()]
+    # Both machines at once, against the one server: one through DVC's queue, one in its workspace.
+    sh(workers["a"], "dvc", "exp", "run", "--queue", "-S", f"models.mlp.learning_rate={rates['a']}")
+    commands = {"a": ["dvc", "exp", "run", "--run-all"],
+                "b": ["dvc", "exp", "run", "-S", f"models.mlp.learning_rate={rates['b']}"]}
+    running = [subprocess.Popen(commands[name], cwd=w, env=client_env(w, team), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name, w in workers.items()]
     for process in running:
         output = process.communicate(timeout=600)[0]
         assert process.returncode == 0, output
@@ -148,3 +149,7 @@ def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp
     assert sorted(float(r.data.params["learning_rate"]) for r in swept) == sorted(rates.values())
     assert all(r.info.status == "FINISHED" and r.data.tags["model"] == "mlp" and "test_accuracy" in r.data.metrics
                for r in swept)
+    # Either machine's leaderboard ranks every run: the baseline and both workers'.
+    board = sh(workers["b"], "python", "-m", "mnist_pipeline", "compare", "--format", "csv",
+               env=client_env(workers["b"], team)).stdout
+    assert set(pd.read_csv(io.StringIO(board))["run_id"]) == {r.info.run_id for r in finished_runs(client)}
