@@ -163,8 +163,8 @@ def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None,
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # throwaway state: no need to wait longer
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
 
