@@ -26,6 +26,11 @@ def parser() -> argparse.ArgumentParser:
     for stage, text in (("train", "train one model from params.yaml"), ("evaluate", "evaluate one trained model")):
         sub = stages.add_parser(stage, help=text)
         sub.add_argument("model", help="a key under `models` in params.yaml")
+    report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of params, metrics and runs vs --base")
+    report.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
+    report.add_argument("--output", type=Path, help="write the report here (default: stdout)")
+    report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
+                        help="embed confusion matrices by relative path; off where the report is read elsewhere (a PR comment)")
     return cli
 
 
@@ -93,3 +98,7 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             from mnist_pipeline.evaluate import evaluate
 
             evaluate(args.model, params, layout)
+    elif args.stage == "ci-report":
+        from mnist_pipeline.ci_report import ci_report
+
+        ci_report(args.base, layout, args.output, args.embed_images)
