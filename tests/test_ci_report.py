@@ -2,13 +2,20 @@
 the command retrains only mlp and reports the change; the workflow around it passes actionlint."""
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, make_repo, sh, small_params, stages_run, venv_bin, write_params
+from mnist_pipeline.ci_report import run_link
+from mnist_pipeline.tracking import write_run_file
+from test_reliability import free_port, wait_for_http
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 
@@ -66,6 +73,13 @@ def test_ci_report_retrains_only_what_changed_and_reports_it(tmp_path, mnist_dir
     assert stages_run(again.stderr) == []
     assert "Nothing to retrain" in again.stdout and "### mlp" not in again.stdout
     assert "models.mlp.learning_rate" in again.stdout  # the workspace still differs from the base
+    assert "could not read the base's metrics" not in again.stdout
+
+    # Without the DVC cache (and no remote) the base's metrics are unreadable: the report says so.
+    shutil.move(repo / ".dvc/cache", tmp_path / "cache")
+    blind = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", base).stdout
+    assert "could not read the base's metrics" in blind
+    assert metric_row(blind, "reports/eval/mlp/metrics.json", "test.accuracy")[2] == "-"
 
 
 def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
@@ -74,6 +88,28 @@ def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: --base no-such-branch: no such commit")
     assert not (repo / "reports").exists()
+
+
+def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art")],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment_id = client.create_experiment("links")
+        run_id = client.create_run(experiment_id).info.run_id
+        write_run_file(tmp_path, run_id)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ci:s3cret@127.0.0.1:{port}/")
+        link = run_link(tmp_path, tmp_path)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    assert link == f"[`{run_id}`](http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id})"
 
 
 def test_the_workflow_passes_actionlint():

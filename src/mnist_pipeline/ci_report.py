@@ -80,13 +80,17 @@ def render(repro: Repro, base: str, base_commit: str, head: str, layout: Layout,
         summary = f"**Retrained:** {', '.join(repro.models()) or 'no model'} (stages run: {', '.join(changed)})."
     else:
         summary = f"**{NOTHING_TO_RETRAIN}**"
-    lines = [MARKER, f"## Retrain report: workspace at `{head}` vs `{base}` (`{base_commit}`)", "", summary, ""]
+    base_name = base_commit if base_commit.startswith(base) else f"{base}` (`{base_commit}"
+    lines = [MARKER, f"## Retrain report: workspace (HEAD `{head}`) vs `{base_name}`", "", summary, ""]
     lines += ["### Stages", "", "| stage | outcome |", "| --- | --- |"]
     lines += [f"| `{stage}` | {outcome} |" for stage, outcome in repro.outcomes.items()]
     params, _ = _diff(layout.root, "params", base)
     metrics, warning = _diff(layout.root, "metrics", base)
     lines += ["", "### Parameters changed", "", params or "No parameter differs from the base.", ""]
-    lines += ["### Metrics vs the base", "", metrics or "No metric differs from the base.", ""]
+    headline, per_class = split_rows(metrics, "per_class")
+    lines += ["### Metrics vs the base", "", headline or "No metric differs from the base.", ""]
+    if per_class:
+        lines += ["<details><summary>Per-class changes</summary>", "", per_class, "", "</details>", ""]
     if warning:
         lines += [f"> DVC could not read the base's metrics ({base}): they are neither in the local DVC cache nor "
                   "on a DVC remote. Push them from main (`dvc push`) or restore the cache; see README, "
@@ -94,6 +98,13 @@ def render(repro: Repro, base: str, base_commit: str, head: str, layout: Layout,
     for model in repro.models():
         lines += model_section(model, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def split_rows(table: str, word: str) -> tuple[str, str]:
+    """A Markdown table split in two by whether a row holds `word`; each keeps the header (empty if no rows)."""
+    header, rows = table.splitlines()[:2], table.splitlines()[2:]
+    parts = [[row for row in rows if (word in row) == match] for match in (False, True)]
+    return tuple("\n".join(header + part) if part else "" for part in parts)
 
 
 def model_section(model: str, layout: Layout, images_dir: Path | None) -> list[str]:
@@ -109,7 +120,7 @@ def model_section(model: str, layout: Layout, images_dir: Path | None) -> list[s
     if images_dir:
         lines += ["", f"![{model} confusion matrix]({os.path.relpath(image, images_dir)})"]
     else:
-        lines += ["", f"Confusion matrix: `{image.relative_to(layout.root)}` in the workflow's artifact."]
+        lines += ["", f"Confusion matrix: `{image.relative_to(layout.root)}`."]
     return lines + [""]
 
 
