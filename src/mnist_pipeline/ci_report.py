@@ -62,9 +62,13 @@ def run_repro(root: Path) -> Repro:
     """`dvc repro`, its output streamed to stderr (the CI log) and read for each stage's outcome."""
     process = subprocess.Popen(_dvc("repro"), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    for line in process.stdout:
-        sys.stderr.write(line)
-        lines.append(line)
+    try:
+        for line in process.stdout:
+            sys.stderr.write(line)
+            lines.append(line)
+    finally:  # interrupted (Ctrl-C, CI cancelling the job): stop DVC too, which cleans up its stage
+        if process.poll() is None:
+            process.terminate()
     if process.wait():
         raise PipelineError(f"dvc repro failed with exit code {process.returncode} (its output is above); "
                             "fix the failing stage and run ci-report again; no report was written")
@@ -76,8 +80,10 @@ def run_repro(root: Path) -> Repro:
 
 def render(repro: Repro, base: str, base_commit: str, head: str, layout: Layout, images_dir: Path | None) -> str:
     changed = repro.changed()
-    if changed:
-        summary = f"**Retrained:** {', '.join(repro.models()) or 'no model'} (stages run: {', '.join(changed)})."
+    if repro.models():
+        summary = f"**Retrained:** {', '.join(repro.models())} (stages run: {', '.join(changed)})."
+    elif changed:
+        summary = f"**No model retrained** (stages run: {', '.join(changed)})."
     else:
         summary = f"**{NOTHING_TO_RETRAIN}**"
     base_name = base_commit if base_commit.startswith(base) else f"{base}` (`{base_commit}"

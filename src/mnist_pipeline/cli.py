@@ -26,11 +26,11 @@ def parser() -> argparse.ArgumentParser:
     for stage, text in (("train", "train one model from params.yaml"), ("evaluate", "evaluate one trained model")):
         sub = stages.add_parser(stage, help=text)
         sub.add_argument("model", help="a key under `models` in params.yaml")
-    report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of params, metrics and runs vs --base")
+    report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of it against --base")
     report.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
     report.add_argument("--output", type=Path, help="write the report here (default: stdout)")
     report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
-                        help="embed confusion matrices by relative path; off where the report is read elsewhere (a PR comment)")
+                        help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
     return cli
 
 
