@@ -79,19 +79,19 @@ def run_repro(root: Path) -> Repro:
 
 
 def render(repro: Repro, base: str, base_commit: str, head: str, layout: Layout, images_dir: Path | None) -> str:
-    changed = repro.changed()
+    changed = ", ".join(s if repro.outcomes[s] == "ran" else f"{s} from the run cache" for s in repro.changed())
     if repro.models():
-        summary = f"**Retrained:** {', '.join(repro.models())} (stages run: {', '.join(changed)})."
+        summary = f"**Retrained:** {', '.join(repro.models())} (stages run: {changed})."
     elif changed:
-        summary = f"**No model retrained** (stages run: {', '.join(changed)})."
+        summary = f"**No model retrained** (stages run: {changed})."
     else:
         summary = f"**{NOTHING_TO_RETRAIN}**"
     base_name = base_commit if base_commit.startswith(base) else f"{base}` (`{base_commit}"
     lines = [MARKER, f"## Retrain report: workspace (HEAD `{head}`) vs `{base_name}`", "", summary, ""]
     lines += ["### Stages", "", "| stage | outcome |", "| --- | --- |"]
     lines += [f"| `{stage}` | {outcome} |" for stage, outcome in repro.outcomes.items()]
-    params, _ = _diff(layout.root, "params", base)
-    metrics, warning = _diff(layout.root, "metrics", base)
+    params, _ = dvc_diff(layout.root, "params", base)
+    metrics, warning = dvc_diff(layout.root, "metrics", base)
     lines += ["", "### Parameters changed", "", params or "No parameter differs from the base.", ""]
     headline, per_class = split_rows(metrics, "per_class")
     lines += ["### Metrics vs the base", "", headline or "No metric differs from the base.", ""]
@@ -149,14 +149,16 @@ def run_link(model_dir: Path, root: Path) -> str:
     return f"[`{run_id}`]({server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
 
 
-def _diff(root: Path, kind: str, base: str) -> tuple[str, bool]:
+def dvc_diff(root: Path, kind: str, base: str) -> tuple[str, bool]:
     """`dvc {params,metrics} diff BASE --md`: the Markdown table (empty when nothing differs), and
     whether DVC warned that it could not load the base's files."""
     done = subprocess.run(_dvc(kind, "diff", base, "--md"), cwd=root, capture_output=True, text=True)
     if done.returncode:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise PipelineError(f"dvc {kind} diff {base} failed: {reason}")
-    return done.stdout.strip(), "failed to load" in done.stderr
+    table = done.stdout.strip()
+    has_rows = len(table.splitlines()) > 2  # DVC may print the header alone when nothing differs
+    return table if has_rows else "", "failed to load" in done.stderr
 
 
 def _dvc(*args: str) -> list[str]:
