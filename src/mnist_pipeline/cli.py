@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="models/mlp", metavar="SOURCE",
                          help="a .keras file or models/<name> folder, runs:/<run id>/model, "
                               "or models:/mnist-mlp@champion (default: %(default)s)")
+
+    report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of it against --base")
+    report.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
+    report.add_argument("--output", type=Path, help="write the report here (default: stdout)")
+    report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
+                        help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
     return cli
 
 
@@ -153,6 +159,10 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             from mnist_pipeline.evaluate import evaluate
 
             evaluate(args.model, params, layout)
+    elif args.stage == "ci-report":
+        from mnist_pipeline.ci_report import ci_report
+
+        ci_report(args.base, layout, args.output, args.embed_images)
 
 
 def run_predict(args: argparse.Namespace, layout: Layout) -> int:
