@@ -43,12 +43,12 @@ class Repro:
 def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it."""
     root = layout.root
-    base_commit = tracking._git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    base_commit = tracking.git_output(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
     if not base_commit:
         raise PipelineError(f"--base {base}: no such commit in {root}; fetch it first "
                             "(git fetch origin main) or name another branch, tag or commit")
     repro = run_repro(root)
-    head = tracking._git(root, "rev-parse", "--short", "HEAD") or "no commit"
+    head = tracking.git_output(root, "rev-parse", "--short", "HEAD") or "no commit"
     images_dir = (output or Path("report.md")).resolve().parent
     report = render(repro, base, base_commit[:7], head, layout, images_dir if embed_images else None)
     if output:

@@ -123,16 +123,17 @@ def run_tags(model: str, root: Path) -> dict[str, str]:
                      ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    commit = _git(root, "rev-parse", "HEAD")
+    commit = git_output(root, "rev-parse", "HEAD")
     if commit:
         tags["git.commit"] = commit
         # dvc.lock changes as the pipeline runs, so it does not make the code dirty.
-        changes = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+        changes = git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
         tags["git.dirty"] = str(bool(changes)).lower()
     return tags
 
 
-def _git(root: Path, *args: str) -> str | None:
+def git_output(root: Path, *args: str) -> str | None:
+    """What `git ARGS` prints in `root`, or None when git is missing or fails (not a repository)."""
     try:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
