@@ -259,7 +259,7 @@ def report(r: dict, quick: bool) -> str:
         "and re-run on a quiet machine for absolute figures. Accuracy does not depend on load.",
         "",
         "Each figure: median (min–max, number of runs). Every command runs in a temporary copy of the repository "
-        "(`git init`, `dvc init`, the shipped `dvc.yaml`, `params.yaml` and `src/`).",
+        f"(`git init`, `dvc init`, the shipped `dvc.yaml`, `params.yaml` and `src/`); MNIST came from {r['mnist']}.",
         "",
         "## Targets",
         "",
@@ -358,7 +358,8 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     light = 1 if args.quick else 5  # the cheap measurements: start-up, no-op repro
     started = time.perf_counter()
-    r = {"machine": machine(), "repeats": repeats}
+    r = {"machine": machine(), "repeats": repeats,
+         "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources"}
     params = bench_params(args.quick, args.mnist)
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
         repo = make_repo(Path(tmp) / "repo", params)
