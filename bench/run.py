@@ -112,6 +112,7 @@ def full_pipeline(repo: Path, models: list[str]) -> dict:
         logged = run_metrics(repo, model)
         result["models"][model] = {
             "test_accuracy": logged["test_accuracy"],
+            "test_macro_f1": logged["test_macro_f1"],
             "epochs_trained": int(logged["epochs_trained"]),
             "fit_s": logged["fit_seconds"],
             "fit_cpu_s": logged["fit_cpu_seconds"],
