@@ -174,13 +174,13 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
         return times
 
     result = {"sqlite": per_call(f"sqlite:///{repo / 'logging-bench.db'}")}
-    with mlflow_server(repo) as uri:
+    with MlflowServer(repo) as uri:
         result["server"] = per_call(uri)
     mlflow.set_tracking_uri(None)
     return result | {"epochs": epochs}
 
 
-class mlflow_server:
+class MlflowServer:
     """`mlflow server` on 127.0.0.1 with a SQLite store, started and stopped here."""
 
     def __init__(self, repo: Path):
