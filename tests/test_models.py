@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,14 +47,14 @@ def test_cosine_schedule_decays_to_zero_over_all_epochs():
         assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
 
 
-def fit_weights(seed: int) -> list[np.ndarray]:
+def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
     from mnist_pipeline.train import seed_everything
 
     seed_everything(seed)
-    params = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=0.2, **TRAINING)
-    model = build(params, steps_per_epoch=4)
+    params = MLPParams(type="mlp", hidden_units=[units], activation="relu", dropout=0.2, **TRAINING)
+    model = build(params, steps_per_epoch=images // 32)
     rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (128, 28, 28), dtype=np.uint8), rng.integers(0, 10, 128)
+    x, y = rng.integers(0, 256, (images, 28, 28), dtype=np.uint8), rng.integers(0, 10, images)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     return model.get_weights()
 
@@ -58,3 +63,21 @@ def test_the_seed_decides_the_weights():
     first, again, other = fit_weights(7), fit_weights(7), fit_weights(8)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.allclose(first[0], other[0])
+
+
+# Large enough that TF splits the matrix products over all its threads.
+FIT_IN_A_NEW_PROCESS = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+from test_models import fit_weights
+print(hashlib.sha256(b"".join(w.tobytes() for w in fit_weights(7, images=2048, units=512))).hexdigest())
+"""
+
+
+def test_the_seed_decides_the_weights_across_processes():
+    """Op determinism is off on a CPU (it only slows the fit): two fresh processes must still agree."""
+    code = FIT_IN_A_NEW_PROCESS.format(tests=str(Path(__file__).parent))
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+               for _ in range(2)}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64

@@ -30,15 +30,25 @@ class EpochMetrics(keras.callbacks.Callback):
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
+        self.seconds = 0.0  # time spent logging, so the benchmark can price it against the fit
 
     def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
         tracking.log_metrics(self.run_id, logs or {}, step=epoch + 1)
+        self.seconds += time.perf_counter() - started
 
 
 def seed_everything(seed: int) -> None:
-    """Same params, same weights: seed Python, NumPy and TF, and make TF's kernels deterministic."""
+    """Same params, same weights: seed Python, NumPy and TF (initialisation, shuffling, dropout).
+
+    On a CPU that is enough: the dense kernels split their work by the size of the thread pool,
+    the same on every run of one machine, and Keras feeds the batches in order. TF's op
+    determinism there only slows the fit (bench/RESULTS.md); GPU kernels add in whatever order
+    their threads finish, so on a GPU it is switched on.
+    """
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
 
 
 def digest(x: np.ndarray, y: np.ndarray) -> str:
@@ -73,11 +83,12 @@ def train(name: str, params: Params, layout: Layout) -> str:
         log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
         log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
 
-        callbacks = [EpochMetrics(run_id)]
+        epoch_metrics = EpochMetrics(run_id)
+        callbacks = [epoch_metrics]
         if model_params.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         history = model.fit(
             x_train, y_train,
             validation_data=(x_val, y_val),
@@ -86,13 +97,15 @@ def train(name: str, params: Params, layout: Layout) -> str:
             callbacks=callbacks,
             verbose=2,
         )
-        fit_seconds = time.perf_counter() - started
+        fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
         curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
         curves["epoch"] += 1
         best = curves.loc[curves["val_loss"].idxmin()]
         tracking.log_metrics(run_id, {
             "fit_seconds": fit_seconds,
+            "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
+            "mlflow_log_seconds": epoch_metrics.seconds,
             "epochs_trained": len(curves),
             "best_epoch": best["epoch"],
             "best_val_loss": best["val_loss"],

@@ -1,0 +1,390 @@
+"""Benchmark the pipeline against the targets of issue 5 and write bench/RESULTS.md (+ results.json).
+
+Everything runs in a temporary copy of the repository, never in your workspace:
+
+    python bench/run.py                 # the default models, full data; ~15 min on 2 cores
+    python bench/run.py --quick         # a tiny configuration in a minute: checks the runner works
+
+Timings on a shared machine are noisy, so the pipeline's train stage is compared with a bare
+Keras script pair by pair (alternating which goes first), and every figure is a median with its
+min-max spread. Accuracy does not depend on load: the same params give the same metrics.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+GIB = 1024**3
+
+
+# --- running and measuring commands ---------------------------------------------------------
+def measure(cmd: list[str], repo: Path) -> dict:
+    """Run `cmd` in `repo` as a user would; its wall time, CPU time and peak RSS (its own and its children's)."""
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=repo, env=repo_env(repo), stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this one child, unlike RUSAGE_CHILDREN
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if proc.returncode:
+        sys.exit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}:\n{output[-4000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
+            "output": output}
+
+
+def repo_env(repo: Path) -> dict[str, str]:
+    """This environment's python and dvc, the copy's sources, and no MLflow/DVC settings from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "PYTHONPATH": str(repo / "src"),
+                  "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def make_repo(root: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding the pipeline and `params`, committed."""
+    root.mkdir(parents=True)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
+        measure(cmd, root)
+    return root
+
+
+def bench_params(quick: bool, mnist: Path | None) -> dict:
+    """The shipped params.yaml; --quick cuts it to one tiny model on 400 images for one epoch."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if mnist:
+        params["download"]["sources"] = [{"kind": "local", "path": str(mnist)}]
+    if quick:
+        params["data"] |= {"validation_size": 100, "train_size": 400}
+        mlp = params["models"]["mlp"] | {"epochs": 1, "batch_size": 64, "hidden_units": [32]}
+        params["models"] = {"mlp": mlp}
+    return params
+
+
+def run_metrics(repo: Path, model: str) -> dict:
+    """The metrics the train stage logged to MLflow for the run in models/<model>/."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((repo / "models" / model / "mlflow_run.json").read_text())["run_id"]
+    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.metrics
+
+
+# --- the measurements -----------------------------------------------------------------------
+STARTUP = {
+    "cli_help": [PYTHON, "-m", "mnist_pipeline", "--help"],
+    "dvc_version": ["dvc", "--version"],
+    "import_tensorflow": [PYTHON, "-c", "import tensorflow"],
+    "import_mlflow": [PYTHON, "-c", "import mlflow"],
+}
+
+
+def startup(repo: Path, repeats: int, quick: bool) -> dict:
+    commands = dict(list(STARTUP.items())[:2]) if quick else STARTUP  # the imports only for context
+    return {name: [measure(cmd, repo)["wall_s"] for _ in range(repeats)] for name, cmd in commands.items()}
+
+
+def full_pipeline(repo: Path, models: list[str]) -> dict:
+    """`dvc repro` from scratch, then each model's test accuracy, epochs and fit figures as logged to MLflow."""
+    run = measure(["dvc", "repro"], repo)
+    result = {"dvc_repro_s": run["wall_s"], "dvc_repro_peak_rss_bytes": run["peak_rss_bytes"], "models": {}}
+    for model in models:
+        logged = run_metrics(repo, model)
+        result["models"][model] = {
+            "test_accuracy": logged["test_accuracy"],
+            "test_macro_f1": logged["test_macro_f1"],
+            "epochs_trained": int(logged["epochs_trained"]),
+            "fit_s": logged["fit_seconds"],
+            "fit_cpu_s": logged["fit_cpu_seconds"],
+            "mlflow_log_s": logged["mlflow_log_seconds"],
+        }
+    return result
+
+
+def noop_repro(repo: Path, repeats: int) -> list[float]:
+    runs = [measure(["dvc", "repro"], repo) for _ in range(repeats)]
+    assert all("Running stage" not in run["output"] for run in runs), "a no-op `dvc repro` ran a stage"
+    return [run["wall_s"] for run in runs]
+
+
+def stage_runs(repo: Path, cmd: list[str], repeats: int) -> list[dict]:
+    runs = [measure([PYTHON, "-m", "mnist_pipeline", *cmd], repo) for _ in range(repeats)]
+    return [{k: v for k, v in run.items() if k != "output"} for run in runs]
+
+
+def train_pairs(repo: Path, model: str, epochs: int, repeats: int) -> list[dict]:
+    """The train stage and the bare Keras script, same model and epochs, alternating which goes first."""
+    stage = [PYTHON, "-m", "mnist_pipeline", "train", model]
+    bare = [PYTHON, str(REPO / "bench" / "bare_keras.py"), model, "--epochs", str(epochs), "--root", str(repo)]
+    pairs = []
+    for i in range(repeats):
+        runs = {}
+        for name in ("stage", "bare") if i % 2 == 0 else ("bare", "stage"):
+            runs[name] = measure(stage if name == "stage" else bare, repo)
+        logged = run_metrics(repo, model)
+        bare_fit = json.loads(runs["bare"]["output"].strip().splitlines()[-1])
+        pairs.append({
+            "stage_wall_s": runs["stage"]["wall_s"], "bare_wall_s": runs["bare"]["wall_s"],
+            "ratio": runs["stage"]["wall_s"] / runs["bare"]["wall_s"],
+            "stage_fit_s": logged["fit_seconds"], "stage_fit_cpu_s": logged["fit_cpu_seconds"],
+            "stage_mlflow_log_s": logged["mlflow_log_seconds"], "stage_epochs": int(logged["epochs_trained"]),
+            "bare_fit_s": bare_fit["fit_seconds"], "bare_fit_cpu_s": bare_fit["fit_cpu_seconds"],
+            "stage_peak_rss_bytes": runs["stage"]["peak_rss_bytes"], "bare_peak_rss_bytes": runs["bare"]["peak_rss_bytes"],
+        })
+    return pairs
+
+
+def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
+    """Seconds per epoch-metrics call (the train stage's own function) against SQLite and a local server."""
+    sys.path.insert(0, str(repo / "src"))
+    import mlflow
+
+    from mnist_pipeline import tracking
+
+    def per_call(uri: str) -> list[float]:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("bench-logging")
+        with mlflow.start_run() as run:
+            times = []
+            for step in range(1, calls + 1):
+                started = time.perf_counter()
+                tracking.log_metrics(run.info.run_id, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1,
+                                                        "val_accuracy": 0.9}, step=step)
+                times.append(time.perf_counter() - started)
+        return times
+
+    result = {"sqlite": per_call(f"sqlite:///{repo / 'logging-bench.db'}")}
+    with MlflowServer(repo) as uri:
+        result["server"] = per_call(uri)
+    mlflow.set_tracking_uri(None)
+    return result | {"epochs": epochs}
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite store, started and stopped here."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+
+    def __enter__(self) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.repo / 'server.db'}",
+             "--default-artifact-root", (self.repo / "server-artifacts").as_uri()],
+            cwd=self.repo, env=repo_env(self.repo), stdout=self.log, stderr=subprocess.STDOUT)
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return uri
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.__exit__()
+        sys.exit("bench: `mlflow server` did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+# --- the report -----------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return {
+        "cores": os.cpu_count(), "cpu": cpu, "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
+        "python": platform.python_version(), "os": platform.platform(),
+        "versions": {p: version(p) for p in ("tensorflow", "keras", "mlflow", "dvc", "numpy")},
+        "commit": git.stdout.strip(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": os.getloadavg(),
+    }
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """Median and min-max of repeated measurements."""
+    if len(values) == 1:
+        return fmt.format(values[0]) + " (1 run)"
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))}, {len(values)} runs)"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def report(r: dict, quick: bool) -> str:
+    m = r["machine"]
+    models = r["full"]["models"]
+    lines = [
+        "# Benchmark results" + (" (QUICK smoke run: tiny data, not results)" if quick else ""),
+        "",
+        f"`python bench/run.py{' --quick' if quick else ''} --repeats {r['repeats']}` at commit `{m['commit']}`, "
+        f"{m['date']}, {r['total_s'] / 60:.1f} min in all.",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, no GPU; Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        f"Load average (1 min) {m['load_before'][0]:.1f} at the start, {m['load_after'][0]:.1f} at the end. "
+        "On a shared machine absolute times are noisy: compare ratios, which are taken pair by pair in one run, "
+        "and re-run on a quiet machine for absolute figures. Accuracy does not depend on load.",
+        "",
+        "Each figure: median (min–max, number of runs). Every command runs in a temporary copy of the repository "
+        f"(`git init`, `dvc init`, the shipped `dvc.yaml`, `params.yaml` and `src/`); MNIST came from {r['mnist']}.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+    ]
+    pairs = r["pairs"]
+    fits = {name: [models[name]["fit_s"]] + [p["stage_fit_s"] for p in pairs[name]] for name in models}
+    for name, threshold in (("mlp", 0.985), ("logistic", 0.927)):
+        if name in models:
+            lines.append(f"| {name} test accuracy ≥ {threshold} | {models[name]['test_accuracy']:.4f} "
+                         f"({models[name]['epochs_trained']} epochs) | {verdict(models[name]['test_accuracy'] >= threshold)} |")
+    if "mlp" in fits:
+        lines.append(f"| mlp fit ≤ 120 s | {spread(fits['mlp'], '{:.1f}')} s | {verdict(statistics.median(fits['mlp']) <= 120)} |")
+    for name in models:
+        ratios = [p["ratio"] for p in pairs[name]]
+        lines.append(f"| {name} train stage ≤ 1.10 × bare Keras | {spread(ratios)} × | {verdict(statistics.median(ratios) <= 1.10)} |")
+    for name in models:
+        share = [p["stage_mlflow_log_s"] / p["stage_fit_s"] * 100 for p in pairs[name]]
+        lines.append(f"| {name}: MLflow logging ≤ 3 % of fit | {spread(share)} % | {verdict(statistics.median(share) <= 3)} |")
+    lines += [
+        f"| no-op `dvc repro` ≤ 2 s | {spread(r['noop_repro_s'])} s | {verdict(statistics.median(r['noop_repro_s']) <= 2)} |",
+        f"| `--help` ≤ 0.5 s | {spread(r['startup']['cli_help'])} s | {verdict(statistics.median(r['startup']['cli_help']) <= 0.5)} |",
+    ]
+    peak = max([r["full"]["dvc_repro_peak_rss_bytes"]] + [p["stage_peak_rss_bytes"] for ps in pairs.values() for p in ps]
+               + [s["peak_rss_bytes"] for s in r["preprocess"] + r["evaluate"]])
+    prep = [s["wall_s"] for s in r["preprocess"]]
+    lines += [
+        f"| peak RSS of any stage ≤ 1.5 GiB | {peak / GIB:.2f} GiB | {verdict(peak <= 1.5 * GIB)} |",
+        f"| preprocess stage ≤ 5 s | {spread(prep)} s | {verdict(statistics.median(prep) <= 5)} |",
+    ]
+    for name in models:
+        cores = [p["stage_fit_cpu_s"] / p["stage_fit_s"] for p in pairs[name]]
+        busy = statistics.median(cores) >= 0.8 * m["cores"]
+        lines.append(f"| {name}: all {m['cores']} cores busy in fit (CPU s / wall s) | {spread(cores)} | {verdict(busy)} |")
+
+    lines += ["", "## Default models through the real pipeline", "",
+              f"`dvc repro` from scratch: {r['full']['dvc_repro_s']:.0f} s, peak RSS {r['full']['dvc_repro_peak_rss_bytes'] / GIB:.2f} GiB "
+              "(the largest stage). Test accuracy (from the evaluate stage), fit time, fit CPU time and "
+              "MLflow logging time as the train stage logged them to MLflow (first run: `dvc repro`, then each pair's stage run).", "",
+              "| model | test accuracy | epochs | fit s | cores busy in fit | MLflow logging s |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, s in models.items():
+        runs = [{"fit_s": s["fit_s"], "cpu": s["fit_cpu_s"], "log": s["mlflow_log_s"]}] + [
+            {"fit_s": p["stage_fit_s"], "cpu": p["stage_fit_cpu_s"], "log": p["stage_mlflow_log_s"]} for p in pairs[name]]
+        lines.append(f"| {name} | {s['test_accuracy']:.4f} | {s['epochs_trained']} | {spread([x['fit_s'] for x in runs], '{:.1f}')} | "
+                     f"{spread([x['cpu'] / x['fit_s'] for x in runs])} | {spread([x['log'] for x in runs], '{:.3f}')} |")
+
+    lines += ["", "## Train stage vs a bare Keras script, pair by pair", "",
+              "`python -m mnist_pipeline train MODEL` against `python bench/bare_keras.py MODEL --epochs N` (same model, "
+              "data, epochs and batch size, plain Keras, no MLflow; N = the epochs the stage trained), both started as "
+              "a new process, alternating which goes first. Wall time of the whole process.", "",
+              "| model | stage s | bare s | ratio | stage fit s | bare fit s | stage cores busy | bare cores busy | stage / bare peak RSS GiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, ps in pairs.items():
+        col = lambda key, f="{:.1f}": spread([p[key] for p in ps], f)  # noqa: E731
+        lines.append(
+            f"| {name} | {col('stage_wall_s')} | {col('bare_wall_s')} | {col('ratio', '{:.3f}')} | {col('stage_fit_s')} | "
+            f"{col('bare_fit_s')} | {spread([p['stage_fit_cpu_s'] / p['stage_fit_s'] for p in ps])} | "
+            f"{spread([p['bare_fit_cpu_s'] / p['bare_fit_s'] for p in ps])} | "
+            f"{max(p['stage_peak_rss_bytes'] for p in ps) / GIB:.2f} / {max(p['bare_peak_rss_bytes'] for p in ps) / GIB:.2f} |")
+
+    log = r["logging"]
+    fit = {name: statistics.median(fits[name]) for name in fits}
+    lines += ["", "## MLflow logging", "",
+              "The train stage logs each epoch's four metrics in one `log_batch` call (`tracking.log_metrics`), nothing per step. "
+              f"The same call timed {len(log['sqlite'])} times here against the SQLite store and a local `mlflow server` "
+              "(SQLite backend, started by the runner on 127.0.0.1):", "",
+              "| store | ms per epoch call | per training (× epochs) as % of the median fit |", "| --- | --- | --- |"]
+    for store in ("sqlite", "server"):
+        per = statistics.median(log[store])
+        shares = ", ".join(f"{name} {per * models[name]['epochs_trained'] / fit[name] * 100:.2f} %" for name in models)
+        lines.append(f"| {store} | {spread([t * 1000 for t in log[store]], '{:.1f}')} | {shares} |")
+
+    lines += ["", "## Start-up and other stages", "", "| what | command | seconds |", "| --- | --- | --- |"]
+    for key, times in r["startup"].items():
+        cmd = " ".join(STARTUP[key]).replace(PYTHON, "python").replace("-c import", '-c "import') + ('"' * ("-c" in STARTUP[key]))
+        lines.append(f"| {key.replace('_', ' ')} | `{cmd}` | {spread(times)} |")
+    lines.append(f"| no-op repro | `dvc repro` (nothing changed) | {spread(r['noop_repro_s'])} |")
+    lines.append(f"| preprocess | `python -m mnist_pipeline preprocess` | {spread(prep)}; peak RSS "
+                 f"{max(s['peak_rss_bytes'] for s in r['preprocess']) / GIB:.2f} GiB |")
+    for name, s in zip(models, r["evaluate"]):
+        lines.append(f"| evaluate {name} | `python -m mnist_pipeline evaluate {name}` | {s['wall_s']:.1f}; peak RSS "
+                     f"{s['peak_rss_bytes'] / GIB:.2f} GiB |")
+    lines += ["", "Raw measurements: `results.json` beside this file.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--repeats", type=int, default=2, help="train-stage/bare-script pairs per model (default: 2)")
+    cli.add_argument("--quick", action="store_true", help="one tiny model, one repeat: checks the runner, measures nothing")
+    cli.add_argument("--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)")
+    cli.add_argument("--out", type=Path, help="where RESULTS.md goes (default: bench/RESULTS.md, bench/quick/ for --quick)")
+    args = cli.parse_args()
+    out = args.out or REPO / "bench" / ("quick" if args.quick else "") / "RESULTS.md"
+    repeats = 1 if args.quick else args.repeats
+    light = 1 if args.quick else 5  # the cheap measurements: start-up, no-op repro
+    started = time.perf_counter()
+    r = {"machine": machine(), "repeats": repeats,
+         "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources"}
+    params = bench_params(args.quick, args.mnist)
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
+        repo = make_repo(Path(tmp) / "repo", params)
+        print(f"bench: temporary repository {repo}", flush=True)
+        r["startup"] = startup(repo, light, args.quick)
+        print("bench: dvc repro from scratch", flush=True)
+        r["full"] = full_pipeline(repo, list(params["models"]))
+        r["noop_repro_s"] = noop_repro(repo, light)
+        r["preprocess"] = stage_runs(repo, ["preprocess"], repeats=1 if args.quick else 3)
+        # dvc repro's peak RSS covers evaluate too; run alone only for its own figure.
+        r["evaluate"] = [] if args.quick else [stage_runs(repo, ["evaluate", name], 1)[0] for name in params["models"]]
+        r["pairs"] = {}
+        for name, model in r["full"]["models"].items():
+            print(f"bench: {repeats} pair(s) train stage / bare Keras for {name}", flush=True)
+            r["pairs"][name] = train_pairs(repo, name, model["epochs_trained"], repeats)
+        epochs = max(m["epochs_trained"] for m in r["full"]["models"].values())
+        r["logging"] = logging_costs(repo, epochs, calls=5 if args.quick else 20)
+    r["machine"]["load_after"] = os.getloadavg()
+    r["total_s"] = time.perf_counter() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "results.json").write_text(json.dumps(r, indent=1) + "\n")
+    out.write_text(report(r, args.quick))
+    print(f"bench: wrote {out} in {r['total_s'] / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The benchmark runner, end to end on its tiny configuration: it must run and report every target.
+The figures it measures here mean nothing; `python bench/run.py` is run on demand, not by the tests."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.e2e
+def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--mnist", str(mnist_dir), "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    mlp = results["full"]["models"]["mlp"]
+    assert 0 < mlp["test_accuracy"] <= 1 and mlp["epochs_trained"] == 1
+    assert 0 < mlp["mlflow_log_s"] < mlp["fit_s"] and mlp["fit_cpu_s"] > 0
+    [pair] = results["pairs"]["mlp"]
+    assert pair["ratio"] == pytest.approx(pair["stage_wall_s"] / pair["bare_wall_s"]) and pair["bare_fit_s"] > 0
+    assert all(t > 0 for t in results["noop_repro_s"] + results["logging"]["sqlite"] + results["logging"]["server"])
+    report = out.read_text()
+    for target in ("mlp test accuracy ≥ 0.985", "mlp train stage ≤ 1.10 × bare Keras", "MLflow logging ≤ 3 %",
+                   "no-op `dvc repro` ≤ 2 s", "`--help` ≤ 0.5 s", "peak RSS of any stage ≤ 1.5 GiB",
+                   "preprocess stage ≤ 5 s", "cores busy in fit"):
+        assert target in report
+    assert "QUICK" in report.splitlines()[0]
