@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import make_repo, repo_env, sh, small_params, stages_run
@@ -131,7 +132,9 @@ def test_dvc_pull_in_a_fresh_clone_restores_data_and_models_and_repro_runs_nothi
 
 
 def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp_path):
-    rates = {"a": 0.002, "b": 0.003}  # not the baseline's 0.001, which DVC's run cache would restore
+    # Not the baseline's rate: DVC's run cache would restore that one, training nothing.
+    baseline = yaml.safe_load((repo / "params.yaml").read_text())["models"]["mlp"]["learning_rate"]
+    rates = {"a": round(baseline * 1.5, 6), "b": round(baseline * 2.5, 6)}
     workers = {name: clone(repo, tmp_path / f"worker-{name}") for name in rates}
     # Both machines at once, against the one server: one through DVC's queue, one in its workspace.
     sh(workers["a"], "dvc", "exp", "run", "--queue", "-S", f"models.mlp.learning_rate={rates['a']}")
