@@ -4,7 +4,7 @@ in MLflow. Minutes long, so not part of `make test`: run it with `python -m pyte
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import make_repo, sh, small_params
+from conftest import make_repo, sh, small_params, store_uri
 
 pytestmark = pytest.mark.load
 N_EXPERIMENTS = 20
@@ -24,7 +24,7 @@ def test_twenty_queued_experiments_with_two_workers_all_land(tmp_path, mnist_dir
 
     names = sh(repo, "dvc", "exp", "ls", "--name-only").stdout.split()
     assert len(names) == N_EXPERIMENTS
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    client = MlflowClient(store_uri(repo))
     experiment = client.get_experiment_by_name("load")
     swept = client.search_runs([experiment.experiment_id], "tags.model = 'logistic' and tags.`dvc.exp_name` != ''")
     assert sorted(r.data.tags["dvc.exp_name"] for r in swept) == sorted(names)

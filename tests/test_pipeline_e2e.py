@@ -7,7 +7,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import make_repo, sh, small_params, stages_run, write_params
+from conftest import make_repo, sh, small_params, stages_run, store_uri, write_params
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
@@ -23,7 +23,7 @@ def repo(tmp_path_factory, mnist_dir):
 
 @pytest.fixture
 def client(repo):
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    mlflow.set_tracking_uri(store_uri(repo))
     yield MlflowClient()
     mlflow.set_tracking_uri(None)
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, make_repo, repo_env, running, sh, small_params, stages_run, venv_bin, write_params
+from conftest import (free_port, make_repo, repo_env, running, sh, small_params, stages_run, store_uri, venv_bin,
+                      write_params)
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "reliability"
@@ -47,7 +48,7 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def runs(repo, query: str = "") -> list:
-    client = client_for(f"sqlite:///{repo / 'mlflow.db'}")
+    client = client_for(store_uri(repo))
     experiment = client.get_experiment_by_name(EXPERIMENT)
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 
@@ -202,7 +203,7 @@ def test_an_unreachable_tracking_server_fails_before_training(repo):
 def test_a_sqlite_store_in_a_read_only_folder_fails_before_training(repo, tmp_path):
     folder = tmp_path / "store"
     folder.mkdir()
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = store_uri(folder)
     with read_only(folder):
         done = stage(repo, "train", "mlp", env=repo_env(repo, MLFLOW_TRACKING_URI=uri))
     assert done.returncode == 1
@@ -272,7 +273,7 @@ def test_four_workers_log_into_one_new_sqlite_store(repo, tmp_path):
     shared.mkdir()
     # As under `dvc queue`: DVC_ROOT names the main repository, whose mlflow.db every worker uses.
     results = four_workers(repo, tmp_path, {"DVC_ROOT": str(shared)})
-    assert_all_four_complete(results, client_for(f"sqlite:///{shared / 'mlflow.db'}"))
+    assert_all_four_complete(results, client_for(store_uri(shared)))
 
 
 def test_four_workers_log_through_one_mlflow_server(repo, tmp_path):

@@ -135,13 +135,14 @@ def run_link(model_dir: Path, root: Path) -> str:
     run_id = tracking.read_run_id(model_dir)
     if not run_id:
         return "none recorded"
-    parts = urlsplit(tracking.tracking_uri(root))
+    uri = tracking.tracking_uri(root)
+    parts = urlsplit(uri)
     if parts.scheme not in ("http", "https"):
         return f"`{run_id}` in the local store (`make ui` to browse it)"
     from mlflow.tracking import MlflowClient
 
     try:
-        experiment_id = MlflowClient(tracking.tracking_uri(root)).get_run(run_id).info.experiment_id
+        experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
     except Exception:  # the link is a convenience: the id alone still finds the run
         return f"`{run_id}`"
     # Never publish credentials that the URI may carry.

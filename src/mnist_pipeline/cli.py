@@ -169,13 +169,7 @@ def run_predict(args: argparse.Namespace, layout: Layout) -> int:
     from mnist_pipeline.predict import load_inputs, load_model, predict
 
     names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
-    if args.model.startswith(("runs:/", "models:/")):
-        import mlflow
-
-        from mnist_pipeline.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri(layout.root))
-    digits, probabilities = predict(load_model(args.model), images)
+    digits, probabilities = predict(load_model(args.model, layout.root), images)
     width = max(len(name) for name in names)
     print(f"{'input':<{width}}  digit  probability")
     for name, digit, probability in zip(names, digits, probabilities):

@@ -1,6 +1,11 @@
 """Errors a user can act on: the CLI prints them as one line, never as a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, for a one-line error (MLflow's messages run to pages)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class PipelineError(Exception):
     """A problem with the user's input or environment; the message names the fix."""
 

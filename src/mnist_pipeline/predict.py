@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline.errors import InputError
+from mnist_pipeline.errors import InputError, first_line
 
 SIDE = 28
 BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
@@ -97,9 +97,10 @@ def paper(gray: np.ndarray) -> float:
     return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
 
 
-def load_model(source: str):
+def load_model(source: str, root: Path):
     """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
-    folder, or an MLflow URI: runs:/<run id>/model, models:/<name>@champion, models:/<name>/<version>."""
+    folder, or an MLflow URI: runs:/<run id>/model, models:/<name>@champion, models:/<name>/<version>,
+    resolved against the tracking store of the repository at `root`."""
     path = Path(source.removeprefix("file://"))
     if urlparse(source).scheme in ("", "file"):
         if path.is_dir() and (path / "model.keras").is_file():
@@ -114,11 +115,13 @@ def load_model(source: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from mnist_pipeline.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(root))
     try:
         return mlflow.tensorflow.load_model(source)
     except MlflowException as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {reason}") from None
+        raise InputError(f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {first_line(exc)}") from None
 
 
 def predict(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

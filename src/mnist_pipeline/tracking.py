@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.atomic import check_writable
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 
 RUN_FILE = "mlflow_run.json"
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -64,8 +64,7 @@ def check_store(root: Path) -> None:
         with lock, patch.dict(os.environ, _FAIL_FAST):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # whatever the store's client raises, the user's fix is the same
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
-        raise PipelineError(f"cannot use the MLflow tracking store {uri}: {reason}; fix: {fix}") from None
+        raise PipelineError(f"cannot use the MLflow tracking store {uri}: {first_line(exc)[:500]}; fix: {fix}") from None
 
 
 def store_root(root: Path) -> Path:
