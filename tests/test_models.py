@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,47 @@ def test_the_seed_decides_the_weights_across_processes():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
                for _ in range(2)}
     assert len(digests) == 1 and len(digests.pop().strip()) == 64
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process `signum` at the end of training batch `batch` (each signal in the list once)."""
+
+    def __init__(self, batch: int, signals: list[int]):
+        super().__init__()
+        self.batch, self.signals, self.ended_batches = batch, signals, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ended_batches.append(batch)
+        if batch == self.batch:
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
+
+
+def fit_until_signal(signals: list[int]):
+    from mnist_pipeline.train import StopOnSignal
+
+    stop, sender = StopOnSignal(), SignalAt(2, signals)
+    model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=8)
+    x, y = np.zeros((256, 28, 28), dtype=np.uint8), np.zeros(256, dtype=int)
+    handlers = {s: signal.getsignal(s) for s in StopOnSignal.SIGNALS}
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with stop:
+            model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[sender, stop])
+    assert {s: signal.getsignal(s) for s in StopOnSignal.SIGNALS} == handlers  # put back
+    return raised, sender
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_fit_is_raised_at_the_next_batch_end_by_the_stop_callback(signum):
+    from mnist_pipeline.errors import Terminated
+
+    raised, sender = fit_until_signal([signum])
+    assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)
+    assert raised.traceback[-1].name == "raise_if_caught"  # not wherever the signal landed
+    assert sender.ended_batches == [0, 1, 2]  # no batch ran after the signal
+
+
+def test_a_second_signal_during_fit_is_raised_at_once():
+    raised, sender = fit_until_signal([signal.SIGINT, signal.SIGINT])
+    assert raised.traceback[-1].name == "defer"
+    assert sender.ended_batches == [0, 1, 2]

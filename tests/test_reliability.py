@@ -165,8 +165,8 @@ def test_interrupted_training_ends_its_run_leaves_no_output_and_reruns_cleanly(r
     finally:
         if dvc.poll() is None:
             os.killpg(dvc.pid, signal.SIGKILL)
-    assert dvc.returncode != 0
-    assert "error: interrupted by" in output
+    assert dvc.returncode != 0, output
+    assert "error: interrupted by" in output, output  # the whole log: a crash would show its stack
     assert MlflowClient().get_run(run_id).info.status == "KILLED"
     assert not (repo / "models" / "mlp").exists()
     assert not (repo / "reports" / "history" / "mlp.csv").exists()

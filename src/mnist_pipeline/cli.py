@@ -5,6 +5,7 @@ TensorFlow start-up."""
 
 import argparse
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from mnist_pipeline.atomic import write_text
 from mnist_pipeline.config import PARAMS_FILE, load_params, override_model
-from mnist_pipeline.errors import ParamsError, PipelineError
+from mnist_pipeline.errors import ParamsError, PipelineError, Terminated, interrupt
 from mnist_pipeline.layout import Layout
 
 
@@ -81,12 +82,8 @@ def split_overrides(extra: list[str]) -> dict[str, str]:
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (CI cancelling a job, `kill`), unwound like Ctrl-C so runs and temp files are closed."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
+def _raise_interrupt(signum, frame):
+    raise interrupt(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = cli.parse_known_args(argv)
     if extra and args.stage != "train":
         cli.error(f"unrecognized arguments: {' '.join(extra)}")
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    faulthandler.enable()  # a crash in TensorFlow's C++ (SIGSEGV, SIGABRT) still prints the Python stack
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

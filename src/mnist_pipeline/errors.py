@@ -1,5 +1,7 @@
 """Errors a user can act on: the CLI prints them as one line, never as a traceback."""
 
+import signal
+
 
 def first_line(exc: BaseException) -> str:
     """An exception's first line, for a one-line error (MLflow's messages run to pages)."""
@@ -22,3 +24,12 @@ class InputError(PipelineError):
     """A file or model given on the command line cannot be used as it is."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI cancelling a job, `kill`), unwound like Ctrl-C so runs and temp files are closed."""
+
+
+def interrupt(signum: int) -> KeyboardInterrupt:
+    """The exception a stage unwinds with for SIGINT or SIGTERM."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()

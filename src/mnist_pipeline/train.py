@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import math
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import tensorflow as tf
 from mnist_pipeline import tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import Params
+from mnist_pipeline.errors import interrupt
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.models import build
 from mnist_pipeline.preprocess import load_split
@@ -36,6 +38,42 @@ class EpochMetrics(keras.callbacks.Callback):
         started = time.perf_counter()
         tracking.log_metrics(self.run_id, logs or {}, step=epoch + 1)
         self.seconds += time.perf_counter() - started
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM during fit is raised at the next batch end, in Keras's own Python loop.
+
+    Raised wherever the signal lands, the KeyboardInterrupt can surface inside TensorFlow's C++
+    while it calls back into Python; that cannot unwind, and the process aborts (SIGABRT) with
+    its MLflow run left RUNNING. A second signal is raised at once, for a user who will not wait.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.caught = None
+
+    def __enter__(self):
+        self.previous = {signum: signal.signal(signum, self.defer) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if exc_info[0] is None:
+            self.raise_if_caught()  # a signal in the last steps of fit, after the last batch
+
+    def defer(self, signum, frame):
+        if self.caught:
+            raise interrupt(signum)
+        self.caught = signum
+
+    def raise_if_caught(self, *args, **kwargs):
+        if self.caught:
+            raise interrupt(self.caught)
+
+    on_train_batch_end = on_test_batch_end = raise_if_caught
 
 
 def seed_everything(seed: int) -> None:
@@ -83,20 +121,21 @@ def train(name: str, params: Params, layout: Layout) -> str:
         log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
         log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
 
-        epoch_metrics = EpochMetrics(run_id)
-        callbacks = [epoch_metrics]
+        epoch_metrics, stop_on_signal = EpochMetrics(run_id), StopOnSignal()
+        callbacks = [stop_on_signal, epoch_metrics]
         if model_params.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True))
         started, cpu_started = time.perf_counter(), time.process_time()
-        history = model.fit(
-            x_train, y_train,
-            validation_data=(x_val, y_val),
-            epochs=model_params.epochs,
-            batch_size=model_params.batch_size,
-            callbacks=callbacks,
-            verbose=2,
-        )
+        with stop_on_signal:
+            history = model.fit(
+                x_train, y_train,
+                validation_data=(x_val, y_val),
+                epochs=model_params.epochs,
+                batch_size=model_params.batch_size,
+                callbacks=callbacks,
+                verbose=2,
+            )
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
         curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
