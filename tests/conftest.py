@@ -23,6 +23,7 @@ from mnist_pipeline.download import fetch
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(tryfirst=True)  # xdist reads the groups in its own hook of this name, which would run first
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml) each module's tests stay on
     one worker with their module fixtures, and all the tests of the shared trained repository on
@@ -30,6 +31,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         group = "trained_repo" if "trained_repo" in item.fixturenames else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop if the groups were lost (xdist marks them by appending @group to each test id): module
+    fixtures would be built once per worker and module, and CI would take minutes longer."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
+        pytest.exit("pytest-xdist ignored the xdist_group marks (pytest-dev/pytest-xdist#1386); "
+                    "install the versions in requirements.lock: make clean test", returncode=4)
 
 
 @pytest.fixture(scope="session")
