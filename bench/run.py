@@ -86,7 +86,9 @@ def run_metrics(repo: Path, model: str) -> dict:
     """The metrics the train stage logged to MLflow for the run in models/<model>/."""
     from mlflow.tracking import MlflowClient
 
-    run_id = json.loads((repo / "models" / model / "mlflow_run.json").read_text())["run_id"]
+    from mnist_pipeline.tracking import read_run_id
+
+    run_id = read_run_id(repo / "models" / model)
     return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.metrics
 
 

@@ -187,6 +187,20 @@ def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None,
                 server.wait()
 
 
+@contextmanager
+def tracking_server(folder: Path, backend_uri: str, artifacts: str | None = None, *options: str,
+                    env: dict | None = None):
+    """`mlflow server` on a free port of 127.0.0.1 over `backend_uri`, proxying artifacts to
+    `artifacts` (default: a folder in `folder`, which also holds its log); yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts or str(folder / "artifacts"),
+           *options]
+    with running(cmd, f"{url}/health", cwd=folder, env=env):
+        yield url
+
+
 def wait_for_http(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import free_port, running, venv_bin
+from conftest import free_port, running, tracking_server, venv_bin
 
 # Any non-empty pair: moto accepts every key. Given to the S3 endpoint's users only (the MLflow
 # server and `dvc push/pull`); pipeline clients get the tracking URL and nothing else.
@@ -82,12 +82,7 @@ def boto3_credentials() -> dict[str, str]:
 @contextmanager
 def mlflow_server(log_dir: Path, backend_uri: str, artifacts: str, s3_url: str) -> Iterator[str]:
     """`mlflow server` as docs/TEAM.md runs it; only the server holds the S3 endpoint and keys."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env |= S3_CREDENTIALS | {"MLFLOW_S3_ENDPOINT_URL": s3_url}
-    cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", backend_uri,
-           "--serve-artifacts", "--artifacts-destination", artifacts]
-    with running(cmd, f"{url}/health", cwd=log_dir, env=env):
+    with tracking_server(log_dir, backend_uri, artifacts, "--serve-artifacts", env=env) as url:
         yield url

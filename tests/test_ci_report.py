@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, free_port, make_repo, running, sh, small_params, stages_run, venv_bin, write_params
+from conftest import REPO, make_repo, sh, small_params, stages_run, tracking_server, venv_bin, write_params
 from mnist_pipeline.ci_report import dvc_diff, run_link
-from mnist_pipeline.tracking import write_run_file
+from mnist_pipeline.tracking import read_run_id, write_run_file
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 
@@ -33,7 +33,7 @@ def test_ci_report_retrains_only_what_changed_and_reports_it(tmp_path, mnist_dir
     sh(repo, "git", "commit", "-qm", "baseline results")
     base = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     before = {m: json.loads((repo / f"reports/eval/{m}/metrics.json").read_text())["test"] for m in ("logistic", "mlp")}
-    base_run = json.loads((repo / "models/mlp/mlflow_run.json").read_text())["run_id"]
+    base_run = read_run_id(repo / "models/mlp")
 
     baseline_params = yaml.safe_load((repo / "params.yaml").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -59,7 +59,7 @@ def test_ci_report_retrains_only_what_changed_and_reports_it(tmp_path, mnist_dir
     assert float(change) == pytest.approx(after["accuracy"] - before["mlp"]["accuracy"], abs=2e-5)
     assert "reports/eval/logistic/metrics.json" not in report  # unchanged metrics are not listed
 
-    run_id = json.loads((repo / "models/mlp/mlflow_run.json").read_text())["run_id"]
+    run_id = read_run_id(repo / "models/mlp")
     assert run_id != base_run and f"`{run_id}`" in report
     assert "### logistic" not in report
     recall_3 = f"{after['per_class']['3']['recall']:.4f}"
@@ -98,18 +98,14 @@ def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
 def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    port = free_port()
-    server = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-              "--artifacts-destination", str(tmp_path / "artifacts")]
-    with running(server, f"http://127.0.0.1:{port}/health", cwd=tmp_path):
-        client = MlflowClient(f"http://127.0.0.1:{port}")
+    with tracking_server(tmp_path, f"sqlite:///{tmp_path / 'server.db'}", None, "--workers", "1") as url:
+        client = MlflowClient(url)
         experiment_id = client.create_experiment("links")
         run_id = client.create_run(experiment_id).info.run_id
         write_run_file(tmp_path, run_id)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ci:s3cret@127.0.0.1:{port}/")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("http://", "http://ci:s3cret@") + "/")
         link = run_link(tmp_path, tmp_path)
-    assert link == f"[`{run_id}`](http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id})"
+    assert link == f"[`{run_id}`]({url}/#/experiments/{experiment_id}/runs/{run_id})"
 
 
 def test_the_workflow_passes_actionlint():

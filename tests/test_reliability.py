@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import (free_port, make_repo, repo_env, running, sh, small_params, stages_run, store_uri, venv_bin,
+from conftest import (free_port, make_repo, repo_env, sh, small_params, stages_run, store_uri, tracking_server,
                       write_params)
 
 pytestmark = pytest.mark.e2e
@@ -277,11 +277,6 @@ def test_four_workers_log_into_one_new_sqlite_store(repo, tmp_path):
 
 
 def test_four_workers_log_through_one_mlflow_server(repo, tmp_path):
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}?timeout=60",
-              "--artifacts-destination", str(tmp_path / "artifacts")]
-    with running(server, f"{uri}/health", cwd=tmp_path):
+    with tracking_server(tmp_path, f"sqlite:///{tmp_path / 'server.db'}?timeout=60") as uri:
         results = four_workers(repo, tmp_path, {"MLFLOW_TRACKING_URI": uri})
         assert_all_four_complete(results, client_for(uri))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TRAINED_EXPERIMENT, free_port, running, store_uri, venv_bin
+from conftest import TRAINED_EXPERIMENT, store_uri, tracking_server
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -17,12 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def ui(trained_repo, tmp_path_factory):
     """An `mlflow server` on 127.0.0.1 over the store the pipeline filled; yields its URL."""
-    port = free_port()
-    folder = tmp_path_factory.mktemp("ui")
-    server = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-              "--backend-store-uri", store_uri(trained_repo), "--artifacts-destination", str(folder / "artifacts")]
-    with running(server, f"http://127.0.0.1:{port}/health", cwd=folder):
-        yield f"http://127.0.0.1:{port}"
+    with tracking_server(tmp_path_factory.mktemp("ui"), store_uri(trained_repo)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
