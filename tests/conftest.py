@@ -212,3 +212,36 @@ def wait_for_http(url: str, server: subprocess.Popen, log: Path, timeout_s: floa
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Screenshots the tests take of what a user sees (MLflow UI, DVC plots), kept after the run to look at.
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # No background networking: this machine's closed network refuses Chromium's own connections.
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.set_default_timeout(60_000)
+    yield page
+    page.close()

@@ -3,42 +3,17 @@ both models' runs on the experiment page, side by side in the compare view, and 
 test accuracy and params. Screenshots land in the test's output folder."""
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TRAINED_EXPERIMENT, store_uri, tracking_server
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.fixture(scope="module")
 def ui(trained_repo, tmp_path_factory):
     """An `mlflow server` on 127.0.0.1 over the store the pipeline filled; yields its URL."""
     with tracking_server(tmp_path_factory.mktemp("ui"), store_uri(trained_repo)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); .ci/run does")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
-    page.set_default_timeout(60_000)
-    yield page
-    page.close()
 
 
 def test_the_ui_lists_both_models_runs_with_their_test_accuracy_and_params(trained_repo, ui, page, tmp_path):
