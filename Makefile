@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+PORT ?= 5000
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
@@ -23,7 +24,7 @@ test: $(STAMP)
 	python -m pytest
 
 ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	python -m mnist_pipeline ui --port $(PORT)
 
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; python -m pip freeze --exclude-editable | grep -v '^mnist-pipeline'; } > requirements.lock.new

@@ -52,8 +52,12 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                          help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)")
     predict.add_argument("--model", default="models/mlp", metavar="SOURCE",
-                         help="a .keras file or models/<name> folder, runs:/<run id>/model, "
+                         help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
                               "or models:/mnist-mlp@champion (default: %(default)s)")
+
+    ui = stages.add_parser("ui", help="the MLflow UI on the tracking store; prints the link to the experiment's runs")
+    ui.add_argument("--port", type=port_number, default=5000, help="(default: %(default)s)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
 
     report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of it against --base")
     report.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
@@ -61,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
                         help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
     return cli
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a number from 1 to 65535")
+    return int(text)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
@@ -157,6 +167,10 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             from mnist_pipeline.evaluate import evaluate
 
             evaluate(args.model, params, layout)
+    elif args.stage == "ui":
+        from mnist_pipeline.ui import ui
+
+        ui(params.mlflow.experiment, layout.root, args.host, args.port)
     elif args.stage == "ci-report":
         from mnist_pipeline.ci_report import ci_report
 

@@ -38,6 +38,8 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
     launched_run = os.environ.get("MLFLOW_RUN_ID")
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     model_run = run_id if run_id and tracking.run_exists(run_id) else None
+    # The logged model lives in the store only when its run does.
+    model_id = tracking.read_model_id(model_dir) if model_run else None
     resume = model_run is not None and launched_run in (None, model_run)
     if resume:
         run = tracking.active_run(run_id=run_id)
@@ -52,13 +54,22 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
             tracking.log_params({"model": name} | params.model(name).model_dump())
         if os.environ.get("DVC_STAGE"):
             mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
-        log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
-        tracking.log_metrics(active.info.run_id, flat_metrics(results))
+        test_set = log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
+        if model_id and not resume:  # this run evaluates a model another run logged
+            tracking.log_model_input(active.info.run_id, model_id)
+        # The headline scores also belong to the logged model, measured on the test set: the Models
+        # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
+        scores = flat_metrics(results)
+        headline = {key: value for key, value in scores.items() if key.startswith("test_")}
+        tracking.log_metrics(active.info.run_id, headline, model_id=model_id, dataset=test_set)
+        tracking.log_metrics(active.info.run_id, {k: v for k, v in scores.items() if k not in headline})
         for artifact in ("metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt"):
             mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
-    if model_run:
-        registry.promote(params.registry, name, model_run, accuracy)
+    if model_id:
+        registry.promote(params.registry, name, model_id, accuracy)
     elif params.registry.enabled:
-        log.warning("%s: not registered: the run that logged the model is not in this tracking store", name)
+        why = (f"{model_dir / tracking.RUN_FILE} names no logged model (an older version trained it); retrain it"
+               if model_run else "the run that logged the model is not in this tracking store")
+        log.warning("%s: not registered: %s", name, why)
     log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, results["test"]["macro"]["f1"])
     return results

@@ -99,8 +99,9 @@ def paper(gray: np.ndarray) -> float:
 
 def load_model(source: str, root: Path):
     """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
-    folder, or an MLflow URI: runs:/<run id>/model, models:/<name>@champion, models:/<name>/<version>,
-    resolved against the tracking store of the repository at `root`."""
+    folder, or an MLflow URI: runs:/<run id>/<model key> (the run logs it under its key, e.g. mlp),
+    models:/<model id>, models:/<name>@champion, models:/<name>/<version>, resolved against the
+    tracking store of the repository at `root`."""
     path = Path(source.removeprefix("file://"))
     if urlparse(source).scheme in ("", "file"):
         if path.is_dir() and (path / "model.keras").is_file():
@@ -111,7 +112,7 @@ def load_model(source: str, root: Path):
             return keras.models.load_model(path)
         if not (path / "MLmodel").is_file():
             raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
-                             "MLmodel, runs:/<run id>/model or models:/<name>@champion")
+                             "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -28,8 +28,9 @@ def champion_accuracy(client: MlflowClient, name: str) -> float | None:
     return float(version.tags.get(ACCURACY_TAG, "nan"))
 
 
-def promote(params: RegistryParams, model: str, run_id: str, accuracy: float) -> str | None:
-    """Register the run's model and make it champion if it beats the current one; return the version."""
+def promote(params: RegistryParams, model: str, model_id: str, accuracy: float) -> str | None:
+    """Register the logged model `model_id` (`m-…`) and make it champion if it beats the current one;
+    return the version."""
     if not params.enabled:
         return None
     name = registered_name(params, model)
@@ -44,8 +45,9 @@ def promote(params: RegistryParams, model: str, run_id: str, accuracy: float) ->
         log.info("%s: test accuracy %.4f does not beat %s@%s (%.4f); not registered",
                  model, accuracy, name, ALIAS, best)
         return None
-    # register_model resolves the run's logged model and creates the registered model if needed.
-    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags={ACCURACY_TAG: str(accuracy)})
+    # From the logged model itself: MLflow records its run as the version's source run. (A runs:/
+    # URI makes MLflow look for run artifacts, find none, and warn before it falls back to this.)
+    version = mlflow.register_model(f"models:/{model_id}", name, tags={ACCURACY_TAG: str(accuracy)})
     client.set_registered_model_alias(name, ALIAS, version.version)
     log.info("%s: registered %s version %s as @%s (test accuracy %.4f, was %s)", model, name,
              version.version, ALIAS, accuracy, "none" if best is None else f"{best:.4f}")

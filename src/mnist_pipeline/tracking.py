@@ -12,7 +12,7 @@ from unittest.mock import patch
 
 import mlflow
 from filelock import FileLock
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import LoggedModelInput, Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -20,6 +20,8 @@ from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.errors import PipelineError, first_line
 
 RUN_FILE = "mlflow_run.json"
+# The UI's own values (mlflow.utils.mlflow_tags has no constant for it): the runs table, not GenAI's overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
 # For the reachability check only: one quick try instead of MLflow's minutes of retries.
 _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -77,22 +79,38 @@ def use_experiment(name: str, root: Path) -> str:
     `mlflow run --experiment-name X` opens its run in X and says so in MLFLOW_EXPERIMENT_ID:
     that run is resumed, so its experiment wins over params.yaml's.
     """
+    mlflow.set_tracking_uri(tracking_uri(root))
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if experiment_id:
+        mark_model_training(MlflowClient(), experiment_id)
+    else:
+        experiment_id = ensure_experiment(name, root)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def ensure_experiment(name: str, root: Path) -> str:
+    """The id of experiment `name` in the project's store, created (marked as model training) if missing."""
     uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
-        return os.environ["MLFLOW_EXPERIMENT_ID"]
-    experiment = mlflow.get_experiment_by_name(name)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # Keep a local store's artifacts beside its database, not wherever the command ran.
         location = (store_root(root) / "mlruns").as_uri() if uri.startswith("sqlite:") else None
         try:
-            mlflow.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it first
-            pass
-        experiment = mlflow.get_experiment_by_name(name)
-    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+            experiment = client.get_experiment_by_name(name)
+    mark_model_training(client, experiment.experiment_id)
     return experiment.experiment_id
+
+
+def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Tag the experiment as model training: MLflow 3's UI then opens it on its runs, not the GenAI overview."""
+    tags = client.get_experiment(experiment_id).tags
+    for key, value in EXPERIMENT_KIND.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 @contextmanager
@@ -154,20 +172,42 @@ def _param_value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    """All metrics of one step in a single call: one round trip to a remote server, not one each."""
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None,
+                dataset=None) -> None:
+    """All metrics of one step in a single call: one round trip to a remote server, not one each.
+
+    With `model_id` and `dataset` (an mlflow.data Dataset the run logged as an input) the metrics
+    also belong to that logged model, measured on that dataset: the experiment's Models tab shows them.
+    """
     now = int(time.time() * 1000)
-    batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+    on = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset is not None else {}
+    batch = [Metric(key, float(value), now, step, model_id=model_id, **on) for key, value in metrics.items()]
     MlflowClient().log_batch(run_id, metrics=batch, synchronous=True)
 
 
-def write_run_file(model_dir: Path, run_id: str) -> None:
-    (model_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id}) + "\n")
+def log_model_input(run_id: str, model_id: str) -> None:
+    """Record that the run used a logged model it did not log (lineage in the UI)."""
+    MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id)])
+
+
+def write_run_file(model_dir: Path, run_id: str, model_id: str | None = None) -> None:
+    """The ids of the run that trained the model and of the model it logged (MLflow's `m-…`)."""
+    ids = {"run_id": run_id} | ({"model_id": model_id} if model_id else {})
+    (model_dir / RUN_FILE).write_text(json.dumps(ids) + "\n")
 
 
 def read_run_id(model_dir: Path) -> str | None:
+    return _read_run_file(model_dir).get("run_id")
+
+
+def read_model_id(model_dir: Path) -> str | None:
+    """The logged model's id; None for a folder written before it was recorded."""
+    return _read_run_file(model_dir).get("model_id")
+
+
+def _read_run_file(model_dir: Path) -> dict[str, str]:
     path = model_dir / RUN_FILE
-    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def run_exists(run_id: str) -> bool:

@@ -95,12 +95,13 @@ def digest(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def log_dataset(x, y, source: Path, name: str, context: str) -> None:
+def log_dataset(x, y, source: Path, name: str, context: str) -> mlflow.data.dataset.Dataset:
     with warnings.catch_warnings():
         # MLflow registers local files under two schemes and warns that it picked one of them.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
     mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 def train(name: str, params: Params, layout: Layout) -> str:
@@ -154,24 +155,24 @@ def train(name: str, params: Params, layout: Layout) -> str:
             curves.to_csv(tmp, index=False)
         with atomic_dir(layout.model_dir(name)) as tmp:
             model.save(tmp / MODEL_FILE)
-            tracking.write_run_file(tmp, run_id)
-            log_model(model, x_val[:5])
+            tracking.write_run_file(tmp, run_id, log_model(model, name, x_val[:5]))
     log.info("%s: %d epochs in %.1f s, best val_accuracy %.4f", name, len(curves), fit_seconds, best["val_accuracy"])
     return run_id
 
 
-def log_model(model: keras.Model, example: np.ndarray) -> None:
-    """Log the model with its signature and an input example.
+def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
+    """Log the model under its key in params.yaml with its signature and an input example; return
+    its id (`m-…`), which evaluation links its test metrics to and the registry registers.
 
     mlflow.tensorflow rather than mlflow.keras: the latter fails to save an input example
     (mlflow/mlflow#16183). Pinned requirements skip MLflow's slow requirement inference.
     """
     signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
     keras.utils.disable_interactive_logging()  # MLflow checks the example with a predict that draws a progress bar
-    mlflow.tensorflow.log_model(
+    return mlflow.tensorflow.log_model(
         model,
-        name="model",
+        name=name,  # the Models tab lists logged models by name: `mlp`, not MLflow's default `model`
         signature=signature,
         input_example=example,
         pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
-    )
+    ).model_id
