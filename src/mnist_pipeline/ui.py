@@ -36,7 +36,15 @@ def ui(experiment: str, root: Path, host: str, port: int) -> None:
         return
     check_port(host, port)  # before anything starts: the reason would be lost in the server's output
     tracking.check_store(root)
-    runs_url = f"http://{in_url(host)}:{port}" + RUNS_PAGE.format(tracking.ensure_experiment(experiment, root))
+    experiment_id = tracking.ensure_experiment(experiment, root)  # so that the link leads somewhere
+    code = serve(uri, host, port, f"MLflow UI on the runs of experiment '{experiment}' (Ctrl-C stops it):\n"
+                                  f"http://{in_url(host)}:{port}{RUNS_PAGE.format(experiment_id)}")
+    if code:
+        raise PipelineError(f"the MLflow UI stopped with exit code {code}; its messages are above")
+
+
+def serve(uri: str, host: str, port: int, ready_message: str) -> int:
+    """`mlflow ui` on the store; print `ready_message` once it answers; its exit code (0 after Ctrl-C)."""
     warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNING]))
     # A session of its own: Ctrl-C reaches this process only, which stops the server with one
     # SIGTERM. In the terminal's group the server got Ctrl-C twice (mlflow's CLI forwards it to
@@ -49,18 +57,15 @@ def ui(experiment: str, root: Path, host: str, port: int) -> None:
     signal.signal(signal.SIGHUP, signal.default_int_handler)  # the terminal closed: stop as for Ctrl-C
     try:
         if wait_until_up(f"http://{in_url(host)}:{port}/health", server):
-            print(f"MLflow UI on the runs of experiment '{experiment}' (Ctrl-C stops it):", flush=True)
-            print(runs_url, flush=True)
-        code = server.wait()
+            print(ready_message, flush=True)
+        return server.wait()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.py raises it as an interrupt)
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-        return
-    if code:
-        raise PipelineError(f"the MLflow UI stopped with exit code {code}; its messages are above")
+        return 0
 
 
 def stop_with_parent() -> None:
