@@ -7,6 +7,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.tracking import read_model_id
+
 from conftest import make_repo, sh, small_params, stages_run, store_uri, write_params
 
 pytestmark = pytest.mark.e2e
@@ -80,11 +82,22 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
         assert contexts == {"training", "validation", "test"}
         logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
-        assert len(logged) == 1
-        model_info = mlflow.models.get_model_info(f"models:/{logged[0].model_id}")
+        assert len(logged) == 1 and logged[0].name == model  # the Models tab lists it by its key
+        model_id = logged[0].model_id
+        assert read_model_id(repo / "models" / model) == model_id
+        model_info = mlflow.models.get_model_info(f"models:/{model_id}")
         assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
         assert model_info.saved_input_example_info is not None
-        assert client.get_model_version_by_alias(f"mnist-{model}", "champion").run_id == run.info.run_id
+        assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/{model}").model_uuid == model_info.model_uuid
+        # The headline test metrics belong to the logged model too, measured on the run's test set.
+        test_set = next(i.dataset for i in run.inputs.dataset_inputs if i.tags[0].value == "test")
+        on_model = {m.key: m for m in logged[0].metrics if m.dataset_name is not None}
+        assert {"test_accuracy", "test_log_loss", "test_macro_f1"} <= set(on_model) and "precision_3" not in on_model
+        assert on_model["test_accuracy"].value == metrics["test_accuracy"]
+        assert {(m.dataset_name, m.dataset_digest) for m in on_model.values()} == {(test_set.name, test_set.digest)}
+        champion = client.get_model_version_by_alias(f"mnist-{model}", "champion")
+        assert champion.run_id == run.info.run_id and champion.source == f"models:/{model_id}"
+    assert "has no artifacts at artifact path" not in (repo / "first_repro.log").read_text()
 
 
 def champion_history(client, model):
