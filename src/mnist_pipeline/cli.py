@@ -55,8 +55,10 @@ def parser() -> argparse.ArgumentParser:
                          help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
                               "or models:/mnist-mlp@champion (default: %(default)s)")
 
-    ui = stages.add_parser("ui", help="the MLflow UI on the tracking store; prints the link to the experiment's runs")
-    ui.add_argument("--port", type=port_number, default=5000, help="(default: %(default)s)")
+    ui = stages.add_parser("ui", help="the MLflow UI on the tracking store; prints the link to the experiment's runs",
+                           description="Serve the MLflow UI on the project's tracking store and print the link to "
+                                       "the experiment's training runs once it answers; Ctrl-C stops it.")
+    ui.add_argument("--port", type=port_number, default=5000, help="port to serve on (default: %(default)s)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
 
     report = stages.add_parser("ci-report", help="dvc repro what changed; Markdown report of it against --base")
