@@ -8,6 +8,7 @@ import errno
 import faulthandler
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
     compare.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     compare.add_argument("--limit", type=int, metavar="N", help="show the best N runs")
+    compare.add_argument("--width", type=columns, metavar="N",
+                         help="text columns to fill (default: the terminal's width, at least 120)")
 
     predict = stages.add_parser("predict", help="predict the digit in image files or .npy batches")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
@@ -61,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
                         help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
     return cli
+
+
+def columns(text: str) -> int:
+    if not text.isdigit() or int(text) < 40:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a width; give a number of columns, at least 40")
+    return int(text)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
@@ -137,14 +146,18 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
     elif args.stage == "compare":
         import mlflow
 
-        from mnist_pipeline.compare import leaderboard, render
+        from mnist_pipeline.compare import DEFAULT_WIDTH, leaderboard, render
         from mnist_pipeline.tracking import check_store, tracking_uri
 
         check_store(layout.root)
         mlflow.set_tracking_uri(tracking_uri(layout.root))
-        table = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
+        board = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
                             args.limit)
-        print(render(table, args.format), end="")
+        if board.empty:  # one line, exit 0; on stderr for csv and markdown, so a file stays empty
+            print(board.empty, file=sys.stdout if args.format == "text" else sys.stderr)
+        else:
+            width = args.width or max(DEFAULT_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+            print(render(board, args.format, width), end="")
     elif args.stage in ("train", "evaluate"):
         from mnist_pipeline.tracking import check_store
 
