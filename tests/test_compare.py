@@ -168,7 +168,8 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
     # Both models: the swept param first, then those that tell the models apart; a param that some
     # runs lack differs; those equal in every run (epochs, seed, data.seed, ...) are not there.
     params = header[3:header.index("test_accuracy")]
-    assert params[0] == "data.train_size" and {"dropout", "hidden_units", "type", "early_stopping_patience"} <= set(params)
+    assert params[0] == "data.train_size"
+    assert {"dropout", "hidden_units", "type", "early_stopping_patience"} <= set(params)
     assert not {"epochs", "seed", "data.seed", "data.validation_size", "optimizer", "model"} & set(params)
     logistic = next(row for row in rows if row["model"] == "logistic")
     assert logistic["hidden_units"] == "-" and logistic["data.train_size"] == "None"
