@@ -24,6 +24,7 @@ class Report:
 
     heading: str
     summary: str
+    sides: str  # what each side of the tables is
     notes: list[str]
     stages: dict[str, str]
     params: dict[str, tuple[str, str]]  # "models.mlp.learning_rate" → (base, workspace)
@@ -41,7 +42,7 @@ class Report:
         metrics = {tuple(cells[:2]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
         assert bool(params) == ("No parameter differs from the base." not in sections["### Parameters changed"])
         assert bool(metrics) == ("No metric differs from the base." not in sections["### Metrics vs the base"])
-        return cls(heading=lines[0], summary=lines[1], notes=[line for line in lines if line.startswith("> ")],
+        return cls(heading=lines[0], summary=lines[1], sides=lines[2], notes=[line for line in lines if line.startswith("> ")],
                    stages={cells[0].strip("`"): cells[1] for cells in tables["### Stages"]}, params=params,
                    metrics=metrics, sections={k: v for k, v in sections.items() if k.split()[1] in MODELS})
 
@@ -92,22 +93,24 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     sh(repo, "git", "commit", "-qam", "mlp: learning rate 0.01")
     head = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     report, ran = ci_report(repo, "HEAD")
-    assert ran == ["check_params", "train@mlp", "evaluate@mlp"]
+    assert ran == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
     assert report.heading == f"## Retrain report: workspace (HEAD `{head}`) vs `HEAD` (`{head}`)"
     assert report.summary == "**Retrained:** mlp."
+    assert report.sides == ("Parameters and metrics on each side are as its `dvc.lock` records them: the base's as "
+                            f"committed in `HEAD` (`{head}`), the workspace's after this `dvc repro`.")
     assert report.stages == {"check_params": "ran", "download": "up to date", "preprocess": "up to date",
                              "train@logistic": "up to date", "train@mlp": "ran",
-                             "evaluate@logistic": "up to date", "evaluate@mlp": "ran"}
+                             "evaluate@logistic": "up to date", "evaluate@mlp": "ran", "summarize": "ran"}
     assert report.params == {"models.mlp.learning_rate": (old_rate, "0.01")}
     assert report.notes == [f"> `HEAD` (`{head}`) changed its params without a `dvc repro` "
                             "(`models.mlp.learning_rate`): its `dvc.lock` and metrics are still those of the values "
                             "before, which the base column shows."]
     after = headline(repo, "mlp")
     assert after["accuracy"] != before["mlp"]["accuracy"]
-    old, new, change = report.metrics["reports/eval/mlp/metrics.json", "mlp.accuracy"]
+    old, new, change = report.metrics["reports/metrics.json", "accuracy.mlp"]
     assert (float(old), float(new)) == (before["mlp"]["accuracy"], after["accuracy"])
     assert float(change) == pytest.approx(after["accuracy"] - before["mlp"]["accuracy"], abs=1e-4)
-    assert {path for path, _ in report.metrics} == {"reports/eval/mlp/metrics.json"}  # logistic did not change
+    assert {metric.split(".")[1] for _, metric in report.metrics} == {"mlp"}  # logistic did not change
     assert list(report.sections) == ["### mlp (retrained)"]
     section = report.sections["### mlp (retrained)"]
     run_id = read_run_id(repo / "models/mlp")
@@ -137,11 +140,11 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     params["models"]["logistic"]["l2"] = 0.01
     write_params(repo, params)
     report, ran = ci_report(repo, "HEAD")
-    assert ran == ["check_params", "train@logistic", "evaluate@logistic"]
+    assert ran == ["check_params", "train@logistic", "evaluate@logistic", "summarize"]
     assert report.heading == f"## Retrain report: workspace (HEAD `{head}` + uncommitted changes) vs `HEAD` (`{head}`)"
     assert report.summary == "**Retrained:** logistic."
     assert report.params == {"models.logistic.l2": (str(committed), "0.01")} and report.notes == []
-    assert {path for path, _ in report.metrics} == {"reports/eval/logistic/metrics.json"}
+    assert {metric.split(".")[1] for _, metric in report.metrics} == {"logistic"}
     assert list(report.sections) == ["### logistic (retrained)"]
 
     # Back to HEAD's params: DVC's run cache restores logistic's outputs; nothing is trained.

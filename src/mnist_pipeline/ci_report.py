@@ -120,8 +120,8 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
 
     old = lock_side(layout.root, base)
     new = Side("workspace", flat_params(yaml.safe_load((layout.root / "dvc.lock").read_text())))
-    lines += [f"Both sides as their `dvc.lock` records them, each the parameters that produced its metrics: "
-              f"the base as committed in {base_name}, the workspace after this `dvc repro`.", ""]
+    lines += [f"Parameters and metrics on each side are as its `dvc.lock` records them: the base's as committed "
+              f"in {base_name}, the workspace's after this `dvc repro`.", ""]
     if not old.has_lock:
         lines += [f"> {base_name} has no `dvc.lock`: the pipeline never ran there, so every parameter and "
                   "metric is new.", ""]
@@ -216,7 +216,7 @@ def model_section(model: str, status: str, layout: Layout, images_dir: Path | No
         per_class = list(csv.DictReader(f))
     origin = " (the run that trained it earlier)" if status == "restored" else ""
     lines = [f"### {model} ({status})", "",
-             f"Test accuracy {headline['accuracy']:.4f}, macro F1 {headline['macro_f1']:.4f}. "
+             f"Test accuracy {headline['accuracy']:.4f}, macro F1 {headline['f1']:.4f}. "
              f"MLflow run{origin}: {run_link(layout.model_dir(model), layout.root)}.", "",
              "| digit | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['digit']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | {float(r['f1']):.4f} "

@@ -122,5 +122,5 @@ def text_table(board: Board, rows: list[list[str]], right: list[bool], width: in
     hidden = [names[i] for i in optional if i not in shown]
     if hidden:
         needed = sum(widths) + len(GAP) * (len(widths) - 1)
-        lines.append(textwrap.fill(f"Not shown: {', '.join(hidden)} (all: --width {needed} or --format csv)", width))
+        lines.append(textwrap.fill(f"Not shown (all: --width {needed} or --format csv): {', '.join(hidden)}", width))
     return "\n".join(lines) + "\n"
