@@ -89,7 +89,7 @@ def test_unknown_metric_or_experiment_is_one_line_naming_the_fix(trained_repo):
     assert re.search(rf"\(experiments there: .*\b{TRAINED_EXPERIMENT}\b.*\); name one with --experiment", done.stderr)
     assert len(done.stderr.splitlines()) == 1
     done = compare(trained_repo, "--width", "ten", check=False)
-    assert done.returncode == 2 and "argument --width: 'ten' is not a width" in done.stderr
+    assert done.returncode == 2 and "argument --width: 'ten': give a whole number, at least 40" in done.stderr
 
 
 # On runs made directly in a real store: a sweep of one param, and runs that lack a param or metric.

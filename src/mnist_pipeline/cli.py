@@ -48,8 +48,8 @@ def parser() -> argparse.ArgumentParser:
     order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lowest first")
     order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
     compare.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
-    compare.add_argument("--limit", type=int, metavar="N", help="show the best N runs")
-    compare.add_argument("--width", type=columns, metavar="N",
+    compare.add_argument("--limit", type=at_least(1), metavar="N", help="show the best N runs")
+    compare.add_argument("--width", type=at_least(40), metavar="N",
                          help="text columns to fill (default: the terminal's width, at least 120)")
 
     predict = stages.add_parser("predict", help="predict the digit in image files or .npy batches")
@@ -67,10 +67,13 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def columns(text: str) -> int:
-    if not text.isdigit() or int(text) < 40:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a width; give a number of columns, at least 40")
-    return int(text)
+def at_least(minimum: int):
+    """An argparse type: a whole number no smaller than `minimum`."""
+    def number(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, at least {minimum}")
+        return int(text)
+    return number
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
