@@ -172,7 +172,7 @@ def kept_epoch(curves: pd.DataFrame, early_stopping: keras.callbacks.EarlyStoppi
     """
     if early_stopping is not None and early_stopping.best_weights is not None:
         return curves.iloc[early_stopping.best_epoch], "lowest val_loss, restored by early stopping"
-    return curves.iloc[-1], "the last; early stopping is off"
+    return curves.iloc[-1], "the last"
 
 
 def log_model(model: keras.Model, example: np.ndarray) -> None:
