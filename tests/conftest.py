@@ -136,6 +136,7 @@ def make_repo(root: Path, params: dict) -> Path:
     sh(root, "git", "config", "user.email", "ci@example.com")
     sh(root, "git", "config", "user.name", "CI")
     sh(root, "dvc", "init", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "baseline")
     return root

@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
                        help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)")
     evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
+    stages.add_parser("summarize", help="every model's headline test scores into reports/metrics.json")
 
     compare = stages.add_parser("compare", help="rank the finished runs in the tracking store (a leaderboard)")
     compare.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
@@ -132,6 +133,10 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.preprocess import preprocess
 
         preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
+    elif args.stage == "summarize":
+        from mnist_pipeline.summary import summarize
+
+        summarize(list(params.models), layout)
     elif args.stage == "compare":
         import mlflow
 
