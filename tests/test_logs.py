@@ -33,8 +33,8 @@ def test_dvc_repro_reads_clean_with_one_line_per_epoch(trained_repo):
     assert_reads_clean(log, "dvc repro")
     stages = stage_logs(log)
     assert {"train@logistic", "train@mlp", "evaluate@logistic", "evaluate@mlp"} <= set(stages), log
-    for model in ("logistic", "mlp"):
-        assert len(EPOCH_LINE.findall(stages[f"train@{model}"])) == 1, stages[f"train@{model}"]  # 1 epoch (small_params)
+    for model in ("logistic", "mlp"):  # one epoch each (small_params)
+        assert len(EPOCH_LINE.findall(stages[f"train@{model}"])) == 1, stages[f"train@{model}"]
     assert "absl" not in log and "\r" not in log and "━" not in log, log
 
 

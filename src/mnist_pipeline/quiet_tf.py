@@ -6,7 +6,9 @@ it, and Abseil reads no environment variable, so TF_CPP_MIN_LOG_LEVEL cannot hid
 the libraries `import tensorflow` loads (libtensorflow_framework and the profiler plugin) each
 carry a copy of that code, so every line comes twice. The only place to drop them is the
 process's own stderr while TensorFlow loads: `import_tensorflow` does that, and lets every
-warning and error through.
+warning and error through but one: "failed call to cuInit" on a machine that has no CUDA driver,
+which says again what the dropped line said. TF_CPP_MIN_LOG_LEVEL (set to 1 unless the user set
+it) still governs TensorFlow's own logging: INFO off, warnings and errors on.
 
 This file is also a pyfunc flavor: `log_model` logs a Keras model as mlflow.tensorflow does,
 plus a copy of this file (standard library only) as the model's pyfunc loader, so
@@ -108,7 +110,7 @@ def _load_pyfunc(path, model_config=None):
     import_tensorflow()
     import mlflow.tensorflow
 
-    return QuietKeras(mlflow.tensorflow._load_pyfunc(path).get_raw_model())
+    return QuietKeras(mlflow.tensorflow._load_pyfunc(path).get_raw_model())  # the tensorflow flavor's own loader
 
 
 class QuietKeras:
