@@ -7,7 +7,6 @@ import argparse
 import errno
 import faulthandler
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -17,6 +16,7 @@ from mnist_pipeline.atomic import write_text
 from mnist_pipeline.config import PARAMS_FILE, load_params, override_model
 from mnist_pipeline.errors import ParamsError, PipelineError, Terminated, interrupt
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.quiet_tf import import_tensorflow
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     faulthandler.enable()  # a crash in TensorFlow's C++ (SIGSEGV, SIGABRT) still prints the Python stack
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         if args.stage == "predict":  # needs no params.yaml, only a model
             return run_predict(args, Layout(args.params.resolve().parent))
@@ -170,6 +168,7 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.tracking import check_store
 
         check_store(layout.root)  # in seconds, before TensorFlow loads and any training starts
+        import_tensorflow()
         if args.stage == "train":
             from mnist_pipeline.train import train
 
@@ -188,6 +187,7 @@ def run_predict(args: argparse.Namespace, layout: Layout) -> int:
     from mnist_pipeline.predict import load_inputs, load_model, predict
 
     names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+    import_tensorflow()
     digits, probabilities = predict(load_model(args.model, layout.root), images)
     width = max(len(name) for name in names)
     print(f"{'input':<{width}}  digit  probability")
