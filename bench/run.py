@@ -67,6 +67,8 @@ def make_repo(root: Path, params: dict) -> Path:
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
         measure(cmd, root)
+        if cmd[:2] == ["dvc", "init"]:  # the plot templates dvc.yaml names
+            shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
     return root
 
 

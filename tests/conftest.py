@@ -136,6 +136,7 @@ def make_repo(root: Path, params: dict) -> Path:
     sh(root, "git", "config", "user.email", "ci@example.com")
     sh(root, "git", "config", "user.name", "CI")
     sh(root, "dvc", "init", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "baseline")
     return root
@@ -149,11 +150,29 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     tests that add runs to it must not assume a number of runs.
     """
     root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
-    sh(root, "dvc", "repro")
+    # Kept for tests/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
+    with open(root / REPRO_LOG, "w") as log:
+        done = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise AssertionError(f"dvc repro exited {done.returncode}\n{(root / REPRO_LOG).read_text()}")
     return root
 
 
 TRAINED_EXPERIMENT = "trained"
+REPRO_LOG = "dvc-repro.log"  # untracked: it does not make later runs git.dirty
+
+# What TensorFlow prints as it starts (Abseil's notice, oneDNN, CUDA probing, CPU instructions).
+TF_START_UP = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+               "Could not find cuda drivers", "failed call to cuInit", "cpu_feature_guard",
+               "This TensorFlow binary is optimized")
+
+
+def assert_reads_clean(log: str, what: str) -> None:
+    """No colour codes or cursor moves, and none of TensorFlow's start-up lines, in a log a person reads."""
+    assert "\x1b[" not in log, f"{what}: raw ANSI codes:\n{log}"
+    noise = [line for line in log.splitlines() if any(text in line for text in TF_START_UP)]
+    assert not noise, f"{what}: TensorFlow start-up lines:\n" + "\n".join(noise)
 
 
 def store_uri(repo: Path) -> str:
@@ -167,10 +186,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180):
+def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180,
+            log: Path | None = None):
     """A server started in a session of its own, once `health_url` answers; the whole group is
-    stopped afterwards (mlflow server and serve start worker processes)."""
-    log = cwd / f"{Path(cmd[0]).name}-{free_port()}.log"
+    stopped afterwards (mlflow server and serve start worker processes). Its output goes to `log`
+    (default: a new file in `cwd`)."""
+    log = log or cwd / f"{Path(cmd[0]).name}-{free_port()}.log"
     # MLflow's server otherwise starts a dozen job-runner processes (GenAI jobs) none of this uses.
     env = (env or dict(os.environ)) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "wb") as out:

@@ -39,23 +39,29 @@ def runs(client, model=None):
 def test_first_repro_runs_every_stage_in_order(repo):
     ran = stages_run((repo / "first_repro.log").read_text())
     assert ran[:3] == ["check_params", "download", "preprocess"]
-    assert sorted(ran[3:]) == ["evaluate@logistic", "evaluate@mlp", "train@logistic", "train@mlp"]
-    assert ran.index("train@mlp") < ran.index("evaluate@mlp")
+    assert sorted(ran[3:-1]) == ["evaluate@logistic", "evaluate@mlp", "train@logistic", "train@mlp"]
+    assert ran.index("train@mlp") < ran.index("evaluate@mlp") and ran[-1] == "summarize"
 
 
-def test_metrics_and_plots_exist_and_dvc_reads_them(repo):
+def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
     for model in ("logistic", "mlp"):
-        test = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())["test"]
-        assert 0.1 < test["accuracy"] <= 1 and set(test["per_class"]) == {str(d) for d in range(10)}
-        assert (repo / f"reports/eval/{model}/confusion_matrix.png").stat().st_size > 1000
+        scores = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        assert 0.1 < scores["accuracy"] <= 1 and list(scores) == ["accuracy", "log_loss", "precision", "recall", "f1"]
+        classes = (repo / f"reports/eval/{model}/per_class.csv").read_text().splitlines()
+        assert classes[0] == "digit,precision,recall,f1,support" and len(classes) == 11
+        for picture in ("confusion_matrix.png", "misclassified.png"):
+            assert (repo / f"reports/eval/{model}/{picture}").stat().st_size > 1000
         history = (repo / f"reports/history/{model}.csv").read_text().splitlines()
         assert history[0].split(",")[0] == "epoch" and len(history) == 2
-    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    files = shown[""]["data"]
-    assert files["reports/eval/mlp/metrics.json"]["data"]["test"]["macro"]["recall"] > 0
-    assert files["reports/data/summary.json"]["data"]["images"] == {"train": 400, "validation": 100, "test": 10000}
-    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
-    assert {"reports/eval/mlp/predictions.csv", "reports/history/logistic.csv", "reports/data/class_counts.csv"} <= set(plots)
+    # One metrics file, every model's headline side by side; nothing else is a metric.
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
+    assert list(shown) == ["reports/metrics.json"]
+    table = shown["reports/metrics.json"]["data"]
+    for model in ("logistic", "mlp"):
+        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        assert {name: table[name][model] for name in on_disk} == on_disk
+    assert json.loads((repo / "reports/data/summary.json").read_text())["images"] == {
+        "train": 400, "validation": 100, "test": 10000}
 
 
 def test_mlflow_holds_one_complete_run_per_model(repo, client):
@@ -73,12 +79,14 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert [m.step for m in history] == [1]
         metrics = run.data.metrics
-        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())["test"]
-        assert metrics["test_accuracy"] == on_disk["accuracy"]
-        assert metrics["precision_3"] == on_disk["per_class"]["3"]["precision"]
-        assert {"recall_9", "test_macro_f1", "test_log_loss", "fit_seconds"} <= set(metrics)
+        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        assert metrics["test_accuracy"] == on_disk["accuracy"] and metrics["test_macro_f1"] == on_disk["f1"]
+        digit_3 = (repo / f"reports/eval/{model}/per_class.csv").read_text().splitlines()[4].split(",")
+        assert digit_3[0] == "3" and metrics["precision_3"] == float(digit_3[1])
+        assert {"recall_9", "test_log_loss", "fit_seconds"} <= set(metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-        assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/classification_report.txt" in artifacts
+        assert {"evaluation/confusion_matrix.png", "evaluation/misclassified.png", "evaluation/per_class.csv",
+                "evaluation/classification_report.txt"} <= artifacts
         contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
         assert contexts == {"training", "validation", "test"}
         logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
@@ -118,10 +126,11 @@ def test_changing_an_mlp_param_reruns_only_mlp(repo, client):
     params["models"]["mlp"]["dropout"] = 0.1
     write_params(repo, params)
     status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
-    # check_params re-runs for any edit of params.yaml; of the data and model stages, only mlp's.
-    assert sorted(status) == ["check_params", "evaluate@mlp", "train@mlp"]
+    # Of the data and model stages, only mlp's; check_params re-runs for any edit of params.yaml,
+    # summarize for any new model result (each in a second).
+    assert sorted(status) == ["check_params", "evaluate@mlp", "summarize", "train@mlp"]
     ran = stages_run(sh(repo, "dvc", "repro").stdout)
-    assert ran == ["check_params", "train@mlp", "evaluate@mlp"]
+    assert ran == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
     mlp_runs = runs(client, "mlp")
     assert len(mlp_runs) == 2 and len(runs(client, "logistic")) == 1
     assert mlp_runs[-1].data.params["dropout"] == "0.1"

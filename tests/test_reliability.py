@@ -177,7 +177,7 @@ def test_interrupted_training_ends_its_run_leaves_no_output_and_reruns_cleanly(r
     params["models"]["mlp"] |= {"epochs": next_epochs, "early_stopping_patience": 3}
     write_params(repo, params)
     ran = stages_run(sh(repo, "dvc", "repro").stdout)
-    assert ran == ["check_params", "train@mlp", "evaluate@mlp"]
+    assert ran == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
     last = runs(repo, "tags.model = 'mlp'")[-1]
     assert last.info.status == "FINISHED" and last.data.params["epochs"] == str(next_epochs)
     assert json_status(repo) == {}

@@ -10,21 +10,29 @@ import numpy as np
 
 from mnist_pipeline.preprocess import load_split
 
-from conftest import free_port, repo_env, running, store_uri, venv_bin
+from conftest import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
 
 
-def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo):
+def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):
     x, _ = load_split(trained_repo / "data/processed", "test")
     port = free_port()
+    # The README's command, as a user types it.
     serve = [str(Path(venv_bin()) / "mlflow"), "models", "serve", "-m", "models:/mnist-logistic@champion",
              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
-    with running(serve, f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x[:16].tolist()}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = np.array(json.load(response)["predictions"])
+    env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo), COLUMNS="120")
+    log = tmp_path / "serve.log"
+    with running(serve, f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=log):
+        for _ in range(2):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x[:16].tolist()}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                served = np.array(json.load(response)["predictions"])
+    # Its log, read as a person would: the requests, and no TensorFlow start-up lines or progress bars.
+    text = log.read_text()
+    assert text.count('"POST /invocations HTTP/1.1" 200') == 2, text
+    assert_reads_clean(text, "mlflow models serve")
+    assert "ms/step" not in text, text
     assert served.shape == (16, 10)
     assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
     # The same model, loaded from the pipeline's output folder, gives the same probabilities.

@@ -91,7 +91,7 @@ def test_the_pipeline_logs_runs_metrics_and_artifacts_to_the_team_server(repo, t
     assert [r.data.tags["model"] for r in runs] == ["mlp"]
     for run in runs:
         model = run.data.tags["model"]
-        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())["test"]
+        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
         assert run.info.status == "FINISHED"
         assert run.data.metrics["test_accuracy"] == on_disk["accuracy"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]

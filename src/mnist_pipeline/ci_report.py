@@ -2,6 +2,7 @@
 what it did to the parameters and metrics against a base revision. CI posts the file as a job
 summary and a PR comment; anyone can run the same command locally."""
 
+import csv
 import json
 import os
 import re
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import yaml
+
 from mnist_pipeline import tracking
 from mnist_pipeline.atomic import write_text
 from mnist_pipeline.errors import PipelineError
@@ -19,10 +22,11 @@ from mnist_pipeline.layout import Layout
 # Hidden in rendered Markdown; CI finds its own PR comment by it and edits it in place.
 MARKER = "<!-- mnist-pipeline:ci-report -->"
 NOTHING_TO_RETRAIN = "Nothing to retrain: every stage is up to date."
+RESTORED = "restored from DVC's run cache"
 # What `dvc repro` logs for each stage: it ran, DVC's run cache restored its outputs, or it was up to date.
 _OUTCOMES = {
     "ran": re.compile(r"^Running stage '([^']+)':", re.M),
-    "restored from DVC's run cache": re.compile(r"^Stage '([^']+)' is cached - skipping run", re.M),
+    RESTORED: re.compile(r"^Stage '([^']+)' is cached - skipping run", re.M),
     "up to date": re.compile(r"^Stage '([^']+)' didn't change, skipping", re.M),
 }
 
@@ -34,10 +38,30 @@ class Repro:
     def changed(self) -> list[str]:
         return [stage for stage, outcome in self.outcomes.items() if outcome != "up to date"]
 
-    def models(self) -> list[str]:
-        """Models whose train or evaluate stage ran or was restored: their metrics are new."""
-        stages = [s.split("@", 1) for s in self.changed() if s.startswith(("train@", "evaluate@"))]
-        return list(dict.fromkeys(model for _, model in stages))
+    def models(self) -> dict[str, str]:
+        """Each model whose metrics are new → retrained (its train stage ran), re-evaluated (only its
+        evaluate stage ran) or restored (DVC's run cache gave back outputs of an earlier run)."""
+        status = {}
+        for stage in self.changed():
+            kind, _, model = stage.partition("@")
+            if kind not in ("train", "evaluate"):
+                continue
+            if self.outcomes.get(f"train@{model}") == "ran":
+                status[model] = "retrained"
+            elif self.outcomes.get(f"evaluate@{model}") == "ran":
+                status[model] = "re-evaluated"
+            else:
+                status[model] = "restored"
+        return status
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a label for the tables and the params its dvc.lock records."""
+
+    label: str
+    params: dict[str, str]  # "path:key" → value, as each stage's `params` in dvc.lock holds them
+    has_lock: bool = True
 
 
 def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool) -> str:
@@ -47,10 +71,14 @@ def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool
     if not base_commit:
         raise PipelineError(f"--base {base}: no such commit in {root}; fetch it first "
                             "(git fetch origin main) or name another branch, tag or commit")
+    head = tracking.git_output(root, "rev-parse", "--short", "HEAD")
+    # Before the repro, which rewrites dvc.lock: are params or code changed and not committed?
+    dirty = bool(tracking.git_output(root, "status", "--porcelain", "--untracked-files=no", "--",
+                                     ".", ":(exclude)dvc.lock"))
+    workspace = f"HEAD `{head}`" + (" + uncommitted changes" if dirty else "") if head else "no commit"
     repro = run_repro(root)
-    head = tracking.git_output(root, "rev-parse", "--short", "HEAD") or "no commit"
     images_dir = (output or Path("report.md")).resolve().parent
-    report = render(repro, base, base_commit[:7], head, layout, images_dir if embed_images else None)
+    report = render(repro, base, base_commit[:7], workspace, layout, images_dir if embed_images else None)
     if output:
         write_text(output, report)
     else:
@@ -78,55 +106,129 @@ def run_repro(root: Path) -> Repro:
     return Repro({stage: outcome for _, stage, outcome in found})
 
 
-def render(repro: Repro, base: str, base_commit: str, head: str, layout: Layout, images_dir: Path | None) -> str:
-    changed = ", ".join(s if repro.outcomes[s] == "ran" else f"{s} from the run cache" for s in repro.changed())
-    if repro.models():
-        summary = f"**Retrained:** {', '.join(repro.models())} (stages run: {changed})."
-    elif changed:
-        summary = f"**No model retrained** (stages run: {changed})."
-    else:
-        summary = f"**{NOTHING_TO_RETRAIN}**"
-    base_name = base_commit if base_commit.startswith(base) else f"{base}` (`{base_commit}"
-    lines = [MARKER, f"## Retrain report: workspace (HEAD `{head}`) vs `{base_name}`", "", summary, ""]
+def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: Layout, images_dir: Path | None) -> str:
+    models = repro.models()
+    summary = [f"**{label}:** {', '.join(m for m, s in models.items() if s == status)}."
+               for status, label in (("retrained", "Retrained"), ("re-evaluated", "Re-evaluated"),
+                                     ("restored", "Restored from DVC's run cache, not trained again"))
+               if status in models.values()]
+    if not summary:
+        ran = ", ".join(repro.changed())
+        summary = [f"**No model retrained** (stages run: {ran})." if ran else f"**{NOTHING_TO_RETRAIN}**"]
+    base_name = f"`{base_commit}`" if base_commit.startswith(base) else f"`{base}` (`{base_commit}`)"
+    lines = [MARKER, f"## Retrain report: workspace ({workspace}) vs {base_name}", "", " ".join(summary), ""]
+
+    old = lock_side(layout.root, base)
+    new = Side("workspace", flat_params(yaml.safe_load((layout.root / "dvc.lock").read_text())))
+    lines += [f"Parameters and metrics on each side are as its `dvc.lock` records them: the base's as committed "
+              f"in {base_name}, the workspace's after this `dvc repro`.", ""]
+    if not old.has_lock:
+        lines += [f"> {base_name} has no `dvc.lock`: the pipeline never ran there, so every parameter and "
+                  "metric is new.", ""]
+    elif stale := stale_params(layout.root, base, old):
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+        lines += [f"> {base_name} changed its params without a `dvc repro` ({', '.join(f'`{k}`' for k in stale[:3])}"
+                  f"{more}): its `dvc.lock` and metrics are still those of the values before, which the base "
+                  "column shows.", ""]
+
     lines += ["### Stages", "", "| stage | outcome |", "| --- | --- |"]
     lines += [f"| `{stage}` | {outcome} |" for stage, outcome in repro.outcomes.items()]
-    params, _ = dvc_diff(layout.root, "params", base)
+    lines += ["", "### Parameters changed", "", params_table(old, new) or "No parameter differs from the base.", ""]
     metrics, warning = dvc_diff(layout.root, "metrics", base)
-    lines += ["", "### Parameters changed", "", params or "No parameter differs from the base.", ""]
-    headline, per_class = split_rows(metrics, "per_class")
-    lines += ["### Metrics vs the base", "", headline or "No metric differs from the base.", ""]
-    if per_class:
-        lines += ["<details><summary>Per-class changes</summary>", "", per_class, "", "</details>", ""]
+    lines += ["### Metrics vs the base", "", metrics or "No metric differs from the base.", ""]
     if warning:
         lines += [f"> DVC could not read the base's metrics ({base}): they are neither in the local DVC cache nor "
                   "on a DVC remote. Push them from main (`dvc push`) or restore the cache; see README, "
                   "\"CI retraining\".", ""]
-    for model in repro.models():
-        lines += model_section(model, layout, images_dir)
+    for model, status in models.items():
+        lines += model_section(model, status, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def split_rows(table: str, word: str) -> tuple[str, str]:
-    """A Markdown table split in two by whether a row holds `word`; each keeps the header (empty if no rows)."""
-    header, rows = table.splitlines()[:2], table.splitlines()[2:]
-    parts = [[row for row in rows if (word in row) == match] for match in (False, True)]
-    return tuple("\n".join(header + part) if part else "" for part in parts)
+def lock_side(root: Path, rev: str) -> Side:
+    text = tracking.git_output(root, "show", f"{rev}:./dvc.lock")
+    if text is None:
+        return Side(rev, {}, has_lock=False)
+    return Side(rev, flat_params(yaml.safe_load(text) or {}))
 
 
-def model_section(model: str, layout: Layout, images_dir: Path | None) -> list[str]:
+def flat_params(lock: dict) -> dict[str, str]:
+    """The params every stage of a dvc.lock recorded, as "path:dotted.key" → value. Stages that
+    recorded different values for one key (a partial repro) show them all: "a / b"."""
+    values: dict[str, list[str]] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for path, params in (stage.get("params") or {}).items():
+            for key, value in _flatten(params).items():
+                seen = values.setdefault(f"{path}:{key}", [])
+                if _show(value) not in seen:
+                    seen.append(_show(value))
+    return {key: " / ".join(seen) for key, seen in values.items()}
+
+
+def stale_params(root: Path, rev: str, side: Side) -> list[str]:
+    """Keys whose value in `rev`'s params files differs from what its dvc.lock recorded."""
+    files: dict[str, dict] = {}
+    stale = []
+    for name, value in side.params.items():
+        path, _, key = name.partition(":")
+        if path not in files:
+            text = tracking.git_output(root, "show", f"{rev}:./{path}")
+            files[path] = _flatten(yaml.safe_load(text) or {}) if text else {}
+        if key in files[path] and _show(files[path][key]) != value:
+            stale.append(key)
+    return stale
+
+
+def _flatten(params: dict, prefix: str = "") -> dict:
+    """Nested dicts to dotted keys, as DVC shows them; lists stay values."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def params_table(old: Side, new: Side) -> str:
+    """The params that differ, as `dvc params diff --md` lays them out (empty when none)."""
+    rows = [[*name.split(":", 1), old.params.get(name, "-"), new.params.get(name, "-")]
+            for name in dict.fromkeys([*old.params, *new.params])
+            if old.params.get(name) != new.params.get(name)]
+    return markdown_table(["Path", "Param", old.label, new.label], rows) if rows else ""
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """Padded, so that it reads in a terminal as well as rendered."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def model_section(model: str, status: str, layout: Layout, images_dir: Path | None) -> list[str]:
     eval_dir = layout.eval_dir(model)
-    test = json.loads((eval_dir / "metrics.json").read_text())["test"]
-    lines = [f"### {model}", "",
-             f"Test accuracy {test['accuracy']:.4f}, macro F1 {test['macro']['f1']:.4f}. "
-             f"MLflow run: {run_link(layout.model_dir(model), layout.root)}.", "",
+    headline = json.loads((eval_dir / "metrics.json").read_text())[model]
+    with open(eval_dir / "per_class.csv", newline="") as f:
+        per_class = list(csv.DictReader(f))
+    origin = " (the run that trained it earlier)" if status == "restored" else ""
+    lines = [f"### {model} ({status})", "",
+             f"Test accuracy {headline['accuracy']:.4f}, macro F1 {headline['f1']:.4f}. "
+             f"MLflow run{origin}: {run_link(layout.model_dir(model), layout.root)}.", "",
              "| digit | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {digit} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
-              for digit, s in test["per_class"].items()]
-    image = eval_dir / "confusion_matrix.png"
-    if images_dir:
-        lines += ["", f"![{model} confusion matrix]({os.path.relpath(image, images_dir)})"]
-    else:
-        lines += ["", f"Confusion matrix: `{image.relative_to(layout.root)}`."]
+    lines += [f"| {r['digit']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | {float(r['f1']):.4f} "
+              f"| {r['support']} |" for r in per_class]
+    for name, what in (("confusion_matrix.png", "confusion matrix"), ("misclassified.png", "misclassified digits")):
+        image = eval_dir / name
+        if not image.is_file():
+            continue
+        if images_dir:
+            lines += ["", f"![{model} {what}]({os.path.relpath(image, images_dir)})"]
+        else:
+            lines += ["", f"{what.capitalize()}: `{image.relative_to(layout.root)}`."]
     return lines + [""]
 
 

@@ -7,7 +7,7 @@ import argparse
 import errno
 import faulthandler
 import logging
-import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +16,7 @@ from mnist_pipeline.atomic import write_text
 from mnist_pipeline.config import PARAMS_FILE, load_params, override_model
 from mnist_pipeline.errors import ParamsError, PipelineError, Terminated, interrupt
 from mnist_pipeline.layout import Layout
+from mnist_pipeline.quiet_tf import import_tensorflow
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
                        help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)")
     evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
+    stages.add_parser("summarize", help="every model's headline test scores into reports/metrics.json")
 
     compare = stages.add_parser("compare", help="rank the finished runs in the tracking store (a leaderboard)")
     compare.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
@@ -46,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lowest first")
     order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
     compare.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
-    compare.add_argument("--limit", type=int, metavar="N", help="show the best N runs")
+    compare.add_argument("--limit", type=at_least(1), metavar="N", help="show the best N runs")
+    compare.add_argument("--width", type=at_least(40), metavar="N",
+                         help="text columns to fill (default: the terminal's width, at least 120)")
 
     predict = stages.add_parser("predict", help="predict the digit in image files or .npy batches")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
@@ -67,6 +71,15 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
                         help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
     return cli
+
+
+def at_least(minimum: int):
+    """An argparse type: a whole number no smaller than `minimum`."""
+    def number(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, at least {minimum}")
+        return int(text)
+    return number
 
 
 def port_number(text: str) -> int:
@@ -106,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     faulthandler.enable()  # a crash in TensorFlow's C++ (SIGSEGV, SIGABRT) still prints the Python stack
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # TensorFlow's C++ start-up chatter (no CUDA on this machine, CPU features) buries the stage's own log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         if args.stage == "predict":  # needs no params.yaml, only a model
             return run_predict(args, Layout(args.params.resolve().parent))
@@ -146,21 +157,30 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.preprocess import preprocess
 
         preprocess(params.data, layout.raw, layout.processed, layout.data_reports)
+    elif args.stage == "summarize":
+        from mnist_pipeline.summary import summarize
+
+        summarize(list(params.models), layout)
     elif args.stage == "compare":
         import mlflow
 
-        from mnist_pipeline.compare import leaderboard, render
+        from mnist_pipeline.compare import DEFAULT_WIDTH, leaderboard, render
         from mnist_pipeline.tracking import check_store, tracking_uri
 
         check_store(layout.root)
         mlflow.set_tracking_uri(tracking_uri(layout.root))
-        table = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
+        board = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
                             args.limit)
-        print(render(table, args.format), end="")
+        if board.empty:  # one line, exit 0; on stderr for csv and markdown, so a file stays empty
+            print(board.empty, file=sys.stdout if args.format == "text" else sys.stderr)
+        else:
+            width = args.width or max(DEFAULT_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+            print(render(board, args.format, width), end="")
     elif args.stage in ("train", "evaluate"):
         from mnist_pipeline.tracking import check_store
 
         check_store(layout.root)  # in seconds, before TensorFlow loads and any training starts
+        import_tensorflow()
         if args.stage == "train":
             from mnist_pipeline.train import train
 
@@ -183,6 +203,7 @@ def run_predict(args: argparse.Namespace, layout: Layout) -> int:
     from mnist_pipeline.predict import load_inputs, load_model, predict
 
     names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+    import_tensorflow()
     digits, probabilities = predict(load_model(args.model, layout.root), images)
     width = max(len(name) for name in names)
     print(f"{'input':<{width}}  digit  probability")

@@ -1,5 +1,6 @@
 """params.yaml → typed, validated parameters, checked once before any stage does work."""
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -147,24 +148,41 @@ def _validate(raw: dict, source: str) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        more = f" (+{len(errors) - 1} more: fix this one and run again)" if len(errors) > 1 else ""
-        raise ParamsError(f"{source}: {_describe(errors[0])}{more}") from None
+        # A misspelt key is an unknown key plus, often, a missing one: name the unknown key, the cause.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        message, explained = _describe(first, raw)
+        others = [e for e in errors if e is not first and e["loc"] != explained]
+        more = f" (+{len(others)} more: fix this one and run again)" if others else ""
+        raise ParamsError(f"{source}: {message}{more}") from None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    """One line naming the key, the value given and what is allowed."""
+def _describe(error: dict[str, Any], raw: dict) -> tuple[str, tuple | None]:
+    """One line naming the key, the value given and what is allowed; and the location of a
+    missing key that the line explains too (the key an unknown key is a misspelling of)."""
     kind = error["type"]
     parts, parent = _follow(error["loc"])
     key = ".".join(str(part) for part in parts)
     if kind == "missing":
-        return f"missing key {key!r}"
+        return f"missing key {key!r}", None
     if kind == "extra_forbidden":
-        return f"unknown key {key!r}; allowed here: {', '.join(parent.model_fields)}"
+        given = _lookup(raw, parts[:-1])
+        unset = [field for field in parent.model_fields if field not in given]
+        match = difflib.get_close_matches(str(parts[-1]), unset, n=1)
+        if match:
+            return f"unknown key {key!r}; did you mean {match[0]!r}?", (*error["loc"][:-1], match[0])
+        return f"unknown key {key!r}; allowed here: {', '.join(parent.model_fields)}", None
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = error["ctx"]["discriminator"].strip("'")
         given = error["input"].get(tag) if isinstance(error["input"], dict) else None
-        return f"{key}.{tag} = {given!r} is not allowed; allowed: {error['ctx']['expected_tags']}"
-    return f"{key} = {error['input']!r}: {error['msg']}"
+        return f"{key}.{tag} = {given!r} is not allowed; allowed: {error['ctx']['expected_tags']}", None
+    return f"{key} = {error['input']!r}: {error['msg']}", None
+
+
+def _lookup(raw, parts: list):
+    """The value at the user's key path `parts` in the raw YAML."""
+    for part in parts:
+        raw = raw[part]
+    return raw
 
 
 def _follow(loc) -> tuple[list, Any]:

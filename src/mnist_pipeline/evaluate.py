@@ -7,20 +7,19 @@ import os
 import keras
 import mlflow
 
-from mnist_pipeline import registry, tracking
+from mnist_pipeline import metrics, registry, tracking
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.metrics import flat_metrics, metrics, write_reports
 from mnist_pipeline.preprocess import load_split
 from mnist_pipeline.train import MODEL_FILE, log_dataset
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(name: str, params: Params, layout: Layout) -> dict:
-    """Evaluate model `name` on the test set; log into its training run; return the nested metrics."""
+def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
+    """Evaluate model `name` on the test set; log into its training run; return the headline scores."""
     model_dir = layout.model_dir(name)
     if not (model_dir / MODEL_FILE).is_file():
         raise PipelineError(f"{model_dir / MODEL_FILE} is missing; run its train stage first (dvc repro train@{name})")
@@ -29,9 +28,10 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
     x_test, y_test = load_split(layout.processed, "test")
     model = keras.models.load_model(model_dir / MODEL_FILE)
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
-    results = metrics(y_test, probabilities)
-    accuracy = results["test"]["accuracy"]
-    write_reports(out_dir, y_test, probabilities, results, f"{name}: test accuracy {accuracy:.4f}")
+    scores = metrics.headline(y_test, probabilities)
+    classes = metrics.per_class(y_test, probabilities.argmax(axis=1))
+    metrics.write_reports(out_dir, name, x_test, y_test, probabilities, scores, classes)
+    accuracy = scores["accuracy"]
 
     run_id = tracking.read_run_id(model_dir)
     # Under `mlflow run -e evaluate`, MLflow has opened a run of its own: the evaluation goes there.
@@ -59,11 +59,12 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
             tracking.log_model_input(active.info.run_id, model_id)
         # The headline scores also belong to the logged model, measured on the test set: the Models
         # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
-        scores = flat_metrics(results)
-        headline = {key: value for key, value in scores.items() if key.startswith("test_")}
+        named = metrics.mlflow_metrics(scores, classes)
+        headline = {key: value for key, value in named.items() if key.startswith("test_")}
         tracking.log_metrics(active.info.run_id, headline, model_id=model_id, dataset=test_set)
-        tracking.log_metrics(active.info.run_id, {k: v for k, v in scores.items() if k not in headline})
-        for artifact in ("metrics.json", "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt"):
+        tracking.log_metrics(active.info.run_id, {k: v for k, v in named.items() if k not in headline})
+        for artifact in ("metrics.json", "per_class.csv", "confusion_matrix.png", "confusion_matrix.csv",
+                         "classification_report.txt", "misclassified.png"):
             mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
     if model_id:
         registry.promote(params.registry, name, model_id, accuracy)
@@ -71,5 +72,5 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict:
         why = (f"{model_dir / tracking.RUN_FILE} names no logged model (an older version trained it); retrain it"
                if model_run else "the run that logged the model is not in this tracking store")
         log.warning("%s: not registered: %s", name, why)
-    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, results["test"]["macro"]["f1"])
-    return results
+    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, scores["f1"])
+    return scores

@@ -31,5 +31,10 @@ class Layout:
     def history(self, model: str) -> Path:
         return self.root / "reports" / "history" / f"{model}.csv"
 
+    @property
+    def metrics(self) -> Path:
+        """Every model's headline test scores, the one metrics file DVC declares."""
+        return self.root / "reports" / "metrics.json"
+
     def eval_dir(self, model: str) -> Path:
         return self.root / "reports" / "eval" / model

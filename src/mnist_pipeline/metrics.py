@@ -1,4 +1,8 @@
-"""Test-set metrics with scikit-learn and the report files DVC declares; no TensorFlow here."""
+"""Test-set scores with scikit-learn and the report files DVC declares; no TensorFlow here.
+
+What people read first is a handful of headline numbers per model (`dvc exp show`, `dvc metrics
+diff`), so the declared metrics file holds only those; per-class scores go to a table and a chart.
+"""
 
 import json
 from pathlib import Path
@@ -9,73 +13,62 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from sklearn.metrics import precision_recall_fscore_support
 
 from mnist_pipeline.atomic import atomic_dir
+from mnist_pipeline.figures import plot_confusion, plot_misclassified
 
 DIGITS = list(range(10))
+DECIMALS = 4  # 10,000 test images: accuracy has four significant decimals, nothing past them is signal
 
 
-def metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Nested test metrics, shaped so `dvc metrics show` reads test.macro.precision and so on."""
+def headline(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """accuracy, log_loss, and precision, recall and F1 as macro averages (the unweighted mean over
+    the ten digits). Short names: they are `dvc exp show` column headers (mlp.precision, …)."""
     y_pred = probabilities.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=DIGITS, zero_division=0)
-    averages = {}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=DIGITS, average=average, zero_division=0)
-        averages[average] = {"precision": p, "recall": r, "f1": f}
-    per_class = {
-        str(d): {"precision": precision[d], "recall": recall[d], "f1": f1[d], "support": support[d]} for d in DIGITS
-    }
-    result = {
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=DIGITS, average="macro", zero_division=0)
+    scores = {
         "accuracy": accuracy_score(y_true, y_pred),
         "log_loss": log_loss(y_true, probabilities, labels=DIGITS),
-        **averages,
-        "per_class": per_class,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
     }
-    return {"test": _plain(result)}
+    return {name: round(float(value), DECIMALS) for name, value in scores.items()}
 
 
-def _plain(value):
-    """NumPy scalars to Python numbers, rounded for readable diffs."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    return round(float(value), 6)
+def per_class(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
+    """One row per digit: precision, recall, F1 and support (the number of test images of it)."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=DIGITS, zero_division=0)
+    table = pd.DataFrame({"digit": DIGITS, "precision": precision, "recall": recall, "f1": f1})
+    return table.round(DECIMALS).assign(support=support.astype(int))
 
 
-def flat_metrics(nested: dict) -> dict[str, float]:
-    """MLflow names: test_accuracy, test_macro_precision, …, precision_3, recall_3, f1_3."""
-    test = nested["test"]
-    flat = {"test_accuracy": test["accuracy"], "test_log_loss": test["log_loss"]}
-    for average in ("macro", "weighted"):
-        flat |= {f"test_{average}_{k}": v for k, v in test[average].items()}
-    for digit, scores in test["per_class"].items():
-        flat |= {f"{k}_{digit}": v for k, v in scores.items() if k != "support"}
+def mlflow_metrics(scores: dict[str, float], classes: pd.DataFrame) -> dict[str, float]:
+    """MLflow names: test_accuracy, test_log_loss, test_macro_precision, …, precision_3, recall_3, f1_3."""
+    flat = {f"test_{name}" if name in ("accuracy", "log_loss") else f"test_macro_{name}": value
+            for name, value in scores.items()}
+    for row in classes.itertuples():
+        flat |= {f"{score}_{row.digit}": float(getattr(row, score)) for score in ("precision", "recall", "f1")}
     return flat
 
 
-def write_reports(out_dir: Path, y_true: np.ndarray, probabilities: np.ndarray, results: dict, title: str) -> None:
-    """metrics.json, predictions.csv (DVC confusion plot), confusion_matrix.{csv,png}, classification_report.txt."""
+def write_reports(out_dir: Path, model: str, images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,
+                  scores: dict[str, float], classes: pd.DataFrame) -> None:
+    """Everything the evaluate stage declares, written together or not at all:
+
+    metrics.json (headline, keyed by model so `dvc exp show` names the columns mlp.accuracy, …),
+    per_class.csv (chart), predictions.csv (DVC confusion plot), confusion_matrix.{csv,png},
+    classification_report.txt and misclassified.png (the test digits the model gets wrong).
+    """
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, labels=DIGITS)
     with atomic_dir(out_dir) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps({model: scores}, indent=2) + "\n")
+        classes.to_csv(tmp / "per_class.csv", index=False)
         pd.DataFrame({"actual": y_true, "predicted": y_pred}).to_csv(tmp / "predictions.csv", index=False)
         pd.DataFrame(matrix, index=pd.Index(DIGITS, name="actual"), columns=DIGITS).to_csv(tmp / "confusion_matrix.csv")
-        report = classification_report(y_true, y_pred, labels=DIGITS, digits=4, zero_division=0)
+        report = classification_report(y_true, y_pred, labels=DIGITS, digits=DECIMALS, zero_division=0)
         (tmp / "classification_report.txt").write_text(report)
-        plot_confusion(matrix, tmp / "confusion_matrix.png", title)
-
-
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed, and none on CI
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    ConfusionMatrixDisplay(matrix, display_labels=DIGITS).plot(ax=ax, cmap="Blues", colorbar=True, values_format="d")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        plot_confusion(matrix, tmp / "confusion_matrix.png",
+                       f"{model}: confusion matrix, test set (accuracy {scores['accuracy']:.4f})")
+        plot_misclassified(images, y_true, probabilities, tmp / "misclassified.png", model)

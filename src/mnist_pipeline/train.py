@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mnist_pipeline import tracking
+from mnist_pipeline import quiet_tf, tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import interrupt
@@ -123,10 +123,11 @@ def train(name: str, params: Params, layout: Layout) -> str:
         log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
 
         epoch_metrics, stop_on_signal = EpochMetrics(run_id), StopOnSignal()
-        callbacks = [stop_on_signal, epoch_metrics]
+        callbacks, early_stopping = [stop_on_signal, epoch_metrics], None
         if model_params.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True))
+            early_stopping = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True)
+            callbacks.append(early_stopping)
         started, cpu_started = time.perf_counter(), time.process_time()
         with stop_on_signal:
             history = model.fit(
@@ -142,6 +143,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
         curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
         curves["epoch"] += 1
         best = curves.loc[curves["val_loss"].idxmin()]
+        kept, why = kept_epoch(curves, early_stopping)
         tracking.log_metrics(run_id, {
             "fit_seconds": fit_seconds,
             "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
@@ -156,8 +158,21 @@ def train(name: str, params: Params, layout: Layout) -> str:
         with atomic_dir(layout.model_dir(name)) as tmp:
             model.save(tmp / MODEL_FILE)
             tracking.write_run_file(tmp, run_id, log_model(model, name, x_val[:5]))
-    log.info("%s: %d epochs in %.1f s, best val_accuracy %.4f", name, len(curves), fit_seconds, best["val_accuracy"])
+    log.info("%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
+             name, len(curves), model_params.epochs, fit_seconds, kept["epoch"], why, kept["val_accuracy"],
+             kept["val_loss"])
     return run_id
+
+
+def kept_epoch(curves: pd.DataFrame, early_stopping: keras.callbacks.EarlyStopping | None) -> tuple[pd.Series, str]:
+    """The row of `curves` whose weights the model holds after fit, and why.
+
+    Keras's EarlyStopping restores its best epoch's weights at the end of fit whether it stopped
+    early or not; without it the model keeps the last epoch's.
+    """
+    if early_stopping is not None and early_stopping.best_weights is not None:
+        return curves.iloc[early_stopping.best_epoch], "lowest val_loss, restored by early stopping"
+    return curves.iloc[-1], "the last"
 
 
 def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
@@ -168,8 +183,7 @@ def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
     (mlflow/mlflow#16183). Pinned requirements skip MLflow's slow requirement inference.
     """
     signature = mlflow.models.infer_signature(example, model.predict(example, verbose=0))
-    keras.utils.disable_interactive_logging()  # MLflow checks the example with a predict that draws a progress bar
-    return mlflow.tensorflow.log_model(
+    return quiet_tf.log_model(  # mlflow.tensorflow's, served without TensorFlow's start-up lines and progress bars
         model,
         name=name,  # the Models tab lists logged models by name: `mlp`, not MLflow's default `model`
         signature=signature,
