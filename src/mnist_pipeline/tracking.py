@@ -20,7 +20,7 @@ from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.errors import PipelineError, first_line
 
 RUN_FILE = "mlflow_run.json"
-# The UI's own values (mlflow.utils.mlflow_tags has no constant for it): the runs table, not GenAI's overview.
+# MLflow 3's mark of a model-training experiment (the UI's value; mlflow.utils.mlflow_tags has no constant).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
 # For the reachability check only: one quick try instead of MLflow's minutes of retries.
@@ -106,7 +106,8 @@ def ensure_experiment(name: str, root: Path) -> str:
 
 
 def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
-    """Tag the experiment as model training: MLflow 3's UI then opens it on its runs, not the GenAI overview."""
+    """Tag the experiment as model training, over whatever kind the UI may have inferred. (The 3.17 UI
+    opens an experiment by its GenAI / Model training switch, not by this tag: `make ui`'s link sets the switch.)"""
     tags = client.get_experiment(experiment_id).tags
     for key, value in EXPERIMENT_KIND.items():
         if tags.get(key) != value:
