@@ -69,7 +69,8 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     if model_id:
         registry.promote(params.registry, name, model_id, accuracy)
     elif params.registry.enabled:
-        why = (f"{model_dir / tracking.RUN_FILE} names no logged model (an older version trained it); retrain it"
+        why = (f"{model_dir / tracking.RUN_FILE} names no logged model (an older version trained it); "
+               f"retrain it: dvc repro -f train@{name}"
                if model_run else "the run that logged the model is not in this tracking store")
         log.warning("%s: not registered: %s", name, why)
     log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, scores["f1"])
