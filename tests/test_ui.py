@@ -121,9 +121,27 @@ def runs_of_dvc_repro(trained_repo) -> dict:
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
     found = client.search_runs([experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'",
                                order_by=["attributes.start_time ASC"])
-    runs = {run.data.tags["model"]: run for run in found}  # the first repro's run of each model
+    runs = {}
+    for run in found:
+        runs.setdefault(run.data.tags["model"], run)  # the first repro's run of each model
     assert set(runs) == {"logistic", "mlp"}
     return runs
+
+
+def scroll_to(page, selector: str) -> None:
+    """Scroll the first element `selector` finds into view; the grid redraws its cells as data
+    arrives, so one found may be replaced before the scroll: find it again."""
+    from playwright.sync_api import Error
+
+    for _ in range(20):
+        try:
+            page.locator(selector).first.scroll_into_view_if_needed(timeout=10_000)
+            return
+        except Error as exc:
+            if "not attached" not in str(exc):
+                raise
+            page.wait_for_timeout(250)
+    raise AssertionError(f"{selector} kept being redrawn; could not scroll to it")
 
 
 def wait_for_cell(page, row_id: str, text: str) -> None:
@@ -177,11 +195,18 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     # The Models tab: the logged models under their model keys, with the test metrics logged against them.
     page.get_by_role("link", name="Models", exact=True).first.click()
     page.wait_for_url("**/models?**")
-    # Scrolled right to the metric columns, as a person does (the header follows the rows).
-    page.locator('[role="gridcell"][col-id*="test_accuracy"]').first.scroll_into_view_if_needed()
+    client = MlflowClient(store_uri(trained_repo))
+    model_ids = {}
     for model, run in runs.items():
-        page.get_by_role("link", name=model, exact=True).wait_for()
-        model_id = tracking.read_model_id(trained_repo / "models" / model)
+        # This run's logged model (other tests may log more models of the same name since).
+        [logged] = client.search_logged_models([run.info.experiment_id],
+                                                filter_string=f"source_run_id = '{run.info.run_id}'")
+        model_ids[model] = logged.model_id
+        page.locator(f'[role="row"][row-id="{logged.model_id}"]').get_by_role("link", name=model, exact=True).wait_for()
+    # Scrolled right to the metric columns, as a person does (the header follows the rows).
+    scroll_to(page, '[role="gridcell"][col-id*="test_accuracy"]')
+    for model, run in runs.items():
+        model_id = model_ids[model]
         wait_for_cell(page, model_id, str(accuracy[model]))
         assert {model, run.info.run_name, str(accuracy[model])} <= set(row_cells(page, model_id))
     page.screenshot(path=screenshots / "mlflow-5-models.png")
