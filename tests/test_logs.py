@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.preprocess import load_split
+from mnist_pipeline.splits import load_split
 from mnist_pipeline.quiet_tf import start_up_noise
 
 from conftest import REPO, REPRO_LOG, TF_START_UP, assert_reads_clean, repo_env, sh, store_uri

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from mnist_pipeline.metrics import headline, mlflow_metrics, per_class, write_reports
 

@@ -1,6 +1,8 @@
 """The real `dvc repro` in a throwaway git repo, on a few hundred images, against a real SQLite store."""
 
 import json
+import re
+import subprocess
 
 import mlflow
 import pytest
@@ -9,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.tracking import read_model_id
 
-from conftest import make_repo, sh, small_params, stages_run, store_uri, write_params
+from conftest import make_repo, repo_env, sh, small_params, stages_run, store_uri, write_params
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
@@ -18,8 +20,11 @@ EXPERIMENT = "e2e"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
     root = make_repo(tmp_path_factory.mktemp("pipeline"), small_params(mnist_dir, EXPERIMENT))
-    first = sh(root, "dvc", "repro")
-    root.joinpath("first_repro.log").write_text(first.stdout + first.stderr)
+    # Python lists every module each stage imports (on stderr, kept in order with DVC's own lines).
+    first = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, PYTHONPROFILEIMPORTTIME="1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.returncode == 0, first.stdout[-5000:]
+    root.joinpath("first_repro.log").write_text(first.stdout)
     return root
 
 
@@ -41,6 +46,24 @@ def test_first_repro_runs_every_stage_in_order(repo):
     assert ran[:3] == ["check_params", "download", "preprocess"]
     assert sorted(ran[3:-1]) == ["evaluate@logistic", "evaluate@mlp", "train@logistic", "train@mlp"]
     assert ran.index("train@mlp") < ran.index("evaluate@mlp") and ran[-1] == "summarize"
+
+
+def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
+    """dvc.yaml's promise: a change to any project file a stage runs re-runs it, and a change to
+    any other leaves it alone. What each stage ran comes from Python's own import log."""
+    ran, stage = {}, None
+    for line in (repo / "first_repro.log").read_text().splitlines():
+        if started := re.match(r"Running stage '([^']+)'", line):
+            stage = ran.setdefault(started.group(1), {"src/mnist_pipeline/__main__.py"})  # what `python -m` runs
+        elif stage is not None and (module := re.search(r"\| +(mnist_pipeline(?:\.\w+)?)$", line)):
+            name = module.group(1).partition(".")[2] or "__init__"
+            stage.add(f"src/mnist_pipeline/{name}.py")
+    locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(ran) == set(locked)
+    for name, files in ran.items():
+        declared = {dep["path"] for dep in locked[name]["deps"] if dep["path"].startswith("src/")}
+        assert declared == files, (f"{name}: runs but does not declare {sorted(files - declared)}; "
+                                   f"declares but does not run {sorted(declared - files)}")
 
 
 def test_metrics_and_reports_exist_and_dvc_reads_them(repo):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from mnist_pipeline.predict import to_mnist
-from mnist_pipeline.preprocess import load_split
+from mnist_pipeline.splits import load_split
 
 from conftest import repo_env, sh, store_uri
 

@@ -3,7 +3,8 @@ import pytest
 
 from mnist_pipeline.config import DataParams
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.preprocess import class_counts, load_split, save_splits, split
+from mnist_pipeline.preprocess import class_counts, split
+from mnist_pipeline.splits import load_split, save_splits
 
 
 def fake_raw(n_train=1000, n_test=100):

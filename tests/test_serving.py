@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_pipeline.preprocess import load_split
+from mnist_pipeline.splits import load_split
 
 from conftest import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
 

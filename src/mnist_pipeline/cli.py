@@ -12,11 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from mnist_pipeline.atomic import write_text
 from mnist_pipeline.config import PARAMS_FILE, load_params, override_model
 from mnist_pipeline.errors import ParamsError, PipelineError, Terminated, interrupt
 from mnist_pipeline.layout import Layout
-from mnist_pipeline.quiet_tf import import_tensorflow
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, params, layout: Layout) -> None:
     # Each stage imports only what it needs: TensorFlow and MLflow take seconds to load.
     if args.stage == "check-params":
+        from mnist_pipeline.atomic import write_text
+
         write_text(layout.params_ok, f"{args.params.name} is valid\n")  # constant: downstream never re-runs for it
     elif args.stage == "download":
         from mnist_pipeline.download import download
@@ -177,6 +177,7 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             width = args.width or max(DEFAULT_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
             print(render(board, args.format, width), end="")
     elif args.stage in ("train", "evaluate"):
+        from mnist_pipeline.quiet_tf import import_tensorflow
         from mnist_pipeline.tracking import check_store
 
         check_store(layout.root)  # in seconds, before TensorFlow loads and any training starts
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
 
 def run_predict(args: argparse.Namespace, layout: Layout) -> int:
     from mnist_pipeline.predict import load_inputs, load_model, predict
+    from mnist_pipeline.quiet_tf import import_tensorflow
 
     names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
     import_tensorflow()

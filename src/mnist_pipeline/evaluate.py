@@ -11,9 +11,8 @@ from mnist_pipeline import metrics, registry, tracking
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.preprocess import load_split
-from mnist_pipeline.train import MODEL_FILE, log_dataset
+from mnist_pipeline.layout import MODEL_FILE, Layout
+from mnist_pipeline.splits import load_split
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
             tracking.log_params({"model": name} | params.model(name).model_dump())
         if os.environ.get("DVC_STAGE"):
             mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
-        test_set = log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
+        test_set = tracking.log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
         if model_id and not resume:  # this run evaluates a model another run logged
             tracking.log_model_input(active.info.run_id, model_id)
         # The headline scores also belong to the logged model, measured on the test set: the Models

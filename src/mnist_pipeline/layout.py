@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+MODEL_FILE = "model.keras"  # in models/<model>/, beside the MLflow run file
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -9,9 +9,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from mnist_pipeline import idx
-from mnist_pipeline.atomic import atomic_dir, atomic_file, write_text
+from mnist_pipeline.atomic import atomic_file, write_text
 from mnist_pipeline.config import DataParams
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.splits import save_splits
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +55,6 @@ def split(raw: dict[str, np.ndarray], params: DataParams) -> dict[str, tuple[np.
 def class_counts(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     counts = {name: pd.Series(y).value_counts().sort_index() for name, (_, y) in splits.items()}
     return pd.DataFrame(counts).fillna(0).astype(int).rename_axis("digit").reset_index()
-
-
-def save_splits(splits, out_dir: Path) -> None:
-    with atomic_dir(out_dir) as tmp:
-        for name, (x, y) in splits.items():
-            np.savez(tmp / f"{name}.npz", x=x, y=y)
-
-
-def load_split(processed_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = processed_dir / f"{name}.npz"
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; run the preprocess stage first (dvc repro preprocess)")
-    with np.load(path, allow_pickle=False) as npz:
-        return npz["x"], npz["y"]
 
 
 def preprocess(params: DataParams, raw_dir: Path, out_dir: Path, reports_dir: Path) -> None:

@@ -1,9 +1,11 @@
 """MLflow plumbing: which store, which experiment, and the tags that tie a run to code and data."""
 
+import hashlib
 import json
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
@@ -11,6 +13,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import mlflow
+import numpy as np
 from filelock import FileLock
 from mlflow.entities import LoggedModelInput, Metric, RunStatus
 from mlflow.exceptions import MlflowException
@@ -217,3 +220,18 @@ def run_exists(run_id: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+def digest(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+    return h.hexdigest()[:16]
+
+
+def log_dataset(x, y, source: Path, name: str, context: str) -> mlflow.data.dataset.Dataset:
+    with warnings.catch_warnings():
+        # MLflow registers local files under two schemes and warns that it picked one of them.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
+    mlflow.log_input(dataset, context=context)
+    return dataset

@@ -1,12 +1,9 @@
 """The train stage: fit one model from params.yaml and record the run in MLflow."""
 
-import hashlib
 import logging
 import math
 import signal
 import time
-import warnings
-from pathlib import Path
 
 import keras
 import mlflow
@@ -18,12 +15,11 @@ from mnist_pipeline import quiet_tf, tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import interrupt
-from mnist_pipeline.layout import Layout
+from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.models import build
-from mnist_pipeline.preprocess import load_split
+from mnist_pipeline.splits import load_split
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.keras"
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -89,21 +85,6 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def digest(x: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))
-    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))
-    return h.hexdigest()[:16]
-
-
-def log_dataset(x, y, source: Path, name: str, context: str) -> mlflow.data.dataset.Dataset:
-    with warnings.catch_warnings():
-        # MLflow registers local files under two schemes and warns that it picked one of them.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
-    mlflow.log_input(dataset, context=context)
-    return dataset
-
-
 def train(name: str, params: Params, layout: Layout) -> str:
     """Train model `name`; write its folder (model + run id) and history; return the MLflow run id."""
     model_params = params.model(name)
@@ -119,8 +100,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
         data_params = {f"data.{k}": v for k, v in params.data.model_dump().items()}
         tracking.log_params({"model": name} | model_params.model_dump() | data_params)
-        log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
-        log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
+        tracking.log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
+        tracking.log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
 
         epoch_metrics, stop_on_signal = EpochMetrics(run_id), StopOnSignal()
         callbacks, early_stopping = [stop_on_signal, epoch_metrics], None
