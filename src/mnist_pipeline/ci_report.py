@@ -72,10 +72,9 @@ def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool
         raise PipelineError(f"--base {base}: no such commit in {root}; fetch it first "
                             "(git fetch origin main) or name another branch, tag or commit")
     head = tracking.git_output(root, "rev-parse", "--short", "HEAD")
-    # Before the repro, which rewrites dvc.lock: are params or code changed and not committed?
-    dirty = bool(tracking.git_output(root, "status", "--porcelain", "--untracked-files=no", "--",
-                                     ".", ":(exclude)dvc.lock"))
-    workspace = f"HEAD `{head}`" + (" + uncommitted changes" if dirty else "") if head else "no commit"
+    # Params or code changed and not committed (dvc.lock, which the repro rewrites, does not count).
+    changes = " + uncommitted changes" if tracking.git_dirty(root) else ""
+    workspace = f"HEAD `{head}`{changes}" if head else "no commit"
     repro = run_repro(root)
     images_dir = (output or Path("report.md")).resolve().parent
     report = render(repro, base, base_commit[:7], workspace, layout, images_dir if embed_images else None)

@@ -58,10 +58,8 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
             tracking.log_model_input(active.info.run_id, model_id)
         # The headline scores also belong to the logged model, measured on the test set: the Models
         # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
-        named = metrics.mlflow_metrics(scores, classes)
-        headline = {key: value for key, value in named.items() if key.startswith("test_")}
-        tracking.log_metrics(active.info.run_id, headline, model_id=model_id, dataset=test_set)
-        tracking.log_metrics(active.info.run_id, {k: v for k, v in named.items() if k not in headline})
+        tracking.log_metrics(active.info.run_id, metrics.headline_names(scores), model_id=model_id, dataset=test_set)
+        tracking.log_metrics(active.info.run_id, metrics.per_class_names(classes))
         for artifact in ("metrics.json", "per_class.csv", "confusion_matrix.png", "confusion_matrix.csv",
                          "classification_report.txt", "misclassified.png"):
             mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")

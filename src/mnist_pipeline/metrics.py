@@ -43,13 +43,16 @@ def per_class(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
     return table.round(DECIMALS).assign(support=support.astype(int))
 
 
-def mlflow_metrics(scores: dict[str, float], classes: pd.DataFrame) -> dict[str, float]:
-    """MLflow names: test_accuracy, test_log_loss, test_macro_precision, …, precision_3, recall_3, f1_3."""
-    flat = {f"test_{name}" if name in ("accuracy", "log_loss") else f"test_macro_{name}": value
+def headline_names(scores: dict[str, float]) -> dict[str, float]:
+    """MLflow names of the headline: test_accuracy, test_log_loss, test_macro_precision, …"""
+    return {f"test_{name}" if name in ("accuracy", "log_loss") else f"test_macro_{name}": value
             for name, value in scores.items()}
-    for row in classes.itertuples():
-        flat |= {f"{score}_{row.digit}": float(getattr(row, score)) for score in ("precision", "recall", "f1")}
-    return flat
+
+
+def per_class_names(classes: pd.DataFrame) -> dict[str, float]:
+    """MLflow names of the per-class scores: precision_3, recall_3, f1_3, …"""
+    return {f"{score}_{row.digit}": float(getattr(row, score))
+            for row in classes.itertuples() for score in ("precision", "recall", "f1")}
 
 
 def write_reports(out_dir: Path, model: str, images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,

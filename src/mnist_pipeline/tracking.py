@@ -147,10 +147,14 @@ def run_tags(model: str, root: Path) -> dict[str, str]:
     commit = git_output(root, "rev-parse", "HEAD")
     if commit:
         tags["git.commit"] = commit
-        # dvc.lock changes as the pipeline runs, so it does not make the code dirty.
-        changes = git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
-        tags["git.dirty"] = str(bool(changes)).lower()
+        tags["git.dirty"] = str(git_dirty(root)).lower()
     return tags
+
+
+def git_dirty(root: Path) -> bool:
+    """Whether tracked files differ from HEAD; dvc.lock changes as the pipeline runs, so it does
+    not count."""
+    return bool(git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"))
 
 
 def git_output(root: Path, *args: str) -> str | None:
