@@ -247,13 +247,13 @@ def _across_fields(params: Params) -> str | None:
                 f"the {TRAINING_IMAGES:,} MNIST training images; lower one of them (an empty train_size "
                 f"takes all the rest)")
     for name, model in params.models.items():
-        if isinstance(model, MLPParams) and (weights := mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
+        if isinstance(model, MLPParams) and (weights := _mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
             return (f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
                     f"limit of {MAX_WEIGHTS:,}; use fewer or smaller layers")
     return None
 
 
-def mlp_weights(hidden_units: list[int]) -> int:
+def _mlp_weights(hidden_units: list[int]) -> int:
     """Weights and biases of an MLP from 784 pixels through `hidden_units` to 10 digits."""
     sizes = [28 * 28, *hidden_units, 10]
     return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
