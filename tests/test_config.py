@@ -331,3 +331,13 @@ def test_a_bad_override_stops_train_before_any_work(tmp_path):
                           capture_output=True, text=True, env=repo_env(REPO))
     assert (done.returncode, done.stderr) == (2, "error: override --epochs has no value; give one, e.g. --epochs 2\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_ci_checks_params_before_any_dvc_command_reads_them():
+    """DVC reads all of params.yaml to expand dvc.yaml (and dies on an alias bomb), so the retrain
+    workflow runs the check before the first step that runs DVC."""
+    steps = yaml.safe_load((REPO / ".github" / "workflows" / "retrain.yml").read_text())["jobs"]["retrain"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    check = runs.index("python -m mnist_pipeline check-params")
+    first_dvc = next(i for i, run in enumerate(runs) if re.search(r"\bdvc\b|ci-report", run))
+    assert check < first_dvc, steps[first_dvc]["name"]
