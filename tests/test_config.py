@@ -90,6 +90,10 @@ def params_that_give(error: str) -> dict:
         *path, typo = found[1].split(".")
         parent = reduce(lambda node, key: node[key], path, params)
         parent[typo] = parent.pop(found[2])
+    elif found := re.fullmatch(r"error: params\.yaml: models: name '(.+)' is not allowed; .*", error):
+        params["models"][found[1]] = dict(params["models"]["logistic"])
+    elif found := re.fullmatch(r"error: params\.yaml: data\.validation_size \+ data\.train_size = ([\d,]+): .*", error):
+        params["data"]["train_size"] = int(found[1].replace(",", "")) - params["data"]["validation_size"]
     elif found := re.fullmatch(r"error: params\.yaml: ([\w.]+) = (.+?)(: .*| is not allowed; .*)", error):
         *path, key = found[1].split(".")
         reduce(lambda node, key: node[key], path, params)[key] = yaml.safe_load(found[2])
