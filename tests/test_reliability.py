@@ -98,12 +98,24 @@ BAD_PARAMS = [
     (lambda p: p["models"]["mlp"].update(activation="relux"), "models.mlp.activation = 'relux'"),
     (lambda p: p["models"]["logistic"].update(type="svm"), "models.logistic.type = 'svm' is not allowed"),
     (lambda p: p.pop("data"), "missing key 'data'"),
+    # Hostile input (issue 15). DVC puts a model's name into the stage's shell command: refused
+    # before any stage but check_params runs (nothing creates X).
+    (lambda p: p["models"].update({"$(touch X)": {**p["models"]["mlp"], "hidden_units": [32]}}),
+     "models: name '$(touch X)' is not allowed; use a letter, then letters, digits, _ or -"),
+    # One object twice: yaml.safe_dump writes it as an anchor and an alias, which DVC reads.
+    (lambda p: p["models"].update(copy=p["models"]["mlp"]),
+     "line 2: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full"),
+    # preprocess would find this only after DVC had deleted data/processed.
+    (lambda p: p["data"].update(train_size=60_000),
+     "data.validation_size + data.train_size = 60,100: more than the 60,000 MNIST training images"),
+    (lambda p: p["models"]["mlp"].update(hidden_units=[100_000, 100_000]),
+     "models.mlp.hidden_units.0 = 100000: Input should be less than or equal to 16384"),
 ]
 
 
 @pytest.mark.parametrize(("change", "expected"), BAD_PARAMS, ids=[e for _, e in BAD_PARAMS])
 def test_bad_params_stop_dvc_repro_before_anything_changes(repo, params, change, expected):
-    before, runs_before = snapshot(repo), len(runs(repo))
+    before, runs_before, top = snapshot(repo), len(runs(repo)), sorted(os.listdir(repo))
     change(params)
     write_params(repo, params)
     done = sh(repo, "dvc", "repro", check=False)
@@ -112,7 +124,7 @@ def test_bad_params_stop_dvc_repro_before_anything_changes(repo, params, change,
     assert stages_run(output) == ["check_params"]
     assert f"error: params.yaml: {expected}" in output
     assert "check-params, exited with 2" in output
-    assert snapshot(repo) == before
+    assert snapshot(repo) == before and sorted(os.listdir(repo)) == top
     assert len(runs(repo)) == runs_before
 
 

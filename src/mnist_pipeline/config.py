@@ -1,6 +1,7 @@
 """params.yaml → typed, validated parameters, checked once before any stage does work."""
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -10,6 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mnist_pipeline.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
+
+# params.yaml is input a pull request can change, and CI runs it: limits that keep a hostile or
+# mistaken file to a one-line error in milliseconds. The shipped file is 4 KiB and nests 4 deep.
+MAX_BYTES = 64 * 1024
+MAX_DEPTH = 8
+MAX_VALUE_CHARS = 1000
+TRAINING_IMAGES = 60_000  # MNIST's training set, split into train and validation
+MAX_UNITS = 16384         # per hidden layer
+MAX_LAYERS = 32
+# An MLP's weights, biases included: 50M float32 is 200 MB, about 800 MB in training with Adam's
+# two slots and the gradients. The shipped MLP has 0.67M.
+MAX_WEIGHTS = 50_000_000
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1      # NumPy's and scikit-learn's limit
 
 
 class _Strict(BaseModel):
@@ -53,7 +68,7 @@ Source = Annotated[
 
 class DownloadParams(_Strict):
     sources: Annotated[list[Source], Field(min_length=1)]
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 # --- the split ------------------------------------------------------------------------------
@@ -61,7 +76,7 @@ class DataParams(_Strict):
     validation_size: Annotated[int, Field(ge=10, le=30000)]
     # A cap on training images after the split: small values make quick trial runs.
     train_size: Annotated[int, Field(ge=10)] | None = None
-    seed: Annotated[int, Field(ge=0)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 # --- models -------------------------------------------------------------------------------
@@ -70,11 +85,11 @@ class _Training(_Strict):
     learning_rate: Annotated[float, Field(gt=0, le=10)]
     # constant, or cosine decay from learning_rate to zero over all `epochs`.
     lr_schedule: Literal["constant", "cosine"]
-    epochs: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)]
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    batch_size: Annotated[int, Field(ge=1, le=TRAINING_IMAGES)]
     # Stop after this many epochs without a lower validation loss; 0 turns it off.
-    early_stopping_patience: Annotated[int, Field(ge=0)]
-    seed: Annotated[int, Field(ge=0)]
+    early_stopping_patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class LogisticParams(_Training):
@@ -84,14 +99,16 @@ class LogisticParams(_Training):
 
 class MLPParams(_Training):
     type: Literal["mlp"]
-    hidden_units: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    hidden_units: Annotated[list[Annotated[int, Field(ge=1, le=MAX_UNITS)]],
+                            Field(min_length=1, max_length=MAX_LAYERS)]
     activation: Literal["relu", "gelu", "elu", "selu", "swish", "tanh", "sigmoid"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
     l2: Annotated[float, Field(ge=0)] = 0.0
 
 
 ModelParams = Annotated[Union[LogisticParams, MLPParams], Field(discriminator="type")]
-ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+# DVC puts the name into stage names (train@mlp) and into the shell command it runs for them.
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 
 
 class MlflowParams(_Strict):
@@ -123,13 +140,19 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; any problem becomes a one-line ParamsError."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)  # never more: the file may be huge or endless
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file; run from the repository root or pass --params") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ParamsError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
+                          f"remove what is not a parameter")
+    try:
+        raw = _safe_yaml(data.decode("utf-8"), str(path))
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
     return _validate(raw, str(path))
@@ -137,15 +160,71 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
 
 def override_model(params: Params, name: str, overrides: dict[str, str]) -> Params:
     """`params` with keys of `models.<name>` replaced, each value read as YAML (`mlflow run -P epochs=2`)."""
-    params.model(name)
+    fields = [field for field in type(params.model(name)).model_fields if field != "type"]
     raw = params.model_dump()
-    raw["models"][name] |= {key.replace("-", "_"): yaml.safe_load(text) for key, text in overrides.items()}
+    for key, text in overrides.items():
+        field = key.replace("-", "_")
+        if field not in fields:
+            match = difflib.get_close_matches(field, fields, n=1)
+            hint = f"did you mean --{match[0]}?" if match else f"{name} takes {', '.join(fields)}"
+            raise ParamsError(f"override --{key}: not a key of models.{name} that can be overridden; {hint}")
+        if len(text) > MAX_VALUE_CHARS:
+            raise ParamsError(f"override --{key}: a value of {len(text):,} characters; the limit is {MAX_VALUE_CHARS:,}")
+        raw["models"][name][field] = _safe_yaml(text, f"override --{key}")
     return _validate(raw, "override")
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _safe_yaml(text: str, source: str):
+    """The YAML in `text`, once its events show nothing costly to build (see _screen)."""
+    try:
+        _screen(text, source)
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ParamsError(f"{source}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+
+
+def _screen(text: str, source: str) -> None:
+    """Refuse, from the parser's events and before any value is built, what YAML makes costly or
+    ambiguous: anchors and aliases (nine nested aliases stand for 387 million values), deep
+    nesting, very long values, and a key given twice (YAML keeps the last one silently)."""
+    open_nodes: list[list] = []  # per open collection: [keys seen (None in a list), nodes read]
+    for event in yaml.parse(text, Loader=_Loader):
+        at = f"{source}: line {event.start_mark.line + 1}"
+        if getattr(event, "anchor", None):  # &name, or *name (an AliasEvent)
+            raise ParamsError(f"{at}: YAML anchors and aliases (&name, *name) are not allowed; "
+                              f"write the value out in full")
+        if isinstance(event, yaml.CollectionEndEvent):
+            open_nodes.pop()
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        if open_nodes and open_nodes[-1][0] is not None:  # in a mapping, nodes alternate key, value
+            keys, count = open_nodes[-1]
+            if count % 2 == 0 and isinstance(event, yaml.ScalarEvent):
+                if event.value in keys:
+                    raise ParamsError(f"{at}: key {event.value[:80]!r} appears twice in one mapping; "
+                                      f"keep one (YAML would silently use the last)")
+                keys.add(event.value)
+        if open_nodes:
+            open_nodes[-1][1] += 1
+        if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_VALUE_CHARS:
+            raise ParamsError(f"{at}: a value of {len(event.value):,} characters; "
+                              f"the limit is {MAX_VALUE_CHARS:,}")
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([set() if isinstance(event, yaml.MappingStartEvent) else None, 0])
+            if len(open_nodes) > MAX_DEPTH:
+                raise ParamsError(f"{at}: nested {len(open_nodes)} levels deep; the limit is {MAX_DEPTH} "
+                                  f"(the shipped params.yaml nests 4)")
 
 
 def _validate(raw: dict, source: str) -> Params:
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         # A misspelt key is an unknown key plus, often, a missing one: name the unknown key, the cause.
@@ -154,12 +233,40 @@ def _validate(raw: dict, source: str) -> Params:
         others = [e for e in errors if e is not first and e["loc"] != explained]
         more = f" (+{len(others)} more: fix this one and run again)" if others else ""
         raise ParamsError(f"{source}: {message}{more}") from None
+    if problem := _across_fields(params):
+        raise ParamsError(f"{source}: {problem}")
+    return params
+
+
+def _across_fields(params: Params) -> str | None:
+    """A rule between values, which no later stage should be the first to find (after DVC has
+    cleared its outputs); None when all hold."""
+    data = params.data
+    if data.train_size and data.validation_size + data.train_size > TRAINING_IMAGES:
+        return (f"data.validation_size + data.train_size = {data.validation_size + data.train_size:,}: more than "
+                f"the {TRAINING_IMAGES:,} MNIST training images; lower one of them (an empty train_size "
+                f"takes all the rest)")
+    for name, model in params.models.items():
+        if isinstance(model, MLPParams) and (weights := _mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
+            return (f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
+                    f"limit of {MAX_WEIGHTS:,}; use fewer or smaller layers")
+    return None
+
+
+def _mlp_weights(hidden_units: list[int]) -> int:
+    """Weights and biases of an MLP from 784 pixels through `hidden_units` to 10 digits."""
+    sizes = [28 * 28, *hidden_units, 10]
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
 
 
 def _describe(error: dict[str, Any], raw: dict) -> tuple[str, tuple | None]:
     """One line naming the key, the value given and what is allowed; and the location of a
     missing key that the line explains too (the key an unknown key is a misspelling of)."""
     kind = error["type"]
+    if error["loc"][-1:] == ("[key]",):  # the key itself is wrong: a model name
+        *where, name = error["loc"][:-1]
+        return (f"{'.'.join(map(str, where))}: name {_short(name)} is not allowed; use a letter, then letters, "
+                f"digits, _ or - (at most 64): DVC puts it into stage names and shell commands"), None
     parts, parent = _follow(error["loc"])
     key = ".".join(str(part) for part in parts)
     if kind == "missing":
@@ -174,8 +281,17 @@ def _describe(error: dict[str, Any], raw: dict) -> tuple[str, tuple | None]:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = error["ctx"]["discriminator"].strip("'")
         given = error["input"].get(tag) if isinstance(error["input"], dict) else None
-        return f"{key}.{tag} = {given!r} is not allowed; allowed: {error['ctx']['expected_tags']}", None
-    return f"{key} = {error['input']!r}: {error['msg']}", None
+        return f"{key}.{tag} = {_short(given)} is not allowed; allowed: {error['ctx']['expected_tags']}", None
+    return f"{key} = {_short(error['input'])}: {error['msg']}", None
+
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxlong = 2, 6, 4, 60, 40
+
+
+def _short(value) -> str:
+    """repr() cut short: an error line quotes the value, and a value can be huge."""
+    return _repr.repr(value)
 
 
 def _lookup(raw, parts: list):
@@ -195,7 +311,10 @@ def _follow(loc) -> tuple[list, Any]:
     for part in loc:
         node = _unwrap(node)
         if get_origin(node) is Union:
-            node = _unwrap(next(c for c in get_args(node) if _has_tag(c, part)))
+            tagged = [c for c in get_args(node) if _has_tag(c, part)]
+            if not tagged:
+                break
+            node = _unwrap(tagged[0])
             continue
         parts.append(part)
         parent = node
