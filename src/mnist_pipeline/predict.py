@@ -1,5 +1,6 @@
 """Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
 
+import re
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -75,14 +76,15 @@ def read_npy(path: Path) -> np.ndarray:
 def read_image(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between 89 and 179 million pixels (a page of text on stderr): an error here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from 89 million pixels (a page on stderr); the limit below refuses far sooner.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:  # reads the header only: the size is known before decoding
                 if image.width * image.height > MAX_PIXELS:
                     raise InputError(too_large(path, f"{image.width}×{image.height}"))
                 image.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InputError(too_large(path, first_line(exc))) from None
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: Image.open itself refuses
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputError(too_large(path, f"{int(pixels[1]):,} pixels" if pixels else first_line(exc))) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not an image Pillow can read ({exc}); give PNG, JPEG or a .npy array") from None
     return to_mnist(image, path)
