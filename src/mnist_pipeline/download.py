@@ -161,7 +161,8 @@ def gunzip(src: Path, dest: Path) -> None:
             while chunk := gz.read(CHUNK):
                 written += len(chunk)
                 if written > limit:
-                    raise PipelineError(f"{src.name}: inflates to more than the {limit:,} bytes of {dest.name}; refused")
+                    raise PipelineError(f"{src.name}: inflates to more than the {limit:,} bytes of {dest.name}; "
+                                        "refused")
                 out.write(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise PipelineError(f"{src.name}: gzip does not inflate ({exc})") from None
@@ -189,7 +190,8 @@ def from_npz(path: Path, out: Path) -> None:
     with zipfile.ZipFile(path) as archive:  # the sizes its members declare; zipfile reads no further
         inflated = sum(info.file_size for info in archive.infolist())
     if inflated > NPZ_LIMIT:
-        raise PipelineError(f"{path.name}: its arrays take {inflated:,} bytes, more than MNIST's {NPZ_LIMIT:,}; not read")
+        raise PipelineError(f"{path.name}: its arrays take {inflated:,} bytes, more than MNIST's {NPZ_LIMIT:,}; "
+                            "not read")
     with np.load(path, allow_pickle=False) as npz:
         from_arrays(out, npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"])
 
