@@ -1,5 +1,11 @@
 import gzip
-import io
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -89,8 +95,154 @@ def test_a_gzip_that_does_not_inflate_is_reported(tmp_path):
         download(params({"kind": "local", "path": str(folder)}), tmp_path / "raw")
 
 
-def test_npz_is_read_without_pickle():
-    buffer = io.BytesIO()
-    np.savez(buffer, x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1), x_test=np.zeros(1), y_test=np.zeros(1))
+def test_npz_is_read_without_pickle(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
+             x_test=np.zeros(1), y_test=np.zeros(1))
     with pytest.raises(ValueError, match="allow_pickle=False"):
-        from_npz(buffer.getvalue())
+        from_npz(tmp_path / "mnist.npz", tmp_path)
+
+
+# --- bad mirrors: real HTTP servers on 127.0.0.1 that stall, trickle, send too much or cut short ---
+@contextmanager
+def mirror(answer):
+    """A real HTTP server on 127.0.0.1 that answers every GET with `answer(handler, stop)`; yields
+    (base URL, bytes sent). `stop` is set when the test ends, to release answers that wait."""
+    stop, sent = threading.Event(), []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                answer(self, stop, sent)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on us: what these tests want
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", sent
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def headers(handler, length: int | None) -> None:
+    handler.send_response(200)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+
+
+def trickle(handler, stop, sent, seconds=float("inf")):
+    """Announce the real size of a file, then send a byte every 0.2 s for `seconds`, then nothing."""
+    headers(handler, idx.SIZE["train-images-idx3-ubyte"])
+    started = time.monotonic()
+    while time.monotonic() - started < seconds and not stop.is_set():
+        handler.wfile.write(b"\x1f")
+        sent.append(1)
+        stop.wait(0.2)
+    stop.wait()  # the connection stays open, silent
+
+
+def endless(handler, stop, sent, announce=None):
+    """Zeros until the client leaves, announcing `announce` bytes (or no length: read until close)."""
+    handler.close_connection = True
+    headers(handler, announce)
+    zeros = bytes(1 << 16)
+    while not stop.is_set():
+        handler.wfile.write(zeros)
+        sent.append(len(zeros))
+
+
+def cut_short(handler, stop, sent):
+    """Announce 1,000 bytes, send 600, close the connection."""
+    handler.close_connection = True
+    headers(handler, 1000)
+    handler.wfile.write(bytes(600))
+    sent.append(600)
+
+
+def source_time(caplog, name: str) -> tuple[float, str]:
+    """Seconds between trying source `name` and its failure, from the stage's own log, and the reason."""
+    start = next(r.created for r in caplog.records if r.getMessage() == f"trying {name}")
+    failed = next(r for r in caplog.records if r.getMessage().startswith(f"{name} failed: "))
+    return failed.created - start, failed.getMessage()
+
+
+@pytest.mark.parametrize("answer", [trickle, lambda h, stop, sent: trickle(h, stop, sent, seconds=1.2)],
+                         ids=["trickle", "trickle-then-stall"])
+def test_a_trickling_mirror_is_given_up_at_its_deadline_and_the_next_source_used(answer, mnist_dir, mnist_files,
+                                                                                 tmp_path, caplog):
+    caplog.set_level("INFO")
+    timeout_s = 2.0
+    with mirror(answer) as (url, sent):
+        used = download(params({"kind": "idx_mirror", "url": url}, {"kind": "local", "path": str(mnist_dir)},
+                               timeout_s=timeout_s), tmp_path / "raw")
+    assert used == f"local {mnist_dir}" and written(tmp_path / "raw") == mnist_files
+    spent, reason = source_time(caplog, f"idx_mirror {url}")
+    # The deadline is the source's whole time: a read-by-read timeout would wait out a byte every
+    # 0.2 s for ever, and after the trickle stops, a full timeout_s more.
+    assert timeout_s - 0.1 < spent < timeout_s + 0.7, spent
+    print(f"gave up after {spent:.2f} s")
+    assert f"gave up after {timeout_s:g} s (download.timeout_s" in reason and len(sent) > 3
+
+
+def test_a_mirror_announcing_ten_gigabytes_is_refused_before_reading(tmp_path, caplog):
+    with mirror(lambda h, stop, sent: endless(h, stop, sent, announce=10 * 10**9)) as (url, sent):
+        with pytest.raises(PipelineError) as error:
+            download(params({"kind": "idx_mirror", "url": url}), tmp_path / "raw")
+    assert "the server offers 10,000,000,000 bytes, more than the MNIST file can be" in str(error.value)
+    assert not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
+
+
+def test_an_endless_body_is_refused_at_the_size_cap_with_bounded_memory(tmp_path):
+    """In a child process, so its peak memory is the download's own: a body held in memory would
+    add the whole cap (47 MB) to it; streamed to disk it adds a few MB."""
+    script = """
+import json, resource, sys
+from pathlib import Path
+from mnist_pipeline.config import DownloadParams
+from mnist_pipeline.download import download
+from mnist_pipeline.errors import PipelineError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    download(DownloadParams(sources=[{"kind": "idx_mirror", "url": sys.argv[1]}], timeout_s=60), Path(sys.argv[2]))
+except PipelineError as exc:
+    error = str(exc)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"grew_kib": after - before, "error": error}))
+"""
+    with mirror(endless) as (url, sent):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-c", script, url, str(tmp_path / "raw")], capture_output=True,
+                              text=True, check=True, timeout=120)
+        seconds = time.monotonic() - started
+    result = json.loads(done.stdout)
+    cap = idx.SIZE["train-images-idx3-ubyte"]
+    limit = cap + cap // 1000 + 1024  # the .gz of the file can be no larger
+    assert f"more than the {limit:,} bytes the MNIST file can be; download stopped" in result["error"]
+    assert result["grew_kib"] < 16 * 1024, result  # a buffered body would add 47 MB
+    assert cap < sum(sent) < cap + (32 << 20)  # it read to the cap, and stopped there
+    assert seconds < 20 and not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
+
+
+def test_a_short_read_is_reported_and_the_next_source_used(mnist_dir, mnist_files, tmp_path, caplog):
+    caplog.set_level("INFO")
+    with mirror(cut_short) as (url, sent):
+        used = download(params({"kind": "idx_mirror", "url": url}, {"kind": "local", "path": str(mnist_dir)}),
+                        tmp_path / "raw")
+    assert used == f"local {mnist_dir}" and written(tmp_path / "raw") == mnist_files
+    _, reason = source_time(caplog, f"idx_mirror {url}")
+    assert reason.endswith(f"{url}train-images-idx3-ubyte.gz: got 600 of 1,000 bytes (connection cut short)")
+
+
+def test_a_gzip_bomb_is_refused_at_the_canonical_size(tmp_path):
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    for name in idx.FILENAMES:  # a few KB on disk, twice the canonical size inflated
+        (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(2 * idx.SIZE[name])))
+    with pytest.raises(PipelineError, match="inflates to more than the 47,040,016 bytes of train-images-idx3-ubyte"):
+        download(params({"kind": "local", "path": str(folder)}), tmp_path / "raw")

@@ -8,6 +8,7 @@ from mnist_pipeline.predict import to_mnist
 from mnist_pipeline.splits import load_split
 
 from conftest import repo_env, sh, store_uri
+from test_inputs import png_of_zeros
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,10 @@ BAD_INPUTS = [
     ("big.npy", lambda p: np.save(p, np.full((28, 28), 300)), "values from 300 to 300"),
     ("blank.png", lambda p: Image.new("L", (50, 50), 200).save(p), "the image is blank"),
     ("missing.png", lambda p: None, "no such file"),
+    ("huge.png", lambda p: png_of_zeros(p, 13000, 13000), "the image is too large (13000×13000); predict reads at most"),
+    ("zeros.npy", lambda p: np.lib.format.open_memmap(p, "w+", np.uint8, (1_913_266, 28, 28)).flush(),
+     "1,913,266 images of uint8, 1,431 MiB; predict reads at most 256 MiB per file"),
+    ("blank.npy", lambda p: np.save(p, np.zeros((4, 784), np.uint8)), "4 of its 4 images are blank (one colour"),
 ]
 
 

@@ -4,13 +4,13 @@ trained the model, so the compare view shows params and test metrics side by sid
 import logging
 import os
 
-import keras
 import mlflow
 
 from mnist_pipeline import metrics, registry, tracking
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.keras_file import load_keras, restore_fix
 from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.splits import load_split
 
@@ -25,7 +25,7 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     out_dir = layout.eval_dir(name)
     check_writable(out_dir.parent)
     x_test, y_test = load_split(layout.processed, "test")
-    model = keras.models.load_model(model_dir / MODEL_FILE)
+    model = load_keras(model_dir / MODEL_FILE, restore_fix(model_dir))
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
     scores = metrics.headline(y_test, probabilities)
     classes = metrics.per_class(y_test, probabilities.argmax(axis=1))

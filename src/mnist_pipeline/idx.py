@@ -21,6 +21,13 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 FILENAMES = tuple(SHA256)
+# Their sizes (header + one byte per pixel or label): a source offering more is refused unread.
+SIZE = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
 UBYTE = 0x08
 
 
@@ -37,6 +44,18 @@ def verify(name: str, data: bytes) -> None:
     digest = sha256(data)
     if digest != SHA256[name]:
         raise IdxError(f"{name}: sha256 {digest[:12]}… does not match the canonical {SHA256[name][:12]}…")
+
+
+def verify_file(path: Path) -> None:
+    """Raise unless the file at `path` is exactly the canonical MNIST file of its name; read in chunks."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size != SIZE[path.name]:
+        raise IdxError(f"{path.name}: {size:,} bytes; the canonical file has {SIZE[path.name]:,}")
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    if digest != SHA256[path.name]:
+        raise IdxError(f"{path.name}: sha256 {digest[:12]}… does not match the canonical {SHA256[path.name][:12]}…")
 
 
 def encode(array: np.ndarray) -> bytes:

@@ -1,16 +1,24 @@
 """Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
 
+import re
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline.errors import InputError, first_line
+from mnist_pipeline.errors import InputError, PipelineError, first_line
+from mnist_pipeline.keras_file import load_keras, restore_fix
 
 SIDE = 28
 BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
 NPY_SHAPES = "(28, 28), (N, 28, 28) or (N, 784)"
+BLANK = 32  # an image whose ink differs from its paper by less than this is one colour: nothing to read
+# Far below Pillow's own guard (89 million pixels, 2 bytes each and more once decoded): a digit
+# needs a few hundred pixels a side, a 24-megapixel photo still passes.
+MAX_PIXELS = 25_000_000
+MAX_NPY_BYTES = 256 << 20  # 70,000 float32 images fit; an array larger than this is refused unread
 
 
 def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
@@ -32,10 +40,10 @@ def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
+    try:  # memory-mapped: shape and type are checked before any of the data is read
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:  # a pickle, a truncated file, not .npy at all
-        raise InputError(f"{path}: not a readable .npy array ({exc}); save one with numpy.save") from None
+        raise InputError(f"{path}: not a readable .npy array ({first_line(exc)}); save one with numpy.save") from None
     if array.ndim == 2 and array.shape == (SIDE, SIDE):
         array = array[None]
     elif array.ndim == 2 and array.shape[1] == SIDE * SIDE:
@@ -44,6 +52,10 @@ def read_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path}: array of shape {array.shape}; expected {NPY_SHAPES}")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise InputError(f"{path}: array of {array.dtype}; expected pixel intensities 0–255 (uint8)")
+    if array.nbytes > MAX_NPY_BYTES:
+        raise InputError(f"{path}: {len(array):,} images of {array.dtype}, {array.nbytes / 2**20:,.0f} MiB; predict "
+                         f"reads at most {MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files")
+    array = np.array(array)  # now read it
     if not np.isfinite(array).all():
         raise InputError(f"{path}: the array holds NaN or infinite values; expected pixel intensities 0–255")
     low, high = array.min(), array.max()
@@ -52,29 +64,66 @@ def read_npy(path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
         raise InputError(f"{path}: values from {low} to {high} look scaled to [0, 1]; "
                          "the model takes 0–255: multiply by 255")
+    blank = np.flatnonzero(array.max(axis=(1, 2)) - array.min(axis=(1, 2)) < BLANK)
+    if len(blank):
+        which = "the image is" if len(array) == 1 else (
+            f"{len(blank):,} of its {len(array):,} images are" if len(blank) > 1 else "one of its images is")
+        first = "" if len(array) == 1 else f", the first [{blank[0]}]"
+        raise InputError(f"{path}: {which} blank (one colour{first}); nothing to read")
     return np.rint(array).astype(np.uint8)
 
 
 def read_image(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
-            image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 million pixels (a page on stderr); the limit below refuses far sooner.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only: the size is known before decoding
+                if image.width * image.height > MAX_PIXELS:
+                    raise InputError(too_large(path, f"{image.width}×{image.height}"))
+                image.load()
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: Image.open itself refuses
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputError(too_large(path, f"{int(pixels[1]):,} pixels" if pixels else first_line(exc))) from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not an image Pillow can read ({exc}); give PNG, JPEG or a .npy array") from None
     return to_mnist(image, path)
 
 
-def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
-    """Any size and mode → MNIST's form: 28×28 grayscale, a light digit on black, fitted and centred."""
-    image = ImageOps.exif_transpose(image)
-    if "A" in image.getbands() or image.mode == "P":  # transparency shows as white paper, not black
+def too_large(path: Path, size: str) -> str:
+    return (f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} pixels: "
+            "shrink it (a digit needs a few hundred pixels a side)")
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """Luminance 0–255 (float) of an image in any Pillow mode; transparent parts become white paper."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # one channel of 16 or 32 bits, or float
+        values = np.asarray(image, np.float64)
+        high = values.max(initial=0)
+        if image.mode.startswith("I;16") or 255 < high <= 65535:  # 16-bit (older Pillow opens such PNGs as I)
+            values = values / 257
+        elif image.mode == "F" and 0 < high <= 1:  # a float image scaled to [0, 1]
+            values = values * 255
+        elif high > 65535:
+            values = values * (255 / high)
+        return np.clip(values, 0, 255).astype(np.float32)
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.has_transparency_data:  # an alpha band, or a transparent colour (P, L or RGB with tRNS)
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    if image.mode == "LAB":  # Pillow converts LAB to RGB only
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
+    """Any size and mode → MNIST's form: 28×28 grayscale, a light digit on black, fitted and centred."""
+    gray = grayscale(ImageOps.exif_transpose(image))
     if paper(gray) > 127:  # a dark digit on light paper: MNIST has light ink on black
         gray = 255 - gray
     gray = np.clip(gray - paper(gray), 0, 255)  # grey paper becomes black
-    if gray.max() < 32:
+    if gray.max() < BLANK:
         raise InputError(f"{path}: the image is blank (one colour); nothing to read")
     rows, cols = np.nonzero(gray > 0.25 * gray.max())
     digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
@@ -107,9 +156,12 @@ def load_model(source: str, root: Path):
         if path.is_dir() and (path / "model.keras").is_file():
             path = path / "model.keras"
         if path.is_file() and path.suffix == ".keras":
-            import keras
-
-            return keras.models.load_model(path)
+            fix = (restore_fix(path.parent) if path.resolve().parent.parent == (root / "models").resolve()
+                   else "give a model saved by Keras 3 (model.save('name.keras'))")
+            try:
+                return load_keras(path, fix)
+            except PipelineError as exc:  # a model named on the command line: the user's input, exit 2
+                raise InputError(str(exc)) from None
         if not (path / "MLmodel").is_file():
             raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
                              "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")

@@ -215,7 +215,17 @@ def read_model_id(model_dir: Path) -> str | None:
 
 def _read_run_file(model_dir: Path) -> dict[str, str]:
     path = model_dir / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        ids = json.loads(path.read_text())  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if not (isinstance(ids, dict) and all(isinstance(value, str) for value in ids.values())):
+            raise ValueError("not an object of ids")
+    except ValueError as exc:  # edited or damaged: DVC has the stage's copy, or training writes it again
+        raise PipelineError(f"{path}: not the run file the train stage writes ({first_line(exc)}); restore it "
+                            f"with `dvc checkout {model_dir.parent.name}/{model_dir.name}` or retrain with "
+                            f"`dvc repro -f train@{model_dir.name}`") from None
+    return ids
 
 
 def run_exists(run_id: str) -> bool:
