@@ -68,7 +68,7 @@ Source = Annotated[
 
 class DownloadParams(_Strict):
     sources: Annotated[list[Source], Field(min_length=1)]
-    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
 
 
 # --- the split ------------------------------------------------------------------------------
