@@ -232,7 +232,7 @@ HOSTILE = {
         lambda: shipped_with("    seed: 42", f"    seed: {2**32}"),
         "models.mlp.seed = 4294967296: Input should be less than or equal to 4294967295"),
     "an infinite timeout": (
-        lambda: shipped_with("  timeout_s: 30", "  timeout_s: .inf"),
+        lambda: shipped_with("  timeout_s: 120", "  timeout_s: .inf"),
         "download.timeout_s = inf: Input should be less than or equal to 3600"),
 }
 
