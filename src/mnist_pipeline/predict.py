@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.errors import InputError, first_line
+from mnist_pipeline.layout import MODEL_FILE
 
 SIDE = 28
 BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
@@ -104,14 +105,14 @@ def load_model(source: str, root: Path):
     tracking store of the repository at `root`."""
     path = Path(source.removeprefix("file://"))
     if urlparse(source).scheme in ("", "file"):
-        if path.is_dir() and (path / "model.keras").is_file():
-            path = path / "model.keras"
+        if path.is_dir() and (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE
         if path.is_file() and path.suffix == ".keras":
             import keras
 
             return keras.models.load_model(path)
         if not (path / "MLmodel").is_file():
-            raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
+            raise InputError(f"{source}: no model there; give a .keras file, a folder holding {MODEL_FILE} or an "
                              "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.layout import RUN_FILE
 
-RUN_FILE = "mlflow_run.json"
 # MLflow 3's mark of a model-training experiment (the UI's value; mlflow.utils.mlflow_tags has no constant).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
