@@ -3,6 +3,8 @@ arrays, and evaluate() itself on a tiny trained model, whose run holds the param
 whichever path it takes."""
 
 import json
+import logging
+
 import mlflow
 import numpy as np
 import pytest
@@ -86,7 +88,23 @@ def test_evaluate_logs_into_the_training_run(trained, clean_env):
     assert "training_run_id" not in run.data.tags
 
 
-def test_a_run_launched_by_mlflow_run_gets_the_evaluation(
+def test_a_new_run_holds_the_params_of_the_training_run(trained, clean_env, monkeypatch, tmp_path, caplog):
+    """Trained against another store: evaluate opens a run of its own there, with what a training run holds."""
+    layout, params, run_id = trained
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.evaluate"):
+        scores = evaluate("mlp", params, layout)
+
+    assert f"training run {run_id} is not in {other}; logging the evaluation as a new run" in caplog.text
+    [new] = runs(other, "tiny")
+    training = MlflowClient(store_uri(layout)).get_run(run_id)
+    assert new.data.params == training.data.params
+    assert new.data.tags["training_run_id"] == run_id and new.info.run_name.startswith("mlp-")
+    assert new.data.metrics["test_accuracy"] == scores["accuracy"] and new.info.status == "FINISHED"
+
+
+def test_a_run_launched_by_mlflow_run_gets_the_evaluation_and_the_params_of_the_training_run(
         trained, clean_env, monkeypatch):
     """`mlflow run -e evaluate -P model=mlp` opens a run holding one param and names it in MLFLOW_RUN_ID."""
     layout, params, run_id = trained
@@ -97,8 +115,7 @@ def test_a_run_launched_by_mlflow_run_gets_the_evaluation(
     scores = evaluate("mlp", params, layout)
 
     run = client.get_run(launched)
-    training = client.get_run(run_id).data.params
-    assert run.data.params == {k: v for k, v in training.items() if not k.startswith("data.")}
+    assert run.data.params == client.get_run(run_id).data.params
     assert run.data.tags["training_run_id"] == run_id
     assert run.data.metrics["test_accuracy"] == scores["accuracy"] and run.info.status == "FINISHED"
     # The model the training run logged is an input of this run.

@@ -47,8 +47,8 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     else:
         run = tracking.active_run(run_id=choice.run_id)
     with run as active:
-        if choice.new:
-            tracking.log_params({"model": name} | params.model(name).model_dump())
+        if choice.new:  # the params of a training run, so that this run lines up with those
+            tracking.log_params(tracking.training_params(name, params))
             if model_id:  # it evaluates a model another run logged
                 tracking.log_model_input(active.info.run_id, model_id)
         log_evaluation(active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores,
