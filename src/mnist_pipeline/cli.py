@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     stages = cli.add_subparsers(dest="stage", required=True, metavar="COMMAND")
     stages.add_parser("check-params", help="validate params.yaml (the first DVC stage)")
     stages.add_parser("download", help=f"fetch and verify the four MNIST IDX files into {here.raw}")
-    stages.add_parser("preprocess", help=f"split train/validation into {here.processed}; summary in {here.data_reports}")
+    stages.add_parser("preprocess",
+                      help=f"split train/validation into {here.processed}; summary in {here.data_reports}")
     train = stages.add_parser(
         "train", help="train one model from params.yaml",
         epilog="Any key of models.MODEL can be overridden for this run: --epochs 2 --hidden_units '[256, 256]' "
