@@ -16,7 +16,7 @@ from mnist_pipeline.layout import EvalReports
 from mnist_pipeline.models import build
 from mnist_pipeline.train import train
 
-from tiny import MLFLOW_ENV, as_if_a_new_process, clean_env, digits, store_uri, tiny_layout, tiny_params  # noqa: F401
+from tiny import clean_env, cleared_env, digits, store_uri, tiny_layout, tiny_params  # noqa: F401  (a fixture)
 
 TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
 
@@ -63,12 +63,8 @@ def trained(tmp_path_factory):
     """A tiny layout whose mlp was trained (one epoch) into the store at its root: (layout, params, run id)."""
     layout = tiny_layout(tmp_path_factory.mktemp("trained"))
     params = tiny_params(epochs=1)
-    with pytest.MonkeyPatch.context() as env:
-        for name in MLFLOW_ENV:
-            env.setenv(name, "")
-            env.delenv(name)
+    with cleared_env():
         run_id = train("mlp", params, layout)
-        as_if_a_new_process()
     return layout, params, run_id
 
 

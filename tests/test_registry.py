@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.config import RegistryParams
 from mnist_pipeline.registry import ALIAS, promote
 
-from tiny import MLFLOW_ENV, as_if_a_new_process
+from tiny import cleared_env
 
 
 class Constant(mlflow.pyfunc.PythonModel):
@@ -22,14 +22,10 @@ class Constant(mlflow.pyfunc.PythonModel):
 def store(tmp_path_factory):
     """One SQLite store for this module; each test registers under a name prefix of its own."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        for name in MLFLOW_ENV:
-            env.setenv(name, "")
-            env.delenv(name)
+    with cleared_env():
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("registry")
         yield MlflowClient(uri)
-        as_if_a_new_process()
 
 
 def logged_model() -> str:

@@ -2,6 +2,8 @@
 processed folder, params for them, and an MLflow store of their own. No network, no MNIST."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -51,16 +53,25 @@ def tiny_params(experiment: str = "tiny", registry: dict | None = None, **model:
     return Params.model_validate(raw)
 
 
+@contextmanager
+def cleared_env() -> Iterator[pytest.MonkeyPatch]:
+    """Nothing in the environment picks the store, experiment or run; afterwards, the environment
+    and MLflow's global state as they were. (MLflow itself writes MLFLOW_TRACKING_URI and
+    MLFLOW_EXPERIMENT_ID into os.environ when a stage sets them.)"""
+    with pytest.MonkeyPatch.context() as env:
+        for name in MLFLOW_ENV:
+            env.setenv(name, "")  # so that the context puts back what was there, or nothing
+            env.delenv(name)
+        try:
+            yield env
+        finally:
+            as_if_a_new_process()
+
+
 @pytest.fixture
-def clean_env(monkeypatch):
-    """Nothing in the environment picks the store, experiment or run, and MLflow's global state is
-    put back afterwards: MLflow itself writes MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID into
-    os.environ when a stage sets them."""
-    for name in MLFLOW_ENV:
-        monkeypatch.setenv(name, "")  # so that monkeypatch puts back what was there, or nothing
-        monkeypatch.delenv(name)
-    yield
-    as_if_a_new_process()
+def clean_env():
+    with cleared_env() as env:
+        yield env
 
 
 def as_if_a_new_process() -> None:
