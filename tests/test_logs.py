@@ -58,11 +58,11 @@ def test_the_train_log_names_the_epoch_whose_weights_are_kept(trained_repo):
 
 def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
     """A real fit where the last epoch is not the best: with early stopping the model holds the
-    best epoch's weights, without it the last epoch's, and kept_epoch says which."""
+    best epoch's weights, without it the last epoch's, and fit says which."""
     import keras
-    import pandas as pd
 
-    from mnist_pipeline.train import kept_epoch
+    from mnist_pipeline.config import MLPParams
+    from mnist_pipeline.train import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64)
@@ -71,13 +71,13 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
         keras.utils.set_random_seed(1)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, "relu"), keras.layers.Dense(2, "softmax")])
         model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        stopping = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True) if patience else None
-        history = model.fit(x, y, validation_data=(x_val, y_val), epochs=8, verbose=0,
-                            callbacks=[stopping] if stopping else [])
-        curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
-        curves["epoch"] += 1
+        # fit reads the epochs, the batch size and the patience; the model above is already built.
+        params = MLPParams(type="mlp", hidden_units=[64], activation="relu", dropout=0.0, optimizer="adam",
+                           learning_rate=0.05, lr_schedule="constant", epochs=8, batch_size=32,
+                           early_stopping_patience=patience, seed=1)
+        curves, kept_epoch, _ = fit(model, params, (x, y), (x_val, y_val))
         assert curves["val_loss"].idxmin() != len(curves) - 1  # else this proves nothing
-        kept, _ = kept_epoch(curves, stopping)
+        kept = curves.iloc[kept_epoch - 1]
         val_loss, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
         assert kept["epoch"] == (curves["val_loss"].idxmin() + 1 if patience else len(curves))
         assert val_loss == pytest.approx(kept["val_loss"], rel=1e-5)

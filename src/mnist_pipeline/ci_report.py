@@ -209,9 +209,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def model_section(model: str, status: str, layout: Layout, images_dir: Path | None) -> list[str]:
-    eval_dir = layout.eval_dir(model)
-    headline = json.loads((eval_dir / "metrics.json").read_text())[model]
-    with open(eval_dir / "per_class.csv", newline="") as f:
+    reports = layout.eval_reports(model)
+    headline = json.loads(reports.metrics.read_text())[model]
+    with open(reports.per_class, newline="") as f:
         per_class = list(csv.DictReader(f))
     origin = " (the run that trained it earlier)" if status == "restored" else ""
     lines = [f"### {model} ({status})", "",
@@ -220,8 +220,7 @@ def model_section(model: str, status: str, layout: Layout, images_dir: Path | No
              "| digit | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['digit']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | {float(r['f1']):.4f} "
               f"| {r['support']} |" for r in per_class]
-    for name, what in (("confusion_matrix.png", "confusion matrix"), ("misclassified.png", "misclassified digits")):
-        image = eval_dir / name
+    for image, what in ((reports.confusion_png, "confusion matrix"), (reports.misclassified, "misclassified digits")):
         if not image.is_file():
             continue
         if images_dir:

@@ -18,13 +18,15 @@ from mnist_pipeline.layout import Layout
 
 
 def parser() -> argparse.ArgumentParser:
+    here = Layout(Path())  # the paths as the help names them, relative to the repository root
     cli = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__.splitlines()[0])
     cli.add_argument("--params", type=Path, default=PARAMS_FILE,
                      help="parameters file; outputs go beside it (default: %(default)s)")
     stages = cli.add_subparsers(dest="stage", required=True, metavar="COMMAND")
     stages.add_parser("check-params", help="validate params.yaml (the first DVC stage)")
-    stages.add_parser("download", help="fetch and verify the four MNIST IDX files into data/raw")
-    stages.add_parser("preprocess", help="split train/validation into data/processed; summary in reports/data")
+    stages.add_parser("download", help=f"fetch and verify the four MNIST IDX files into {here.raw}")
+    stages.add_parser("preprocess",
+                      help=f"split train/validation into {here.processed}; summary in {here.data_reports}")
     train = stages.add_parser(
         "train", help="train one model from params.yaml",
         epilog="Any key of models.MODEL can be overridden for this run: --epochs 2 --hidden_units '[256, 256]' "
@@ -35,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
                        help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)")
     evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
-    stages.add_parser("summarize", help="every model's headline test scores into reports/metrics.json")
+    stages.add_parser("summarize", help=f"every model's headline test scores into {here.metrics}")
 
     compare = stages.add_parser("compare", help="rank the finished runs in the tracking store (a leaderboard)")
     compare.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
@@ -53,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     predict = stages.add_parser("predict", help="predict the digit in image files or .npy batches")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                          help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)")
-    predict.add_argument("--model", default="models/mlp", metavar="SOURCE",
+    predict.add_argument("--model", default=str(here.model_dir("mlp")), metavar="SOURCE",
                          help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
                               "or models:/mnist-mlp@champion (default: %(default)s)")
 

@@ -3,15 +3,19 @@ trained the model, so the compare view shows params and test metrics side by sid
 
 import logging
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
+import numpy as np
+import pandas as pd
 
 from mnist_pipeline import metrics, registry, tracking
 from mnist_pipeline.atomic import check_writable
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.keras_file import load_keras, restore_fix
-from mnist_pipeline.layout import MODEL_FILE, Layout
+from mnist_pipeline.layout import EvalReports, Layout
 from mnist_pipeline.splits import load_split
 
 log = logging.getLogger(__name__)
@@ -19,56 +23,87 @@ log = logging.getLogger(__name__)
 
 def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     """Evaluate model `name` on the test set; log into its training run; return the headline scores."""
-    model_dir = layout.model_dir(name)
-    if not (model_dir / MODEL_FILE).is_file():
-        raise PipelineError(f"{model_dir / MODEL_FILE} is missing; run its train stage first (dvc repro train@{name})")
-    out_dir = layout.eval_dir(name)
-    check_writable(out_dir.parent)
+    model_file = layout.model_file(name)
+    if not model_file.is_file():
+        raise PipelineError(f"{model_file} is missing; run its train stage first (dvc repro train@{name})")
+    reports = layout.eval_reports(name)
+    check_writable(reports.folder.parent)
+    recorded = tracking.read_run_id(layout.model_dir(name))  # a damaged run file stops us before any report is written
     x_test, y_test = load_split(layout.processed, "test")
-    model = load_keras(model_dir / MODEL_FILE, restore_fix(model_dir))
+    model = load_keras(model_file, restore_fix(layout.model_dir(name)))
+    scores, classes = score(model, name, x_test, y_test, reports.folder)
+
+    tracking.use_experiment(params.mlflow.experiment, layout.root)
+    recorded_exists = bool(recorded) and tracking.run_exists(recorded)
+    # Under `mlflow run -e evaluate`, MLflow has opened a run of its own and names it in MLFLOW_RUN_ID.
+    choice = choose_run(recorded, recorded_exists, os.environ.get("MLFLOW_RUN_ID"))
+    # The logged model lives in the store only when its run does.
+    model_id = tracking.read_model_id(layout.model_dir(name)) if recorded_exists else None
+    if choice.warn:
+        log.warning("training run %s is not in %s; logging the evaluation as a new run", recorded,
+                    tracking.tracking_uri(layout.root))
+    if choice.new:
+        tags = tracking.run_tags(name, layout.root) | {"training_run_id": str(recorded)}
+        run = tracking.active_run(run_id=choice.run_id, run_name=tracking.run_name(name), tags=tags)
+    else:
+        run = tracking.active_run(run_id=choice.run_id)
+    with run as active:
+        if choice.new:  # the params of a training run, so that this run lines up with those
+            tracking.log_params(tracking.training_params(name, params))
+            if model_id:  # it evaluates a model another run logged
+                tracking.log_model_input(active.info.run_id, model_id)
+        log_evaluation(active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores,
+                       classes, reports)
+    if model_id:
+        registry.promote(params.registry, name, model_id, scores["accuracy"])
+    elif params.registry.enabled:
+        why = (f"{layout.run_file(name)} names no logged model (an older version trained it); "
+               f"retrain it: dvc repro -f train@{name}"
+               if recorded_exists else "the run that logged the model is not in this tracking store")
+        log.warning("%s: not registered: %s", name, why)
+    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, scores["accuracy"], scores["f1"])
+    return scores
+
+
+def score(model, name: str, x_test: np.ndarray, y_test: np.ndarray,
+          out_dir: Path) -> tuple[dict[str, float], pd.DataFrame]:
+    """Predict the test images, score the predictions, and write the reports into `out_dir`;
+    return the headline scores and the per-class table. No MLflow here."""
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
     scores = metrics.headline(y_test, probabilities)
     classes = metrics.per_class(y_test, probabilities.argmax(axis=1))
     metrics.write_reports(out_dir, name, x_test, y_test, probabilities, scores, classes)
-    accuracy = scores["accuracy"]
+    return scores, classes
 
-    run_id = tracking.read_run_id(model_dir)
-    # Under `mlflow run -e evaluate`, MLflow has opened a run of its own: the evaluation goes there.
-    launched_run = os.environ.get("MLFLOW_RUN_ID")
-    tracking.use_experiment(params.mlflow.experiment, layout.root)
-    model_run = run_id if run_id and tracking.run_exists(run_id) else None
-    # The logged model lives in the store only when its run does.
-    model_id = tracking.read_model_id(model_dir) if model_run else None
-    resume = model_run is not None and launched_run in (None, model_run)
-    if resume:
-        run = tracking.active_run(run_id=run_id)
-    else:  # trained against another store, restored from DVC's cache, or launched by `mlflow run`
-        if not launched_run:
-            log.warning("training run %s is not in %s; logging the evaluation as a new run", run_id,
-                        tracking.tracking_uri(layout.root))
-        tags = tracking.run_tags(name, layout.root) | {"training_run_id": str(run_id)}
-        run = tracking.active_run(run_name=tracking.run_name(name), tags=tags)
-    with run as active:
-        if not resume:
-            tracking.log_params({"model": name} | params.model(name).model_dump())
-        if os.environ.get("DVC_STAGE"):
-            mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
-        test_set = tracking.log_dataset(x_test, y_test, layout.processed / "test.npz", "mnist-test", "test")
-        if model_id and not resume:  # this run evaluates a model another run logged
-            tracking.log_model_input(active.info.run_id, model_id)
-        # The headline scores also belong to the logged model, measured on the test set: the Models
-        # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
-        tracking.log_metrics(active.info.run_id, metrics.headline_names(scores), model_id=model_id, dataset=test_set)
-        tracking.log_metrics(active.info.run_id, metrics.per_class_names(classes))
-        for artifact in ("metrics.json", "per_class.csv", "confusion_matrix.png", "confusion_matrix.csv",
-                         "classification_report.txt", "misclassified.png"):
-            mlflow.log_artifact(str(out_dir / artifact), artifact_path="evaluation")
-    if model_id:
-        registry.promote(params.registry, name, model_id, accuracy)
-    elif params.registry.enabled:
-        why = (f"{model_dir / tracking.RUN_FILE} names no logged model (an older version trained it); "
-               f"retrain it: dvc repro -f train@{name}"
-               if model_run else "the run that logged the model is not in this tracking store")
-        log.warning("%s: not registered: %s", name, why)
-    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, accuracy, scores["f1"])
-    return scores
+
+class RunChoice(NamedTuple):
+    run_id: str | None  # the run to log into; None: open a new one
+    new: bool  # not the training run: it gets the training params, the run tags and the model as an input
+    warn: bool  # the training run is not in the store and nothing launched this one: say so
+
+
+def choose_run(recorded: str | None, recorded_exists: bool, launched: str | None) -> RunChoice:
+    """Which run the evaluation goes into, from the training run's id in models/<model>/ (`recorded`),
+    whether the store holds that run, and the run `mlflow run` opened for this command (`launched`,
+    its MLFLOW_RUN_ID). The training run when the store holds it and nothing else was launched;
+    else the launched run; else a new one (trained against another store, restored from DVC's cache)."""
+    if recorded and recorded_exists and launched in (None, recorded):
+        return RunChoice(recorded, new=False, warn=False)
+    if launched:
+        return RunChoice(launched, new=True, warn=False)
+    return RunChoice(None, new=True, warn=True)
+
+
+def log_evaluation(run_id: str, test: tuple[np.ndarray, np.ndarray], test_file: Path, model_id: str | None,
+                   scores: dict[str, float], classes: pd.DataFrame, reports: EvalReports) -> None:
+    """Into the active run: the test set as an input, the scores, and the reports as artifacts."""
+    if os.environ.get("DVC_STAGE"):
+        mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
+    test_set = tracking.log_dataset(*test, test_file, "mnist-test", "test")
+    # The headline scores also belong to the logged model, measured on the test set: the Models
+    # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
+    tracking.log_metrics(run_id, metrics.headline_names(scores), model_id=model_id, dataset=test_set)
+    tracking.log_metrics(run_id, metrics.per_class_names(classes))
+    for artifact in (reports.metrics, reports.per_class, reports.confusion_png, reports.confusion_csv,
+                     reports.classification_report, reports.misclassified):
+        mlflow.log_artifact(str(artifact), artifact_path="evaluation")

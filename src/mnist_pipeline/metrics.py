@@ -14,6 +14,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from mnist_pipeline.atomic import atomic_dir
 from mnist_pipeline.figures import plot_confusion, plot_misclassified
+from mnist_pipeline.layout import EvalReports
 
 DIGITS = list(range(10))
 DECIMALS = 4  # 10,000 test images: accuracy has four significant decimals, nothing past them is signal
@@ -66,12 +67,13 @@ def write_reports(out_dir: Path, model: str, images: np.ndarray, y_true: np.ndar
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, labels=DIGITS)
     with atomic_dir(out_dir) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps({model: scores}, indent=2) + "\n")
-        classes.to_csv(tmp / "per_class.csv", index=False)
-        pd.DataFrame({"actual": y_true, "predicted": y_pred}).to_csv(tmp / "predictions.csv", index=False)
-        pd.DataFrame(matrix, index=pd.Index(DIGITS, name="actual"), columns=DIGITS).to_csv(tmp / "confusion_matrix.csv")
+        files = EvalReports(tmp)
+        files.metrics.write_text(json.dumps({model: scores}, indent=2) + "\n")
+        classes.to_csv(files.per_class, index=False)
+        pd.DataFrame({"actual": y_true, "predicted": y_pred}).to_csv(files.predictions, index=False)
+        pd.DataFrame(matrix, index=pd.Index(DIGITS, name="actual"), columns=DIGITS).to_csv(files.confusion_csv)
         report = classification_report(y_true, y_pred, labels=DIGITS, digits=DECIMALS, zero_division=0)
-        (tmp / "classification_report.txt").write_text(report)
-        plot_confusion(matrix, tmp / "confusion_matrix.png",
+        files.classification_report.write_text(report)
+        plot_confusion(matrix, files.confusion_png,
                        f"{model}: confusion matrix, test set (accuracy {scores['accuracy']:.4f})")
-        plot_misclassified(images, y_true, probabilities, tmp / "misclassified.png", model)
+        plot_misclassified(images, y_true, probabilities, files.misclassified, model)

@@ -10,6 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.errors import InputError, PipelineError, first_line
 from mnist_pipeline.keras_file import load_keras, restore_fix
+from mnist_pipeline.layout import MODEL_FILE
 
 SIDE = 28
 BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
@@ -153,8 +154,8 @@ def load_model(source: str, root: Path):
     tracking store of the repository at `root`."""
     path = Path(source.removeprefix("file://"))
     if urlparse(source).scheme in ("", "file"):
-        if path.is_dir() and (path / "model.keras").is_file():
-            path = path / "model.keras"
+        if path.is_dir() and (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE
         if path.is_file() and path.suffix == ".keras":
             fix = (restore_fix(path.parent) if path.resolve().parent.parent == (root / "models").resolve()
                    else "give a model saved by Keras 3 (model.save('name.keras'))")
@@ -163,7 +164,7 @@ def load_model(source: str, root: Path):
             except PipelineError as exc:  # a model named on the command line: the user's input, exit 2
                 raise InputError(str(exc)) from None
         if not (path / "MLmodel").is_file():
-            raise InputError(f"{source}: no model there; give a .keras file, a folder holding model.keras or an "
+            raise InputError(f"{source}: no model there; give a .keras file, a folder holding {MODEL_FILE} or an "
                              "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -12,6 +12,7 @@ from mnist_pipeline import idx
 from mnist_pipeline.atomic import atomic_file, write_text
 from mnist_pipeline.config import DataParams
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.layout import CLASS_COUNTS_FILE, DATA_SUMMARY_FILE
 from mnist_pipeline.splits import save_splits
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def preprocess(params: DataParams, raw_dir: Path, out_dir: Path, reports_dir: Pa
     splits = split(load_raw(raw_dir), params)
     save_splits(splits, out_dir)
     counts = class_counts(splits)
-    with atomic_file(reports_dir / "class_counts.csv") as tmp:
+    with atomic_file(reports_dir / CLASS_COUNTS_FILE) as tmp:
         counts.to_csv(tmp, index=False)
     summary = {"images": {name: len(y) for name, (_, y) in splits.items()}}
-    write_text(reports_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text(reports_dir / DATA_SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     log.info("split: %s", ", ".join(f"{n} {c}" for n, c in summary["images"].items()))

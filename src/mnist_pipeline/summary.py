@@ -17,7 +17,7 @@ def summarize(models: list[str], layout: Layout) -> dict[str, dict[str, float]]:
     """Read each model's reports/eval/<model>/metrics.json; write reports/metrics.json; return it."""
     scores = {}
     for model in models:
-        path = layout.eval_dir(model) / "metrics.json"
+        path = layout.eval_reports(model).metrics
         if not path.is_file():
             raise PipelineError(f"{path} is missing; run the model's evaluate stage first (dvc repro evaluate@{model})")
         scores[model] = json.loads(path.read_text())[model]

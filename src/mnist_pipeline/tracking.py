@@ -20,9 +20,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.atomic import check_writable
+from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.layout import RUN_FILE
 
-RUN_FILE = "mlflow_run.json"
 # MLflow 3's mark of a model-training experiment (the UI's value; mlflow.utils.mlflow_tags has no constant).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -164,6 +165,13 @@ def git_output(root: Path, *args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def training_params(model: str, params: Params) -> dict:
+    """The params of a training run: the model's key, its params, and the data's as data.*. An
+    evaluation that opens a run of its own logs the same, so its run lines up with training runs."""
+    data = {f"data.{key}": value for key, value in params.data.model_dump().items()}
+    return {"model": model} | params.model(model).model_dump() | data
 
 
 def log_params(params: dict) -> None:

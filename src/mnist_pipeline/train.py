@@ -4,6 +4,7 @@ import logging
 import math
 import signal
 import time
+from typing import NamedTuple
 
 import keras
 import mlflow
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from mnist_pipeline import quiet_tf, tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
-from mnist_pipeline.config import Params
+from mnist_pipeline.config import LogisticParams, MLPParams, Params
 from mnist_pipeline.errors import interrupt
 from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.models import build
@@ -85,46 +86,65 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+class Fitted(NamedTuple):
+    curves: pd.DataFrame  # one row per epoch trained (epoch from 1): loss, accuracy, val_loss, val_accuracy
+    kept_epoch: int  # the epoch whose weights the model holds after fit
+    why: str  # why that one: restored by early stopping, or the last
+
+
+def fit(model: keras.Model, params: LogisticParams | MLPParams, train: tuple[np.ndarray, np.ndarray],
+        validation: tuple[np.ndarray, np.ndarray], callbacks: list[keras.callbacks.Callback] = ()) -> Fitted:
+    """Fit a built model on (images, labels) as `params` say: epochs, batch size, and early stopping
+    on validation loss that keeps the best epoch's weights. No files and no MLflow here: the
+    caller's `callbacks` log what it wants."""
+    callbacks, early_stopping = list(callbacks), None
+    if params.early_stopping_patience:
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True)
+        callbacks.append(early_stopping)
+    history = model.fit(*train, validation_data=validation, epochs=params.epochs, batch_size=params.batch_size,
+                        callbacks=callbacks, verbose=2)
+    curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
+    curves["epoch"] += 1
+    return Fitted(curves, *kept_epoch(curves, early_stopping))
+
+
+def kept_epoch(curves: pd.DataFrame, early_stopping: keras.callbacks.EarlyStopping | None) -> tuple[int, str]:
+    """The epoch (from 1) whose weights the model holds after fit, and why.
+
+    Keras's EarlyStopping restores its best epoch's weights at the end of fit whether it stopped
+    early or not; without it the model keeps the last epoch's.
+    """
+    if early_stopping is not None and early_stopping.best_weights is not None:
+        return int(curves["epoch"].iloc[early_stopping.best_epoch]), "lowest val_loss, restored by early stopping"
+    return int(curves["epoch"].iloc[-1]), "the last"
+
+
 def train(name: str, params: Params, layout: Layout) -> str:
     """Train model `name`; write its folder (model + run id) and history; return the MLflow run id."""
     model_params = params.model(name)
     check_writable(layout.model_dir(name).parent, layout.history(name).parent)
-    x_train, y_train = load_split(layout.processed, "train")
-    x_val, y_val = load_split(layout.processed, "validation")
+    train_set = load_split(layout.processed, "train")
+    validation = load_split(layout.processed, "validation")
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     seed_everything(model_params.seed)
-    model = build(model_params, steps_per_epoch=math.ceil(len(y_train) / model_params.batch_size))
+    model = build(model_params, steps_per_epoch=math.ceil(len(train_set[1]) / model_params.batch_size))
 
     with tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
-        data_params = {f"data.{k}": v for k, v in params.data.model_dump().items()}
-        tracking.log_params({"model": name} | model_params.model_dump() | data_params)
-        tracking.log_dataset(x_train, y_train, layout.processed / "train.npz", "mnist-train", "training")
-        tracking.log_dataset(x_val, y_val, layout.processed / "validation.npz", "mnist-validation", "validation")
+        tracking.log_params(tracking.training_params(name, params))
+        tracking.log_dataset(*train_set, layout.processed / "train.npz", "mnist-train", "training")
+        tracking.log_dataset(*validation, layout.processed / "validation.npz", "mnist-validation", "validation")
 
         epoch_metrics, stop_on_signal = EpochMetrics(run_id), StopOnSignal()
-        callbacks, early_stopping = [stop_on_signal, epoch_metrics], None
-        if model_params.early_stopping_patience:
-            early_stopping = keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=model_params.early_stopping_patience, restore_best_weights=True)
-            callbacks.append(early_stopping)
         started, cpu_started = time.perf_counter(), time.process_time()
         with stop_on_signal:
-            history = model.fit(
-                x_train, y_train,
-                validation_data=(x_val, y_val),
-                epochs=model_params.epochs,
-                batch_size=model_params.batch_size,
-                callbacks=callbacks,
-                verbose=2,
-            )
+            fitted = fit(model, model_params, train_set, validation, callbacks=[stop_on_signal, epoch_metrics])
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
-        curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
-        curves["epoch"] += 1
+        curves = fitted.curves
         best = curves.loc[curves["val_loss"].idxmin()]
-        kept, why = kept_epoch(curves, early_stopping)
         tracking.log_metrics(run_id, {
             "fit_seconds": fit_seconds,
             "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
@@ -138,22 +158,12 @@ def train(name: str, params: Params, layout: Layout) -> str:
             curves.to_csv(tmp, index=False)
         with atomic_dir(layout.model_dir(name)) as tmp:
             model.save(tmp / MODEL_FILE)
-            tracking.write_run_file(tmp, run_id, log_model(model, name, x_val[:5]))
+            tracking.write_run_file(tmp, run_id, log_model(model, name, validation[0][:5]))
+    kept = curves.iloc[fitted.kept_epoch - 1]
     log.info("%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
-             name, len(curves), model_params.epochs, fit_seconds, kept["epoch"], why, kept["val_accuracy"],
+             name, len(curves), model_params.epochs, fit_seconds, kept["epoch"], fitted.why, kept["val_accuracy"],
              kept["val_loss"])
     return run_id
-
-
-def kept_epoch(curves: pd.DataFrame, early_stopping: keras.callbacks.EarlyStopping | None) -> tuple[pd.Series, str]:
-    """The row of `curves` whose weights the model holds after fit, and why.
-
-    Keras's EarlyStopping restores its best epoch's weights at the end of fit whether it stopped
-    early or not; without it the model keeps the last epoch's.
-    """
-    if early_stopping is not None and early_stopping.best_weights is not None:
-        return curves.iloc[early_stopping.best_epoch], "lowest val_loss, restored by early stopping"
-    return curves.iloc[-1], "the last"
 
 
 def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
