@@ -172,6 +172,7 @@ def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
     assert not (repo / "reports").exists()
 
 
+@pytest.mark.slow  # starts an MLflow server
 def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
