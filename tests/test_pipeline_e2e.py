@@ -77,22 +77,22 @@ def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
 
 def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
     for model in ("logistic", "mlp"):
-        scores = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        scores = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
         assert 0.1 < scores["accuracy"] <= 1 and list(scores) == ["accuracy", "log_loss", "precision", "recall", "f1"]
-        classes = (repo / f"reports/eval/{model}/per_class.csv").read_text().splitlines()
+        classes = (Layout(repo).eval_dir(model) / "per_class.csv").read_text().splitlines()
         assert classes[0] == "digit,precision,recall,f1,support" and len(classes) == 11
         for picture in ("confusion_matrix.png", "misclassified.png"):
-            assert (repo / f"reports/eval/{model}/{picture}").stat().st_size > 1000
-        history = (repo / f"reports/history/{model}.csv").read_text().splitlines()
+            assert (Layout(repo).eval_dir(model) / picture).stat().st_size > 1000
+        history = Layout(repo).history(model).read_text().splitlines()
         assert history[0].split(",")[0] == "epoch" and len(history) == 2
     # One metrics file, every model's headline side by side; nothing else is a metric.
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
     assert list(shown) == ["reports/metrics.json"]
     table = shown["reports/metrics.json"]["data"]
     for model in ("logistic", "mlp"):
-        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
         assert {name: table[name][model] for name in on_disk} == on_disk
-    assert json.loads((repo / "reports/data/summary.json").read_text())["images"] == {
+    assert json.loads((Layout(repo).data_reports / "summary.json").read_text())["images"] == {
         "train": 400, "validation": 100, "test": 10000}
 
 
@@ -112,9 +112,9 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert [m.step for m in history] == [1]
         metrics = run.data.metrics
-        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
         assert metrics["test_accuracy"] == on_disk["accuracy"] and metrics["test_macro_f1"] == on_disk["f1"]
-        digit_3 = (repo / f"reports/eval/{model}/per_class.csv").read_text().splitlines()[4].split(",")
+        digit_3 = (Layout(repo).eval_dir(model) / "per_class.csv").read_text().splitlines()[4].split(",")
         assert digit_3[0] == "3" and metrics["precision_3"] == float(digit_3[1])
         assert {"recall_9", "test_log_loss", "fit_seconds"} <= set(metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -182,9 +182,9 @@ def test_changing_an_mlp_param_reruns_only_mlp(repo, client):
 
 def test_the_same_params_give_the_same_metrics(repo, client):
     versions_before = champion_history(client, "logistic")[1]
-    before = (repo / "reports/eval/logistic/metrics.json").read_bytes()
+    before = (Layout(repo).eval_dir("logistic") / "metrics.json").read_bytes()
     ran = stages_run(sh(repo, "dvc", "repro", "--force", "--single-item", "train@logistic", "evaluate@logistic").stdout)
     assert ran == ["train@logistic", "evaluate@logistic"]
-    assert (repo / "reports/eval/logistic/metrics.json").read_bytes() == before
+    assert (Layout(repo).eval_dir("logistic") / "metrics.json").read_bytes() == before
     # A tie is no improvement: the champion stays, no version is added.
     assert champion_history(client, "logistic")[1] == versions_before

@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.predict import to_mnist
 from mnist_pipeline.splits import load_split
 
@@ -14,7 +15,7 @@ from conftest import repo_env, sh, store_uri
 
 @pytest.fixture(scope="module")
 def test_images(trained_repo):
-    return load_split(trained_repo / "data/processed", "test")
+    return load_split(Layout(trained_repo).processed, "test")
 
 
 def as_photo(digit: np.ndarray, size: int) -> Image.Image:
@@ -61,7 +62,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
     x, _ = test_images
     batch = tmp_path / "batch.npy"
     np.save(batch, x[:8])
-    expected = keras.models.load_model(trained_repo / "models/mlp/model.keras").predict(x[:8], verbose=0)
+    expected = keras.models.load_model(Layout(trained_repo).model_dir("mlp") / MODEL_FILE).predict(x[:8], verbose=0)
 
     rows = parse(predict_cli(trained_repo, batch, "--model", "models/mlp").stdout)
     assert [name for name, _, _ in rows] == [f"{batch}[{i}]" for i in range(8)]
