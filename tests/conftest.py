@@ -71,8 +71,8 @@ def pytest_xdist_node_collection_finished(node, ids):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Under --fast, a test whose setup and run took longer than FAST_BUDGET_S fails: the tier's
-    minute is the sum of such tests."""
+    """Under --fast, a test whose setup and run took longer than FAST_BUDGET_S fails, so a slow
+    test that none of the rules above catches cannot stretch the fast tier's minute unseen."""
     report = yield
     if item.config.getoption("fast"):
         item.stash[SPENT] = item.stash.get(SPENT, 0.0) + call.duration

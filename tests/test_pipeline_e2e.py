@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 
 import mlflow
@@ -16,7 +17,7 @@ from conftest import make_repo, repo_env, sh, small_params, stages_run, store_ur
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
-FIRST_REPRO = "first_repro.json"  # untracked, like first_repro.log
+FIRST_REPRO = "first_repro"  # untracked, like first_repro.log
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +28,13 @@ def repo(tmp_path_factory, mnist_dir):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert first.returncode == 0, first.stdout[-5000:]
     root.joinpath("first_repro.log").write_text(first.stdout)
-    # What the first repro left in the store and in models/, for the tests that check it whichever
-    # of the others (which add runs and retrain) ran before them.
+    # What the first repro left (its runs, the model ids in models/, the evaluation reports), for the
+    # tests that check it whichever of the others (which add runs and retrain) ran before them.
     client = MlflowClient(store_uri(root))
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    root.joinpath(FIRST_REPRO).write_text(json.dumps({
+    for model in ("logistic", "mlp"):
+        shutil.copytree(Layout(root).eval_dir(model), root / FIRST_REPRO / model)
+    (root / FIRST_REPRO / "runs.json").write_text(json.dumps({
         "runs": [run.info.run_id for run in client.search_runs([experiment.experiment_id])],
         "model_ids": {model: read_model_id(Layout(root).model_dir(model)) for model in ("logistic", "mlp")}}))
     return root
@@ -97,7 +100,7 @@ def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
 
 
 def test_mlflow_holds_one_complete_run_per_model(repo, client):
-    first = json.loads((repo / FIRST_REPRO).read_text())
+    first = json.loads((repo / FIRST_REPRO / "runs.json").read_text())
     all_runs = [client.get_run(run_id) for run_id in first["runs"]]
     assert sorted(r.data.tags["model"] for r in all_runs) == ["logistic", "mlp"]
     commit = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
@@ -112,9 +115,9 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert [m.step for m in history] == [1]
         metrics = run.data.metrics
-        on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
+        on_disk = json.loads((repo / FIRST_REPRO / model / "metrics.json").read_text())[model]
         assert metrics["test_accuracy"] == on_disk["accuracy"] and metrics["test_macro_f1"] == on_disk["f1"]
-        digit_3 = (Layout(repo).eval_dir(model) / "per_class.csv").read_text().splitlines()[4].split(",")
+        digit_3 = (repo / FIRST_REPRO / model / "per_class.csv").read_text().splitlines()[4].split(",")
         assert digit_3[0] == "3" and metrics["precision_3"] == float(digit_3[1])
         assert {"recall_9", "test_log_loss", "fit_seconds"} <= set(metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -137,7 +140,7 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         assert on_model["test_accuracy"].value == metrics["test_accuracy"]
         assert {(m.dataset_name, m.dataset_digest) for m in on_model.values()} == {(test_set.name, test_set.digest)}
         [version] = client.search_model_versions(f"name = 'mnist-{model}' AND run_id = '{run.info.run_id}'")
-        assert version.version == "1" and version.source == f"models:/{model_id}"  # the first of its family
+        assert int(version.version) == 1 and version.source == f"models:/{model_id}"  # the first of its family
         # The champion: the best of the model's runs (the others' tests may have added some since).
         best = max(r.data.metrics["test_accuracy"] for r in runs(client, model))
         assert champion_history(client, model)[0] == best
