@@ -1,5 +1,5 @@
 # Two commands after cloning: `make repro` (set up + run the pipeline), `make test` (set up + run the tests;
-# `make test-fast`: the offline tier of unit tests, in half a minute).
+# `make test-fast`: the offline tier of unit tests, in under a minute).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
