@@ -1,4 +1,5 @@
-# Two commands after cloning: `make repro` (set up + run the pipeline), `make test` (set up + run the tests).
+# Two commands after cloning: `make repro` (set up + run the pipeline), `make test` (set up + run the tests;
+# `make test-fast`: the offline tier of unit tests, in under a minute).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -7,7 +8,7 @@ PORT ?= 5000
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test ui lock clean
+.PHONY: setup repro test test-fast system-packages ui lock clean
 
 setup: $(STAMP)
 
@@ -20,8 +21,16 @@ $(STAMP): pyproject.toml requirements.lock
 repro: $(STAMP)
 	dvc repro
 
-test: $(STAMP)
+# The full tier; installs the Debian packages it drives first (tests/system-packages).
+test: system-packages $(STAMP)
 	python -m pytest
+
+# No network, no system packages, no trained model (tests/conftest.py says which tests).
+test-fast: $(STAMP)
+	python -m pytest --fast
+
+system-packages:
+	PYTHON=$(PYTHON) tests/system-packages
 
 ui: $(STAMP)
 	python -m mnist_pipeline ui --port $(PORT)

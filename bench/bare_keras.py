@@ -4,7 +4,7 @@ The benchmark runs this beside the pipeline's train stage, started the same way,
 the pipeline adds (MLflow, validation, atomic outputs). It reads params.yaml with plain YAML, not
 the pipeline's code, and prints one JSON line: fit seconds, fit CPU seconds, epochs.
 
-    python bench/bare_keras.py MODEL [--epochs N] [--root REPO]
+    python bench/bare_keras.py MODEL --data data/processed [--epochs N] [--root REPO]
 """
 
 import argparse
@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 
 
-def load(root: Path, split: str):
-    with np.load(root / "data" / "processed" / f"{split}.npz") as npz:
+def load(data: Path, split: str):
+    with np.load(data / f"{split}.npz") as npz:
         return npz["x"], npz["y"]
 
 
@@ -27,12 +27,13 @@ def main() -> None:
     cli = argparse.ArgumentParser()
     cli.add_argument("model")
     cli.add_argument("--epochs", type=int, help="default: the model's epochs in params.yaml")
-    cli.add_argument("--root", type=Path, default=Path("."))
+    cli.add_argument("--root", type=Path, default=Path("."), help="where params.yaml is and the model goes")
+    cli.add_argument("--data", type=Path, required=True, help="the folder of the preprocess stage's train/validation .npz")
     args = cli.parse_args()
     p = yaml.safe_load((args.root / "params.yaml").read_text())["models"][args.model]
     epochs = args.epochs or p["epochs"]
-    x_train, y_train = load(args.root, "train")
-    x_val, y_val = load(args.root, "validation")
+    x_train, y_train = load(args.data, "train")
+    x_val, y_val = load(args.data, "validation")
     keras.utils.set_random_seed(p["seed"])
 
     l2 = keras.regularizers.L2(p["l2"]) if p.get("l2") else None

@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,11 +23,12 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import REPO, make_repo, repo_env, shipped_params, small_params, store_uri, tracking_server  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from mnist_pipeline.layout import Layout  # noqa: E402
+
 PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 GIB = 1024**3
 
 
@@ -38,7 +37,8 @@ def measure(cmd: list[str], repo: Path) -> dict:
     """Run `cmd` in `repo` as a user would; its wall time, CPU time and peak RSS (its own and its children's)."""
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=repo, env=repo_env(repo), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=repo, env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3"), stdout=log,
+                                stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this one child, unlike RUSAGE_CHILDREN
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -50,48 +50,23 @@ def measure(cmd: list[str], repo: Path) -> dict:
             "output": output}
 
 
-def repo_env(repo: Path) -> dict[str, str]:
-    """This environment's python and dvc, the copy's sources, and no MLflow/DVC settings from outside."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "PYTHONPATH": str(repo / "src"),
-                  "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def make_repo(root: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the pipeline and `params`, committed."""
-    root.mkdir(parents=True)
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench"]):
-        measure(cmd, root)
-        if cmd[:2] == ["dvc", "init"]:  # the plot templates dvc.yaml names
-            shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
-    return root
-
-
 def bench_params(quick: bool, mnist: Path | None) -> dict:
-    """The shipped params.yaml; --quick cuts it to one tiny model on 400 images for one epoch."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if mnist:
-        params["download"]["sources"] = [{"kind": "local", "path": str(mnist)}]
-    if quick:
-        params["data"] |= {"validation_size": 100, "train_size": 400}
-        mlp = params["models"]["mlp"] | {"epochs": 1, "batch_size": 64, "hidden_units": [32]}
-        params["models"] = {"mlp": mlp}
+    """The shipped params.yaml; --quick cuts it to the tests' small mlp: 400 images, one epoch."""
+    if not quick:
+        return shipped_params(mnist)
+    params = small_params(mnist)
+    params["models"] = {"mlp": params["models"]["mlp"]}
     return params
 
 
 def run_metrics(repo: Path, model: str) -> dict:
-    """The metrics the train stage logged to MLflow for the run in models/<model>/."""
+    """The metrics the train stage logged to MLflow for the run in the model's folder."""
     from mlflow.tracking import MlflowClient
 
     from mnist_pipeline.tracking import read_run_id
 
-    run_id = read_run_id(repo / "models" / model)
-    return MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.metrics
+    run_id = read_run_id(Layout(repo).model_dir(model))
+    return MlflowClient(store_uri(repo)).get_run(run_id).data.metrics
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -139,7 +114,8 @@ def stage_runs(repo: Path, cmd: list[str], repeats: int) -> list[dict]:
 def train_pairs(repo: Path, model: str, epochs: int, repeats: int) -> list[dict]:
     """The train stage and the bare Keras script, same model and epochs, alternating which goes first."""
     stage = [PYTHON, "-m", "mnist_pipeline", "train", model]
-    bare = [PYTHON, str(REPO / "bench" / "bare_keras.py"), model, "--epochs", str(epochs), "--root", str(repo)]
+    bare = [PYTHON, str(REPO / "bench" / "bare_keras.py"), model, "--epochs", str(epochs), "--root", str(repo),
+            "--data", str(Layout(repo).processed)]
     pairs = []
     for i in range(repeats):
         runs = {}
@@ -178,49 +154,11 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
         return times
 
     result = {"sqlite": per_call(f"sqlite:///{repo / 'logging-bench.db'}")}
-    with MlflowServer(repo) as uri:
+    with tracking_server(repo, f"sqlite:///{repo / 'server.db'}", str(repo / "server-artifacts"), "--workers", "1",
+                         env=repo_env(repo)) as uri:
         result["server"] = per_call(uri)
     mlflow.set_tracking_uri(None)
     return result | {"epochs": epochs}
-
-
-class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a SQLite store, started and stopped here."""
-
-    def __init__(self, repo: Path):
-        self.repo = repo
-
-    def __enter__(self) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.repo / 'server.db'}",
-             "--default-artifact-root", (self.repo / "server-artifacts").as_uri()],
-            cwd=self.repo, env=repo_env(self.repo), stdout=self.log, stderr=subprocess.STDOUT)
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return uri
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.5)
-        self.__exit__()
-        sys.exit("bench: `mlflow server` did not start")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 # --- the report -----------------------------------------------------------------------------

@@ -1,36 +1,64 @@
+"""Fixtures and the two tiers. The full tier (`make test`) is every test; the fast tier (`make
+test-fast`, `pytest --fast`) leaves out each test that needs MNIST itself (downloaded from the
+package index), the shared trained repository, Chromium, or sits in a module marked e2e or load:
+such a test is marked `slow` here, by the fixtures it uses, so a new test lands in its tier by
+itself. Under --fast nothing may reach beyond this machine, and a test that takes more than
+FAST_BUDGET_S fails, naming the fix. The helpers shared with bench/run.py live in harness.py."""
+
 import gzip
 import http.server
+import ipaddress
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
 
+# The tests import the shared helpers from here (`from conftest import make_repo`) or from harness.
+from harness import (CHROMIUM, REPO, REPRO_LOG, SCREENSHOTS, TF_START_UP, TRAINED_EXPERIMENT,  # noqa: F401
+                     assert_reads_clean, copy_project, free_port, make_repo, repo_env, running, sh, small_params,
+                     stages_run, store_uri, tracking_server, venv_bin, write_params)
 from mnist_pipeline import idx
 from mnist_pipeline.config import PypiSource
 from mnist_pipeline.download import fetch
 
-REPO = Path(__file__).resolve().parents[1]
+SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_repo", "browser", "page"}
+SLOW_MARKS = ("slow", "e2e", "load")
+FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
+SPENT = pytest.StashKey[float]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the fast tier: leave out the tests marked slow (see tests/conftest.py); no network")
+
+
+def pytest_configure(config):
+    if config.getoption("fast"):
+        refuse_the_network()
 
 
 @pytest.hookimpl(tryfirst=True)  # xdist reads the groups in its own hook of this name, which would run first
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml) each module's tests stay on
-    one worker with their module fixtures, and all the tests of the shared trained repository on
-    one, which then builds it once."""
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow tests (and, under --fast, leave them out). Under pytest-xdist (`-n 2 --dist
+    loadgroup`, see pyproject.toml) each module's tests stay on one worker with their module
+    fixtures, and all the tests of the shared trained repository on one, which then builds it once."""
+    fast, slow = [], []
     for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or any(item.get_closest_marker(m) for m in SLOW_MARKS):
+            item.add_marker(pytest.mark.slow)
+            slow.append(item)
+        else:
+            fast.append(item)
         group = "trained_repo" if "trained_repo" in item.fixturenames else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+    if config.getoption("fast") and slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = fast
 
 
 def pytest_xdist_node_collection_finished(node, ids):
@@ -39,6 +67,51 @@ def pytest_xdist_node_collection_finished(node, ids):
     if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
         pytest.exit("pytest-xdist ignored the xdist_group marks (pytest-dev/pytest-xdist#1386); "
                     "install the versions in requirements.lock: make clean test", returncode=4)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under --fast, a test whose setup and run took longer than FAST_BUDGET_S fails, so a slow
+    test that none of the rules above catches cannot stretch the fast tier's minute unseen."""
+    report = yield
+    if item.config.getoption("fast"):
+        item.stash[SPENT] = item.stash.get(SPENT, 0.0) + call.duration
+        if call.when == "call" and report.passed and item.stash[SPENT] > FAST_BUDGET_S:
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} took {item.stash[SPENT]:.0f} s, more than the fast tier allows "
+                               f"({FAST_BUDGET_S} s): make it faster, or mark it @pytest.mark.slow")
+    return report
+
+
+def refuse_the_network() -> None:
+    """Connections beyond 127.0.0.1 and ::1 fail at once in this process, and subprocesses'
+    HTTP clients (urllib, requests, pip) are sent to a proxy on a closed port."""
+    def local(host) -> bool:
+        try:
+            return host in (None, "", "localhost") or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def refuse(host):
+        raise ConnectionRefusedError(f"{host}: the fast tier has no network (mark the test @pytest.mark.slow)")
+
+    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+
+    def getaddrinfo(host, *args, **kwargs):
+        return real_getaddrinfo(host, *args, **kwargs) if local(host) else refuse(host)
+
+    def connect(self, address):
+        inet = self.family in (socket.AF_INET, socket.AF_INET6)
+        return real_connect(self, address) if not inet or local(address[0]) else refuse(address[0])
+
+    def connect_ex(self, address):
+        inet = self.family in (socket.AF_INET, socket.AF_INET6)
+        return real_connect_ex(self, address) if not inet or local(address[0]) else refuse(address[0])
+
+    socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex = getaddrinfo, connect, connect_ex
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens
+    os.environ.update(http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed, HTTPS_PROXY=closed,
+                      no_proxy="localhost,127.0.0.1,::1", NO_PROXY="localhost,127.0.0.1,::1")
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +130,16 @@ def mnist_dir(mnist_files, tmp_path_factory) -> Path:
     for name, data in mnist_files.items():
         (folder / f"{name}.gz").write_bytes(gzip.compress(data, compresslevel=1))
     return folder
+
+
+@pytest.fixture(scope="session")
+def fake_mnist() -> dict[str, bytes]:
+    """Four small IDX files shaped like MNIST's (30 training and 10 test images of random pixels),
+    for tests of the formats: no download, but idx.verify rejects them."""
+    rng = np.random.default_rng(0)
+    arrays = (rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30, dtype=np.uint8) % 10,
+              rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), np.arange(10, dtype=np.uint8))
+    return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays)}
 
 
 @pytest.fixture
@@ -80,68 +163,6 @@ def http_server(tmp_path):
     server.server_close()
 
 
-def venv_bin() -> str:
-    """The folder of this interpreter, so `python` and `dvc` in subprocesses are this environment's."""
-    return str(Path(sys.executable).parent)
-
-
-def copy_project(dest: Path) -> None:
-    """The files `dvc repro` needs, copied into a fresh folder."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore", "MLproject", "python_env.yaml"):
-        shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-
-
-def sh(repo: Path, *cmd: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command in `repo` as a user would, with this environment's `python` and `dvc`."""
-    done = subprocess.run(cmd, cwd=repo, env=env or repo_env(repo), capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def repo_env(repo: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env |= {"PATH": venv_bin() + os.pathsep + env["PATH"], "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1"}
-    return env | extra
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
-def small_params(mnist_dir: Path, experiment: str) -> dict:
-    """The shipped params.yaml cut down to 400 training images and one epoch."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["download"]["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
-    params["data"] |= {"validation_size": 100, "train_size": 400}
-    params["mlflow"]["experiment"] = experiment
-    params["registry"]["min_accuracy"] = 0.0  # small models are far below the shipped threshold
-    for model in params["models"].values():
-        model |= {"epochs": 1, "batch_size": 64}
-    params["models"]["mlp"]["hidden_units"] = [32]
-    return params
-
-
-def write_params(repo: Path, params: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_repo(root: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the pipeline and `params`, committed."""
-    copy_project(root)
-    write_params(root, params)
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "config", "user.email", "ci@example.com")
-    sh(root, "git", "config", "user.name", "CI")
-    sh(root, "dvc", "init", "-q")
-    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "baseline")
-    return root
-
-
 @pytest.fixture(scope="session")
 def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     """A repo where the small pipeline ran once: both models trained, evaluated and registered.
@@ -159,87 +180,6 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     return root
 
 
-TRAINED_EXPERIMENT = "trained"
-REPRO_LOG = "dvc-repro.log"  # untracked: it does not make later runs git.dirty
-
-# What TensorFlow prints as it starts (Abseil's notice, oneDNN, CUDA probing, CPU instructions).
-TF_START_UP = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
-               "Could not find cuda drivers", "failed call to cuInit", "cpu_feature_guard",
-               "This TensorFlow binary is optimized")
-
-
-def assert_reads_clean(log: str, what: str) -> None:
-    """No colour codes or cursor moves, and none of TensorFlow's start-up lines, in a log a person reads."""
-    assert "\x1b[" not in log, f"{what}: raw ANSI codes:\n{log}"
-    noise = [line for line in log.splitlines() if any(text in line for text in TF_START_UP)]
-    assert not noise, f"{what}: TensorFlow start-up lines:\n" + "\n".join(noise)
-
-
-def store_uri(repo: Path) -> str:
-    return f"sqlite:///{repo / 'mlflow.db'}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180,
-            log: Path | None = None):
-    """A server started in a session of its own, once `health_url` answers; the whole group is
-    stopped afterwards (mlflow server and serve start worker processes). Its output goes to `log`
-    (default: a new file in `cwd`)."""
-    log = log or cwd / f"{Path(cmd[0]).name}-{free_port()}.log"
-    # MLflow's server otherwise starts a dozen job-runner processes (GenAI jobs) none of this uses.
-    env = (env or dict(os.environ)) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "wb") as out:
-        server = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_http(health_url, server, log, timeout_s)
-            yield server
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # throwaway state: no need to wait longer
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-
-
-@contextmanager
-def tracking_server(folder: Path, backend_uri: str, artifacts: str | None = None, *options: str,
-                    env: dict | None = None):
-    """`mlflow server` on a free port of 127.0.0.1 over `backend_uri`, proxying artifacts to
-    `artifacts` (default: a folder in `folder`, which also holds its log); yields its URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts or str(folder / "artifacts"),
-           *options]
-    with running(cmd, f"{url}/health", cwd=folder, env=env):
-        yield url
-
-
-def wait_for_http(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"{url}: the server exited {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-CHROMIUM = "/usr/bin/chromium"
-# Screenshots the tests take of what a user sees (MLflow UI, DVC plots), kept after the run to look at.
-SCREENSHOTS = REPO / "test-output" / "screenshots"
-
-
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -249,7 +189,8 @@ def screenshots() -> Path:
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); .ci/run does")
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); "
+                    "`make test` does (tests/system-packages)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import free_port, running, tracking_server, venv_bin
+from harness import free_port, running, tracking_server, venv_bin
 
 # Any non-empty pair: moto accepts every key. Given to the S3 endpoint's users only (the MLflow
 # server and `dvc push/pull`); pipeline clients get the tracking URL and nothing else.
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "team-test", "AWS_SECRET_ACCESS_KEY": "team-test-secret",
                   "AWS_DEFAULT_REGION": "us-east-1"}
 POSTGRES_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
-                    "`apt-get install -y postgresql` (.ci/run does this)")
+                    "`apt-get install -y postgresql` (`make test` does: tests/system-packages)")
 
 
 def postgres_bin() -> Path:

@@ -13,6 +13,7 @@ import yaml
 
 from conftest import REPO, make_repo, sh, small_params, stages_run, tracking_server, venv_bin, write_params
 from mnist_pipeline.ci_report import MARKER, dvc_diff, run_link
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.tracking import read_run_id, write_run_file
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
@@ -57,7 +58,7 @@ MODELS = ("logistic", "mlp")
 
 
 def headline(repo: Path, model: str) -> dict[str, float]:
-    return json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+    return json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
 
 
 def ci_report(repo: Path, base: str, *args: str) -> tuple[Report, list[str]]:
@@ -82,7 +83,7 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     sh(repo, "git", "checkout", "-qb", "faster-mlp")
     baseline = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     before = {m: headline(repo, m) for m in MODELS}
-    base_run = read_run_id(repo / "models/mlp")
+    base_run = read_run_id(Layout(repo).model_dir("mlp"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     old_rate = str(params["models"]["mlp"]["learning_rate"])
 
@@ -113,15 +114,15 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert {metric.split(".")[1] for _, metric in report.metrics} == {"mlp"}  # logistic did not change
     assert list(report.sections) == ["### mlp (retrained)"]
     section = report.sections["### mlp (retrained)"]
-    run_id = read_run_id(repo / "models/mlp")
+    run_id = read_run_id(Layout(repo).model_dir("mlp"))
     assert run_id != base_run and f"MLflow run: `{run_id}` in the local store" in section
     assert f"Test accuracy {after['accuracy']:.4f}, macro F1 " in section
-    with open(repo / "reports/eval/mlp/per_class.csv", newline="") as f:
+    with open(Layout(repo).eval_dir("mlp") / "per_class.csv", newline="") as f:
         per_class = list(csv.DictReader(f))
     assert [r[:3] for r in rows(section)] == [[r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"]
                                                for r in per_class]
     image = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section).group(1)
-    assert (repo / "out" / image).resolve() == (repo / "reports/eval/mlp/confusion_matrix.png").resolve()
+    assert (repo / "out" / image).resolve() == (Layout(repo).eval_dir("mlp") / "confusion_matrix.png").resolve()
     first = report
 
     # The same commit against its parent, and the branch against main: the same two states, so
@@ -172,6 +173,7 @@ def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
     assert not (repo / "reports").exists()
 
 
+@pytest.mark.slow  # starts an MLflow server
 def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

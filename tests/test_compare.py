@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import TRAINED_EXPERIMENT, copy_project, repo_env, sh, small_params, store_uri, write_params
 
+# Each check runs the command as a user does, a new process importing MLflow: the full tier.
+pytestmark = pytest.mark.slow
 HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
 
 

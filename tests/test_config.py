@@ -119,6 +119,7 @@ def readme_session(command: str) -> list[str]:
     return block[:block.index("```")].splitlines()
 
 
+@pytest.mark.slow  # a git + DVC repository and five `dvc exp` commands: 10-20 s
 def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tmp_path):
     """What README.md ("Experiments and sweeps") says: DVC writes the -S value into params.yaml and
     leaves it there when check_params rejects it; only that line changes (params.yaml is laid out

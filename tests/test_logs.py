@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.splits import load_split
+from mnist_pipeline.layout import Layout
 from mnist_pipeline.quiet_tf import start_up_noise
+from mnist_pipeline.splits import load_split
 
 from conftest import REPO, REPRO_LOG, TF_START_UP, assert_reads_clean, repo_env, sh, store_uri
 
@@ -85,7 +86,7 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
 
 
 def test_predict_reads_clean(trained_repo, tmp_path):
-    x, _ = load_split(trained_repo / "data/processed", "test")
+    x, _ = load_split(Layout(trained_repo).processed, "test")
     np.save(tmp_path / "batch.npy", x[:3])
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo), COLUMNS="120")
     done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "predict", str(tmp_path / "batch.npy"),

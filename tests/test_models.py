@@ -75,6 +75,7 @@ print(hashlib.sha256(b"".join(w.tobytes() for w in fit_weights(7, images=2048, u
 """
 
 
+@pytest.mark.slow  # two processes that each import TensorFlow and fit: 20 s
 def test_the_seed_decides_the_weights_across_processes():
     """Op determinism is off on a CPU (it only slows the fit): two fresh processes must still agree."""
     code = FIT_IN_A_NEW_PROCESS.format(tests=str(Path(__file__).parent))

@@ -1,9 +1,12 @@
 """`predict`: images of any size and mode, .npy batches, models from a path, a run or the registry."""
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.predict import to_mnist
 from mnist_pipeline.splits import load_split
 
@@ -13,7 +16,7 @@ from test_inputs import png_of_zeros
 
 @pytest.fixture(scope="module")
 def test_images(trained_repo):
-    return load_split(trained_repo / "data/processed", "test")
+    return load_split(Layout(trained_repo).processed, "test")
 
 
 def as_photo(digit: np.ndarray, size: int) -> Image.Image:
@@ -60,16 +63,24 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
     x, _ = test_images
     batch = tmp_path / "batch.npy"
     np.save(batch, x[:8])
-    expected = keras.models.load_model(trained_repo / "models/mlp/model.keras").predict(x[:8], verbose=0)
+    expected = keras.models.load_model(Layout(trained_repo).model_dir("mlp") / MODEL_FILE).predict(x[:8], verbose=0)
 
     rows = parse(predict_cli(trained_repo, batch, "--model", "models/mlp").stdout)
     assert [name for name, _, _ in rows] == [f"{batch}[{i}]" for i in range(8)]
     assert [digit for _, digit, _ in rows] == expected.argmax(axis=1).tolist()
     assert [p for _, _, p in rows] == pytest.approx(expected.max(axis=1).tolist(), abs=1e-4)
 
-    # The registry's champion is the model models/mlp holds (one pipeline run so far).
+    # The registry's champion: the version the alias names now (other tests may have trained a
+    # better mlp on the shared repository since the pipeline ran), through its logged model.
     champion = parse(predict_cli(trained_repo, batch, "--model", "models:/mnist-mlp@champion").stdout)
-    assert [digit for _, digit, _ in champion] == [digit for _, digit, _ in rows]
+    version = MlflowClient(store_uri(trained_repo)).get_model_version_by_alias("mnist-mlp", "champion")
+    mlflow.set_tracking_uri(store_uri(trained_repo))
+    try:
+        registered = mlflow.tensorflow.load_model(version.source).predict(x[:8], verbose=0)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert [digit for _, digit, _ in champion] == registered.argmax(axis=1).tolist()
+    assert [p for _, _, p in champion] == pytest.approx(registered.max(axis=1).tolist(), abs=1e-4)
 
     photos = []
     for i in range(8):

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.layout import Layout
+
 from conftest import (free_port, make_repo, repo_env, sh, small_params, stages_run, store_uri, tracking_server,
                       write_params)
 
@@ -180,8 +182,8 @@ def test_interrupted_training_ends_its_run_leaves_no_output_and_reruns_cleanly(r
     assert dvc.returncode != 0, output
     assert "error: interrupted by" in output, output  # the whole log: a crash would show its stack
     assert MlflowClient().get_run(run_id).info.status == "KILLED"
-    assert not (repo / "models" / "mlp").exists()
-    assert not (repo / "reports" / "history" / "mlp.csv").exists()
+    assert not Layout(repo).model_dir("mlp").exists()
+    assert not Layout(repo).history("mlp").exists()
     assert [p.name for p in (repo / "models").iterdir()] == ["logistic"]  # no temp folder left
     assert locked(repo, "train@mlp") == lock  # DVC recorded nothing for the interrupted stage
 
@@ -257,7 +259,7 @@ def four_workers(repo, tmp_path, env_extra: dict) -> list[subprocess.CompletedPr
     procs = []
     for seed in range(4):
         worker = tmp_path / f"worker{seed}"
-        shutil.copytree(repo / "data" / "processed", worker / "data" / "processed")
+        shutil.copytree(Layout(repo).processed, Layout(worker).processed)
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["models"]["mlp"] |= {"seed": seed, "epochs": 3, "early_stopping_patience": 0}
         write_params(worker, params)

@@ -8,13 +8,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.splits import load_split
 
 from conftest import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
 
 
 def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):
-    x, _ = load_split(trained_repo / "data/processed", "test")
+    x, _ = load_split(Layout(trained_repo).processed, "test")
     port = free_port()
     # The README's command, as a user types it.
     serve = [str(Path(venv_bin()) / "mlflow"), "models", "serve", "-m", "models:/mnist-logistic@champion",
@@ -36,5 +37,5 @@ def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(tr
     assert served.shape == (16, 10)
     assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
     # The same model, loaded from the pipeline's output folder, gives the same probabilities.
-    local = keras.models.load_model(trained_repo / "models/logistic/model.keras").predict(x[:16], verbose=0)
+    local = keras.models.load_model(Layout(trained_repo).model_dir("logistic") / MODEL_FILE).predict(x[:16], verbose=0)
     assert np.allclose(served, local, atol=1e-5)

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.layout import Layout
+
 from conftest import make_repo, repo_env, sh, small_params, stages_run
 from servers import S3_CREDENTIALS, boto3_credentials, mlflow_server, postgres, s3_endpoint
 
@@ -91,7 +93,7 @@ def test_the_pipeline_logs_runs_metrics_and_artifacts_to_the_team_server(repo, t
     assert [r.data.tags["model"] for r in runs] == ["mlp"]
     for run in runs:
         model = run.data.tags["model"]
-        on_disk = json.loads((repo / f"reports/eval/{model}/metrics.json").read_text())[model]
+        on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
         assert run.info.status == "FINISHED"
         assert run.data.metrics["test_accuracy"] == on_disk["accuracy"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]
@@ -112,11 +114,11 @@ def test_the_pipeline_logs_runs_metrics_and_artifacts_to_the_team_server(repo, t
 
 
 def test_the_champion_downloaded_through_the_server_predicts_as_evaluated(repo, team, tmp_path):
-    np.save(tmp_path / "digits.npy", np.load(repo / "data/processed/test.npz")["x"][:20])
+    np.save(tmp_path / "digits.npy", np.load(Layout(repo).processed / "test.npz")["x"][:20])
     served = sh(repo, "python", "-m", "mnist_pipeline", "predict", str(tmp_path / "digits.npy"),
                 "--model", "models:/mnist-mlp@champion", env=client_env(repo, team)).stdout
     digits = [int(line.split()[-2]) for line in served.splitlines()[1:]]
-    evaluated = pd.read_csv(repo / "reports/eval/mlp/predictions.csv")["predicted"][:20]
+    evaluated = pd.read_csv(Layout(repo).eval_dir("mlp") / "predictions.csv")["predicted"][:20]
     assert digits == evaluated.tolist()
 
 
