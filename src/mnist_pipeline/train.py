@@ -47,7 +47,7 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def __init__(self, name: str, params: LogisticParams | MLPParams):
         super().__init__()
-        self.name, self.params, self.epoch = name, params, 0
+        self.name, self.training, self.epoch = name, params, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
@@ -62,7 +62,7 @@ class StopOnDivergence(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(loss):
             raise PipelineError(
                 f"{self.name} diverged at epoch {self.epoch}{where}: the {what} is {loss}; the learning rate "
-                f"({self.params.learning_rate:g} with {self.params.optimizer}) is likely too high: lower "
+                f"({self.training.learning_rate:g} with {self.training.optimizer}) is likely too high: lower "
                 f"models.{self.name}.learning_rate and train again; no model was saved")
 
 
