@@ -32,7 +32,8 @@ def store(tmp_path_factory):
 def logged_model(name: str = "mlp") -> tuple[str, str]:
     """A tiny model logged by a run of its own, as training logs one: its id (`m-…`) and the run's."""
     with mlflow.start_run() as run:
-        return mlflow.pyfunc.log_model(name=name, python_model=Constant(), pip_requirements=[]).model_id, run.info.run_id
+        logged = mlflow.pyfunc.log_model(name=name, python_model=Constant(), pip_requirements=[])
+    return logged.model_id, run.info.run_id
 
 
 def promote_new(params: RegistryParams, accuracy: float) -> str | None:

@@ -124,20 +124,23 @@ def mismatch(name: str, file_sha256: str, run_file: RunFile, recorded: Recorded 
     experiment matters only when the evaluation goes into that run (`logs_into_it`)."""
     if not run_file.run_id:
         return None  # no run file: evaluated into a new run, and nothing is registered
+    run = f"it names run {run_file.run_id}"
+    if recorded is not None and recorded.model != name:
+        return f"{run}, which trained model {recorded.model!r}, not {name!r}"
+    if recorded is not None and logs_into_it and recorded.experiment_id != experiment_id:
+        return f"{run}, of experiment {recorded.experiment_id}, not of this one ({experiment_id})"
     if not run_file.model_sha256:
-        return "it records no digest of the model (an older version wrote it), so the run cannot be checked"
+        return "it records no digest of the model (an older version wrote it), so its run cannot be checked"
     if run_file.model_sha256 != file_sha256:
         return (f"the model.keras beside it is not the one it records (sha256 {file_sha256[:12]}…, recorded "
                 f"{run_file.model_sha256[:12]}…)")
     if recorded is None:
-        return None
-    run = f"it names run {run_file.run_id}"
-    if recorded.model != name:
-        return f"{run}, which trained model {recorded.model!r}, not {name!r}"
-    if logs_into_it and recorded.experiment_id != experiment_id:
-        return f"{run}, of experiment {recorded.experiment_id}, not of this one ({experiment_id})"
+        return None  # trained against another store: evaluated into a new run, and nothing is registered
+    if recorded.model_sha256 is None:
+        return f"{run}, which records no digest of its model (its training did not finish logging)"
     if recorded.model_sha256 != file_sha256:
-        return f"{run}, which saved another model.keras (sha256 {str(recorded.model_sha256)[:12]}…, this one {file_sha256[:12]}…)"
+        return (f"{run}, which saved another model.keras (sha256 {recorded.model_sha256[:12]}…, this one "
+                f"{file_sha256[:12]}…)")
     if run_file.model_id and recorded.logged_model != (name, run_file.run_id):
         logged = (f"model {recorded.logged_model[0]!r} of run {recorded.logged_model[1]}" if recorded.logged_model
                   else "not in the store")
