@@ -14,19 +14,21 @@ from collections import deque
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.errors import first_line
+from mnist_pipeline.tracking import store_error
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0  # between tries while the store does not answer
 CAPACITY = 10_000  # steps kept unsent at most, the oldest dropped first: check_params caps epochs at 10,000
-CLOSE_S = 15.0  # the last try may wait out one request (a 10 s timeout under tracking.fail_fast)
+BATCH = 1000  # metrics in one request at most (MLflow's limit for log_batch): a backlog goes in a few
+CLOSE_S = 60.0  # for the last tries; each request waits at most 10 s under tracking.fail_fast
 
 
 class MetricSender:
-    """`put` queues a step's metrics and returns at once; a thread sends them in order, one batch a
-    step, and retries the oldest every `retry_s` while the store does not answer. Leaving the
-    `with` block makes one last try for what is left; `unsent` then names the steps not logged."""
+    """`put` queues a step's metrics and returns at once; a thread sends them in order (a backlog
+    several steps a request) and retries every `retry_s` while the store does not answer. Leaving
+    the `with` block sends what is left unless the store fails again; `unsent` then names the steps
+    not logged."""
 
     def __init__(self, uri: str, run_id: str, retry_s: float = RETRY_S, capacity: int = CAPACITY):
         self.uri, self.run_id, self.retry_s = uri, run_id, retry_s
@@ -36,7 +38,6 @@ class MetricSender:
         self.lock = threading.Condition()
         self.closing = False
         self.down_from: int | None = None  # the first step the store did not take, while it has not caught up
-        self.error = ""  # the store's last error
         self.thread = threading.Thread(target=self._send, name="mlflow-epoch-metrics", daemon=True)
 
     def __enter__(self) -> "MetricSender":
@@ -47,7 +48,7 @@ class MetricSender:
         with self.lock:
             self.closing = True
             self.lock.notify()
-        self.thread.join(CLOSE_S)  # a thread still waiting on the store is a daemon: it ends with the process
+        self.thread.join(CLOSE_S)  # a thread still waiting then is a daemon: it ends with the process
 
     def put(self, step: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)  # when it was measured, whenever it is sent
@@ -71,26 +72,31 @@ class MetricSender:
                     self.lock.wait()
                 if not self.pending:
                     return
-                step, batch = self.pending[0]
+                steps, batch = [], []
+                for step, metrics in self.pending:
+                    if batch and len(batch) + len(metrics) > BATCH:
+                        break
+                    steps.append(step)
+                    batch += metrics
             try:  # outside the lock: `put` must never wait on the store
                 self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-            except Exception as exc:  # whatever the store's client raises, the step is kept for the next try
+            except Exception as exc:  # whatever the store's client raises, the steps are kept for the next try
                 with self.lock:
-                    self.error = first_line(exc)[:300]
                     if self.down_from is None:
-                        self.down_from = step
+                        self.down_from = steps[0]
                         log.warning("the tracking store %s did not answer at epoch %d (%s); training goes on and "
-                                    "keeps the metrics to send when it answers", self.uri, step, self.error)
+                                    "keeps the metrics to send when it answers", self.uri, steps[0],
+                                    store_error(exc))
                     if self.closing:
                         return
                     self.lock.wait(self.retry_s)  # the end of training wakes it for a last try
                 continue
             with self.lock:
-                if self.pending and self.pending[0][0] == step:
+                while self.pending and self.pending[0][0] in steps:  # not those `put` dropped meanwhile
                     self.pending.popleft()
                 if self.down_from is not None and not self.pending:
                     log.info("the tracking store %s answers again: the metrics of %s were sent late", self.uri,
-                             epochs(range(self.down_from, step + 1)))
+                             epochs(range(self.down_from, steps[-1] + 1)))
                     self.down_from = None
 
 

@@ -37,6 +37,23 @@ _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEO
 MODEL_DIGEST_TAG = "model.sha256"
 
 
+def store_error(exc: BaseException) -> str:
+    """Why a call to the store failed, short: the network's own error (`[Errno 111] Connection refused`,
+    `timed out`) found in the exceptions that MLflow, requests and urllib3 wrap around it, rather than
+    their page of URLs; else the error's first line."""
+    found, queue, seen = None, [exc], set()
+    while queue:
+        error = queue.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and not type(error).__module__.startswith(("mlflow", "requests", "urllib3")):
+            found = error  # the socket's or http.client's own, not one of the wrappers
+        inner = (error.__cause__, error.__context__, getattr(error, "reason", None), *error.args)
+        queue += [e for e in inner if isinstance(e, BaseException)]
+    return str(found) if found is not None and str(found) else first_line(exc)[:300]
+
+
 def fail_fast():
     """While in this context, each call to a tracking server makes one try with a 10 s timeout, not
     minutes of retries: MLflow reads these variables at every request (mlflow/utils/rest_utils.py).
@@ -154,7 +171,7 @@ def _end_run_or_warn(status: int) -> None:
         mlflow.end_run(RunStatus.to_string(status))  # MLflow forgets the active run before it calls the store
     except Exception as exc:
         log.warning("could not mark run %s %s in %s (%s); it stays RUNNING there", run_id,
-                    RunStatus.to_string(status), mlflow.get_tracking_uri(), first_line(exc)[:300])
+                    RunStatus.to_string(status), mlflow.get_tracking_uri(), store_error(exc))
 
 
 def run_name(model: str) -> str:

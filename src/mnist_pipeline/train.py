@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mnist_pipeline import quiet_tf, tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import LogisticParams, MLPParams, Params
-from mnist_pipeline.errors import PipelineError, first_line, interrupt
+from mnist_pipeline.errors import PipelineError, interrupt
 from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.metric_sender import MetricSender, epochs
 from mnist_pipeline.models import build
@@ -216,7 +216,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
         except (MlflowException, OSError) as exc:  # the store failed after the fit, after MLflow's retries
             store_down.enter_context(tracking.fail_fast())
             raise PipelineError(
-                f"MLflow run {run_id} is incomplete: {uri} failed after the fit ({first_line(exc)[:200]}), so "
+                f"MLflow run {run_id} is incomplete: {uri} failed after the fit ({tracking.store_error(exc)}), so "
                 f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'} not logged; {saved}; fix: "
                 f"once the store answers, run `dvc repro train@{name}` to train and log it again") from None
         tracking.write_run_file(layout.model_dir(name), run_id, model_id, digest)
