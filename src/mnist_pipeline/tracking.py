@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # MLflow 3's mark of a model-training experiment (the UI's value; mlflow.utils.mlflow_tags has no constant).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
-# For the reachability check only: one quick try instead of MLflow's minutes of retries.
+# One quick try instead of MLflow's minutes of retries: for the reachability check, and once the store is down.
 _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # The digest of the model.keras a training run saved, as a tag of the run and in its run file: evaluation
 # logs into the run, and the registry registers its model, only for that very file.
@@ -290,14 +290,6 @@ def _read_run_file(model_dir: Path) -> dict[str, str]:
                             f"with `dvc checkout {model_dir.parent.name}/{model_dir.name}` or retrain with "
                             f"`dvc repro -f train@{model_dir.name}`") from None
     return ids
-
-
-def run_exists(run_id: str) -> bool:
-    try:
-        MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    return True
 
 
 def digest(x: np.ndarray, y: np.ndarray) -> str:
