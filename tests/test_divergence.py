@@ -36,6 +36,7 @@ def test_a_loss_that_is_not_finite_stops_at_that_batch(loss):
         guard.on_train_batch_end(3, {"loss": loss})
 
 
+@pytest.mark.slow  # a train stage of its own: 13-23 s
 def test_a_diverging_train_stage_fails_in_one_line_and_keeps_the_previous_model(tmp_path, clean_env):
     layout = tiny_layout(tmp_path)
     params = tiny_params(epochs=1)
