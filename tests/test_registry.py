@@ -1,5 +1,5 @@
 """The registry's rules on a real SQLite store, with tiny logged models: the min_accuracy gate,
-`enabled: false`, and a champion that moves only when beaten."""
+`enabled: false`, a champion that moves only when beaten, and never another model under these numbers."""
 
 import mlflow
 import mlflow.pyfunc
@@ -8,6 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.config import RegistryParams
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.registry import ALIAS, promote
 
 from tiny import cleared_env
@@ -28,10 +29,17 @@ def store(tmp_path_factory):
         yield MlflowClient(uri)
 
 
-def logged_model() -> str:
-    """A tiny model logged by a run of its own, as training logs one: its id (`m-…`)."""
-    with mlflow.start_run():
-        return mlflow.pyfunc.log_model(name="mlp", python_model=Constant(), pip_requirements=[]).model_id
+def logged_model(name: str = "mlp") -> tuple[str, str]:
+    """A tiny model logged by a run of its own, as training logs one: its id (`m-…`) and the run's."""
+    with mlflow.start_run() as run:
+        logged = mlflow.pyfunc.log_model(name=name, python_model=Constant(), pip_requirements=[])
+    return logged.model_id, run.info.run_id
+
+
+def promote_new(params: RegistryParams, accuracy: float) -> str | None:
+    """Promote a new mlp model under `accuracy`, as evaluating its training run does."""
+    model_id, run_id = logged_model()
+    return promote(params, "mlp", model_id, accuracy, run_id)
 
 
 def registry(prefix: str, **params) -> RegistryParams:
@@ -53,7 +61,7 @@ def versions(client: MlflowClient, name: str) -> int:
                          ids=["below", "at", "above"])
 def test_min_accuracy_gate(store, accuracy, registered):
     params = registry(f"gate-{accuracy}-")
-    version = promote(params, "mlp", logged_model(), accuracy)
+    version = promote_new(params, accuracy)
     name = f"gate-{accuracy}-mlp"
     assert (None if version is None else str(version)) == ("1" if registered else None)
     assert champion(store, name) == ("1" if registered else None)
@@ -61,16 +69,31 @@ def test_min_accuracy_gate(store, accuracy, registered):
 
 
 def test_disabled_registers_nothing(store):
-    assert promote(registry("off-", enabled=False), "mlp", logged_model(), 0.99) is None
+    assert promote_new(registry("off-", enabled=False), 0.99) is None
     assert store.search_registered_models("name = 'off-mlp'") == []
 
 
 def test_the_champion_moves_only_when_beaten(store):
     params, name = registry("duel-"), "duel-mlp"
-    assert str(promote(params, "mlp", logged_model(), 0.92)) == "1" and champion(store, name) == "1"
+    assert str(promote_new(params, 0.92)) == "1" and champion(store, name) == "1"
     for worse_or_equal in (0.91, 0.92):
-        assert promote(params, "mlp", logged_model(), worse_or_equal) is None
+        assert promote_new(params, worse_or_equal) is None
         assert champion(store, name) == "1" and versions(store, name) == 1
-    assert str(promote(params, "mlp", logged_model(), 0.93)) == "2"
+    assert str(promote_new(params, 0.93)) == "2"
     assert champion(store, name) == "2" and versions(store, name) == 2
     assert store.get_model_version(name, "2").tags["test_accuracy"] == "0.93"
+
+
+@pytest.mark.parametrize("logged_as, by_another_run", [("logistic", False), ("mlp", True)],
+                         ids=["another-model", "another-run"])
+def test_a_model_another_training_logged_is_never_registered(store, logged_as, by_another_run):
+    """The issue's case: the MLP's test accuracy must not promote the logistic model, nor an mlp that
+    some other run logged."""
+    params, name = registry(f"wrong-{logged_as}-{by_another_run}-"), f"wrong-{logged_as}-{by_another_run}-mlp"
+    model_id, run_id = logged_model(logged_as)
+    if by_another_run:
+        _, run_id = logged_model()
+    with pytest.raises(PipelineError, match=f"^logged model {model_id} is model '{logged_as}' of run .*, not 'mlp' of "
+                                            f"run {run_id}: not registered as {name} under that run's test accuracy$"):
+        promote(params, "mlp", model_id, 0.99, run_id)
+    assert store.search_registered_models(f"name = '{name}'") == []

@@ -9,6 +9,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.config import RegistryParams
+from mnist_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -28,17 +29,22 @@ def champion_accuracy(client: MlflowClient, name: str) -> float | None:
     return float(version.tags.get(ACCURACY_TAG, "nan"))
 
 
-def promote(params: RegistryParams, model: str, model_id: str, accuracy: float) -> str | None:
+def promote(params: RegistryParams, model: str, model_id: str, accuracy: float, run_id: str) -> str | None:
     """Register the logged model `model_id` (`m-…`) and make it champion if it beats the current one;
-    return the version."""
+    return the version. `accuracy` is the test accuracy of model `model` trained by run `run_id`: the
+    logged model must be that one, never another model's under these numbers."""
     if not params.enabled:
         return None
     name = registered_name(params, model)
+    client = MlflowClient()
+    logged = client.get_logged_model(model_id)
+    if (logged.name, logged.source_run_id) != (model, run_id):
+        raise PipelineError(f"logged model {model_id} is model {logged.name!r} of run {logged.source_run_id}, not "
+                            f"{model!r} of run {run_id}: not registered as {name} under that run's test accuracy")
     if accuracy < params.min_accuracy:
         log.info("%s: test accuracy %.4f is below registry.min_accuracy %.4f; not registered",
                  model, accuracy, params.min_accuracy)
         return None
-    client = MlflowClient()
     best = champion_accuracy(client, name)
     # `not best >= accuracy` rather than `accuracy > best`: a champion without the tag (NaN) loses.
     if best is not None and best >= accuracy:

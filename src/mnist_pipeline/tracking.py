@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -19,16 +20,45 @@ from mlflow.entities import LoggedModelInput, Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.atomic import check_writable
+from mnist_pipeline.atomic import check_writable, write_text
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.layout import RUN_FILE
 
+log = logging.getLogger(__name__)
+
 # MLflow 3's mark of a model-training experiment (the UI's value; mlflow.utils.mlflow_tags has no constant).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE_BUSY_TIMEOUT_S = 60
-# For the reachability check only: one quick try instead of MLflow's minutes of retries.
+# One quick try instead of MLflow's minutes of retries: for the reachability check, and once the store is down.
 _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# The digest of the model.keras a training run saved, as a tag of the run and in its run file: evaluation
+# logs into the run, and the registry registers its model, only for that very file.
+MODEL_DIGEST_TAG = "model.sha256"
+
+
+def store_error(exc: BaseException) -> str:
+    """Why a call to the store failed, short: the network's own error (`[Errno 111] Connection refused`,
+    `timed out`) found in the exceptions that MLflow, requests and urllib3 wrap around it, rather than
+    their page of URLs; else the error's first line."""
+    found, queue, seen = None, [exc], set()
+    while queue:
+        error = queue.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and not type(error).__module__.startswith(("mlflow", "requests", "urllib3")):
+            found = error  # the socket's or http.client's own, not one of the wrappers
+        inner = (error.__cause__, error.__context__, getattr(error, "reason", None), *error.args)
+        queue += [e for e in inner if isinstance(e, BaseException)]
+    return str(found) if found is not None and str(found) else first_line(exc)[:300]
+
+
+def fail_fast():
+    """While in this context, each call to a tracking server makes one try with a 10 s timeout, not
+    minutes of retries: MLflow reads these variables at every request (mlflow/utils/rest_utils.py).
+    They are the process's: use it where no other thread needs the usual retries."""
+    return patch.dict(os.environ, _FAIL_FAST)
 
 
 def tracking_uri(root: Path) -> str:
@@ -125,12 +155,23 @@ def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end_run_or_warn(RunStatus.KILLED)
         raise
     except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        _end_run_or_warn(RunStatus.FAILED)
         raise
     mlflow.end_run()
+
+
+def _end_run_or_warn(status: int) -> None:
+    """End the active run as `status`; when the store does not answer, say so rather than let its
+    error hide the one being raised."""
+    run_id = mlflow.active_run().info.run_id
+    try:
+        mlflow.end_run(RunStatus.to_string(status))  # MLflow forgets the active run before it calls the store
+    except Exception as exc:
+        log.warning("could not mark run %s %s in %s (%s); it stays RUNNING there", run_id,
+                    RunStatus.to_string(status), mlflow.get_tracking_uri(), store_error(exc))
 
 
 def run_name(model: str) -> str:
@@ -206,10 +247,12 @@ def log_model_input(run_id: str, model_id: str) -> None:
     MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id)])
 
 
-def write_run_file(model_dir: Path, run_id: str, model_id: str | None = None) -> None:
-    """The ids of the run that trained the model and of the model it logged (MLflow's `m-…`)."""
+def write_run_file(model_dir: Path, run_id: str, model_id: str | None = None, model_sha256: str | None = None) -> None:
+    """The ids of the run that trained the model and of the model it logged (MLflow's `m-…`), and the
+    sha256 of the model.keras it saved."""
     ids = {"run_id": run_id} | ({"model_id": model_id} if model_id else {})
-    (model_dir / RUN_FILE).write_text(json.dumps(ids) + "\n")
+    ids |= {"model_sha256": model_sha256} if model_sha256 else {}
+    write_text(model_dir / RUN_FILE, json.dumps(ids) + "\n")
 
 
 def read_run_id(model_dir: Path) -> str | None:
@@ -219,6 +262,19 @@ def read_run_id(model_dir: Path) -> str | None:
 def read_model_id(model_dir: Path) -> str | None:
     """The logged model's id; None for a folder written before it was recorded."""
     return _read_run_file(model_dir).get("model_id")
+
+
+def read_model_sha256(model_dir: Path) -> str | None:
+    """The sha256 of the model.keras training saved; None for a folder written before it was recorded."""
+    return _read_run_file(model_dir).get("model_sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_run_file(model_dir: Path) -> dict[str, str]:
@@ -234,14 +290,6 @@ def _read_run_file(model_dir: Path) -> dict[str, str]:
                             f"with `dvc checkout {model_dir.parent.name}/{model_dir.name}` or retrain with "
                             f"`dvc repro -f train@{model_dir.name}`") from None
     return ids
-
-
-def run_exists(run_id: str) -> bool:
-    try:
-        MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    return True
 
 
 def digest(x: np.ndarray, y: np.ndarray) -> str:

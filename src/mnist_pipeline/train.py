@@ -4,6 +4,7 @@ import logging
 import math
 import signal
 import time
+from contextlib import ExitStack
 from typing import NamedTuple
 
 import keras
@@ -11,12 +12,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from mlflow.exceptions import MlflowException
 
 from mnist_pipeline import quiet_tf, tracking
 from mnist_pipeline.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.config import LogisticParams, MLPParams, Params
-from mnist_pipeline.errors import interrupt
+from mnist_pipeline.errors import PipelineError, interrupt
 from mnist_pipeline.layout import MODEL_FILE, Layout
+from mnist_pipeline.metric_sender import MetricSender, epochs
 from mnist_pipeline.models import build
 from mnist_pipeline.splits import load_split
 
@@ -24,17 +27,43 @@ log = logging.getLogger(__name__)
 
 
 class EpochMetrics(keras.callbacks.Callback):
-    """Logs each epoch's losses and accuracies to MLflow as one batch, with step = epoch (from 1)."""
+    """Hands each epoch's losses and accuracies (step = epoch, from 1) to the sender, which logs them
+    to MLflow from a thread of its own: a store that stops answering never holds up the fit."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, sender: MetricSender):
         super().__init__()
-        self.run_id = run_id
-        self.seconds = 0.0  # time spent logging, so the benchmark can price it against the fit
+        self.sender = sender
+        self.seconds = 0.0  # time the fit spent on logging, so the benchmark can price it against the fit
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
-        tracking.log_metrics(self.run_id, logs or {}, step=epoch + 1)
+        self.sender.put(epoch + 1, logs or {})
         self.seconds += time.perf_counter() - started
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """A NaN or infinite loss stops training at the batch where it appears, with one line: nothing
+    after it is worth the time, and a model of NaNs must never be saved, logged or evaluated."""
+
+    def __init__(self, name: str, params: LogisticParams | MLPParams):
+        super().__init__()
+        self.name, self.training, self.epoch = name, params, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check("training loss", (logs or {}).get("loss"), f", batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check("validation loss", (logs or {}).get("val_loss"), "")
+
+    def check(self, what: str, loss, where: str) -> None:
+        if loss is not None and not math.isfinite(loss):
+            raise PipelineError(
+                f"{self.name} diverged at epoch {self.epoch}{where}: the {what} is {loss}; the learning rate "
+                f"({self.training.learning_rate:g} with {self.training.optimizer}) is likely too high: lower "
+                f"models.{self.name}.learning_rate and train again; no model was saved")
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -121,7 +150,11 @@ def kept_epoch(curves: pd.DataFrame, early_stopping: keras.callbacks.EarlyStoppi
 
 
 def train(name: str, params: Params, layout: Layout) -> str:
-    """Train model `name`; write its folder (model + run id) and history; return the MLflow run id."""
+    """Train model `name`; write its folder (model + run file) and history; return the MLflow run id.
+
+    The outputs are written before the store is asked for anything after the fit, so a store that
+    stops answering costs the run's record, never the training; the stage then says what was not
+    logged and fails (tracking.fail_fast: in seconds, not after minutes of retries)."""
     model_params = params.model(name)
     check_writable(layout.model_dir(name).parent, layout.history(name).parent)
     train_set = load_split(layout.processed, "train")
@@ -129,36 +162,64 @@ def train(name: str, params: Params, layout: Layout) -> str:
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     seed_everything(model_params.seed)
     model = build(model_params, steps_per_epoch=math.ceil(len(train_set[1]) / model_params.batch_size))
+    uri = tracking.tracking_uri(layout.root)
 
-    with tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
+    # Entered before the run, so that ending the run (FAILED, KILLED) also fails fast while it holds.
+    with ExitStack() as store_down, \
+            tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
-        log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, tracking.tracking_uri(layout.root))
+        log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
         tracking.log_params(tracking.training_params(name, params))
         tracking.log_dataset(*train_set, layout.processed / "train.npz", "mnist-train", "training")
         tracking.log_dataset(*validation, layout.processed / "validation.npz", "mnist-validation", "validation")
 
-        epoch_metrics, stop_on_signal = EpochMetrics(run_id), StopOnSignal()
+        store_down.enter_context(tracking.fail_fast())  # during the fit only the sender's thread calls the store
+        sender, stop_on_signal = MetricSender(uri, run_id), StopOnSignal()
+        epoch_metrics = EpochMetrics(sender)
         started, cpu_started = time.perf_counter(), time.process_time()
-        with stop_on_signal:
-            fitted = fit(model, model_params, train_set, validation, callbacks=[stop_on_signal, epoch_metrics])
+        with sender, stop_on_signal:
+            fitted = fit(model, model_params, train_set, validation,
+                         callbacks=[stop_on_signal, StopOnDivergence(name, model_params), epoch_metrics])
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
         curves = fitted.curves
-        best = curves.loc[curves["val_loss"].idxmin()]
-        tracking.log_metrics(run_id, {
-            "fit_seconds": fit_seconds,
-            "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
-            "mlflow_log_seconds": epoch_metrics.seconds,
-            "epochs_trained": len(curves),
-            "best_epoch": best["epoch"],
-            "best_val_loss": best["val_loss"],
-            "best_val_accuracy": best["val_accuracy"],
-        })
         with atomic_file(layout.history(name)) as tmp:
             curves.to_csv(tmp, index=False)
         with atomic_dir(layout.model_dir(name)) as tmp:
             model.save(tmp / MODEL_FILE)
-            tracking.write_run_file(tmp, run_id, log_model(model, name, validation[0][:5]))
+            digest = tracking.file_sha256(tmp / MODEL_FILE)
+            tracking.write_run_file(tmp, run_id, model_sha256=digest)
+        saved = (f"the model is saved in {layout.model_dir(name).relative_to(layout.root)} and its history in "
+                 f"{layout.history(name).relative_to(layout.root)}")
+        if sender.unsent:  # the store did not take the last try either: it is down
+            raise PipelineError(
+                f"MLflow run {run_id} is incomplete: {uri} did not answer from epoch {sender.unsent[0]}, so "
+                f"the metrics of {epochs(sender.unsent)}, the fit's summary and the model were not logged; {saved}; "
+                f"fix: once the store answers, run `dvc repro train@{name}` to train and log it again")
+        store_down.close()  # it answered the last epoch: the usual retries for the rest
+
+        best = curves.loc[curves["val_loss"].idxmin()]
+        not_logged = ["the fit's summary", "the model"]
+        try:
+            tracking.log_metrics(run_id, {
+                "fit_seconds": fit_seconds,
+                "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
+                "mlflow_log_seconds": epoch_metrics.seconds,
+                "epochs_trained": len(curves),
+                "best_epoch": best["epoch"],
+                "best_val_loss": best["val_loss"],
+                "best_val_accuracy": best["val_accuracy"],
+            })
+            mlflow.set_tag(tracking.MODEL_DIGEST_TAG, digest)  # evaluation checks the file it loads against it
+            not_logged.pop(0)
+            model_id = log_model(model, name, validation[0][:5])
+        except (MlflowException, OSError) as exc:  # the store failed after the fit, after MLflow's retries
+            store_down.enter_context(tracking.fail_fast())
+            raise PipelineError(
+                f"MLflow run {run_id} is incomplete: {uri} failed after the fit ({tracking.store_error(exc)}), so "
+                f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'} not logged; {saved}; fix: "
+                f"once the store answers, run `dvc repro train@{name}` to train and log it again") from None
+        tracking.write_run_file(layout.model_dir(name), run_id, model_id, digest)
     kept = curves.iloc[fitted.kept_epoch - 1]
     log.info("%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
              name, len(curves), model_params.epochs, fit_seconds, kept["epoch"], fitted.why, kept["val_accuracy"],
