@@ -175,11 +175,12 @@ def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     """mlflow.start_run that never leaves a run RUNNING: KILLED on an interrupt, FAILED on an error.
 
     A process that dies without a word (SIGKILL, out of memory) cannot end its run; the run
-    records its process and a heartbeat instead, and the next run of its model ends it (open_run).
+    records its process and a heartbeat instead, and the next run of its model ends it.
     """
     run = open_run(**start_run_kwargs)
     heartbeat = Heartbeat(run.info.run_id)
     try:
+        end_dead_runs_of(run)
         yield run
     except KeyboardInterrupt:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
@@ -194,8 +195,7 @@ def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
 
 
 def open_run(**start_run_kwargs) -> mlflow.ActiveRun:
-    """mlflow.start_run, with this process recorded in the run's tags; then the RUNNING runs of the
-    same model whose processes are gone are marked KILLED (end_dead_runs).
+    """mlflow.start_run, with this process recorded in the run's tags.
 
     A resumed run gets its new process's tags before it is RUNNING again, so no other process sees
     it RUNNING under the old, ended one.
@@ -204,12 +204,20 @@ def open_run(**start_run_kwargs) -> mlflow.ActiveRun:
     resumed = start_run_kwargs.get("run_id") or os.environ.get("MLFLOW_RUN_ID")  # evaluate; `mlflow run`
     if resumed:
         MlflowClient().log_batch(resumed, tags=[RunTag(key, value) for key, value in tags.items()])
-    run = mlflow.start_run(**start_run_kwargs | {"tags": (start_run_kwargs.get("tags") or {}) | tags})
+    return mlflow.start_run(**start_run_kwargs | {"tags": (start_run_kwargs.get("tags") or {}) | tags})
+
+
+def end_dead_runs_of(run: mlflow.ActiveRun) -> None:
+    """Mark KILLED the RUNNING runs of `run`'s model and experiment whose process is gone, saying so;
+    housekeeping that never stops the stage."""
     model = run.data.tags.get("model")
-    if model:
-        for dead, why in end_dead_runs([run.info.experiment_id], model):
-            log.warning("marked run %s (%s) KILLED: %s", dead.info.run_id, dead.info.run_name, why)
-    return run
+    try:
+        dead = end_dead_runs([run.info.experiment_id], model) if model else []
+    except MlflowException as exc:
+        log.warning("could not look for dead runs of %s: %s", model, first_line(exc))
+        return
+    for ended, why in dead:
+        log.warning("marked run %s (%s) KILLED: %s", ended.info.run_id, ended.info.run_name, why)
 
 
 def process_tags() -> dict[str, str]:
