@@ -19,6 +19,8 @@ import psutil
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+UNREADABLE = "?"  # a process that exists but whose start time this user may not read
+_PROC_STAT = Path("/proc/self/stat").is_file()
 # A stage that has not ended this long after its SIGTERM gets a second, which raises at once.
 SECOND_SIGTERM_S = 30.0
 
@@ -44,16 +46,18 @@ def start_time(pid: int) -> str | None:
     On Linux the clock ticks since boot (field 22 of /proc/PID/stat): exact, and unlike a wall-clock
     time it does not move when the clock is set. Elsewhere psutil's creation time.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc
+    if not _PROC_STAT:
         try:
             process = psutil.Process(pid)
             return None if process.status() == psutil.STATUS_ZOMBIE else f"{process.create_time():.3f}"
-        except psutil.Error:
+        except psutil.NoSuchProcess:
             return None
+        except psutil.AccessDenied:
+            return UNREADABLE
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no such process
+        return None
     fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
     state, ticks = fields[0], fields[19]  # fields 3 and 22
     return None if state in "ZXx" else ticks
@@ -70,8 +74,13 @@ def gone(recorded: dict[str, str]) -> bool | None:
     cannot tell (it ran elsewhere)."""
     if recorded.get("host") != host() or recorded.get("pid_space") != pid_space():
         return None
-    pid = recorded.get("pid", "")
-    return not pid.isdigit() or start_time(int(pid)) != recorded.get("start_time")
+    pid, started = recorded.get("pid", ""), recorded.get("start_time")
+    if not pid.isdigit():
+        return True
+    now = start_time(int(pid))
+    if now == UNREADABLE:
+        return None
+    return now is None if not started else now != started  # no start time recorded: the PID alone
 
 
 def stop_with_dvc() -> None:
