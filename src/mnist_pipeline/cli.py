@@ -38,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
     stages.add_parser("summarize", help=f"every model's headline test scores into {here.metrics}")
+    stages.add_parser("mark-dead-runs", help="mark KILLED the RUNNING MLflow runs whose process is gone",
+                      description="Mark KILLED every RUNNING run in the tracking store whose process is gone "
+                                  "(killed with SIGKILL, out of memory, a machine that rebooted): on this machine, "
+                                  "no process with its PID and start time; from another machine, no heartbeat for "
+                                  "10 minutes. Prints one line per run it marks. Each train or evaluate stage does "
+                                  "the same for its own model's runs.")
 
     compare = stages.add_parser("compare", help="rank the finished runs in the tracking store (a leaderboard)")
     compare.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
@@ -163,6 +169,11 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
         from mnist_pipeline.summary import summarize
 
         summarize(list(params.models), layout)
+    elif args.stage == "mark-dead-runs":
+        from mnist_pipeline.tracking import check_store, mark_dead_runs
+
+        check_store(layout.root)
+        print("\n".join(mark_dead_runs(layout.root)) or "no RUNNING run has a dead process")
     elif args.stage == "compare":
         import mlflow
 
@@ -179,10 +190,12 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             width = args.width or max(DEFAULT_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
             print(render(board, args.format, width), end="")
     elif args.stage in ("train", "evaluate"):
+        from mnist_pipeline.processes import stop_with_dvc
         from mnist_pipeline.quiet_tf import import_tensorflow
         from mnist_pipeline.tracking import check_store
 
         check_store(layout.root)  # in seconds, before TensorFlow loads and any training starts
+        stop_with_dvc()  # a stage whose `dvc repro` was killed ends too, rather than train on as an orphan
         import_tensorflow()
         if args.stage == "train":
             from mnist_pipeline.train import train

@@ -4,8 +4,11 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import subprocess
+import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -16,10 +19,11 @@ from unittest.mock import patch
 import mlflow
 import numpy as np
 from filelock import FileLock
-from mlflow.entities import LoggedModelInput, Metric, RunStatus
+from mlflow.entities import LoggedModelInput, Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import processes
 from mnist_pipeline.atomic import check_writable, write_text
 from mnist_pipeline.config import Params
 from mnist_pipeline.errors import PipelineError, first_line
@@ -60,6 +64,14 @@ def fail_fast():
     They are the process's: use it where no other thread needs the usual retries."""
     return patch.dict(os.environ, _FAIL_FAST)
 
+# A run records the process that holds it open (processes.identity) under these tags, and a heartbeat.
+PROCESS_TAG = "process."
+HEARTBEAT_TAG = "process.heartbeat"
+HEARTBEAT_S = 60
+# A RUNNING run of another machine whose heartbeat is older than this is taken for dead: ten
+# missed beats, room for a store that was down a few minutes or clocks that disagree a little.
+STALE_AFTER_S = 10 * 60
+
 
 def tracking_uri(root: Path) -> str:
     """MLFLOW_TRACKING_URI if set, else a SQLite file at the repository root.
@@ -71,6 +83,10 @@ def tracking_uri(root: Path) -> str:
     """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
+    return local_store_uri(root)
+
+
+def local_store_uri(root: Path) -> str:
     return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
@@ -119,6 +135,7 @@ def use_experiment(name: str, root: Path) -> str:
         mark_model_training(MlflowClient(), experiment_id)
     else:
         experiment_id = ensure_experiment(name, root)
+    check_artifact_home(experiment_id, root)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -148,11 +165,51 @@ def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
             client.set_experiment_tag(experiment_id, key, value)
 
 
+def check_artifact_home(experiment_id: str, root: Path) -> None:
+    """Refuse a project store whose experiment keeps its artifacts in another folder's mlruns/.
+
+    The local store records absolute paths (MLflow resolves every local artifact location), so in
+    a copy of the repository (`cp -a`) the copied experiment points at the original's mlruns/: the
+    copy would write its models there, and a move of the original would break them. MLflow's API
+    cannot change an experiment's artifact location, so the user picks the fix.
+    """
+    if tracking_uri(root) != local_store_uri(root):  # a store the user chose: its locations are theirs
+        return
+    location = urllib.parse.urlparse(MlflowClient().get_experiment(experiment_id).artifact_location)
+    where, here = Path(urllib.parse.unquote(location.path)), store_root(root)
+    if location.scheme not in ("", "file") or where.name != "mlruns" or where.resolve().is_relative_to(here):
+        return
+    old, how = where.parent, "copied" if where.exists() else "moved"
+    anew = f"cd {_quoted(here)} && mv mlflow.db mlflow.db.{how}" + (
+        f" && mv mlruns mlruns.{how}" if (here / "mlruns").exists() else "")
+    problem = f"the MLflow store {here / 'mlflow.db'} keeps experiment {experiment_id}'s artifacts in {where}"
+    if how == "moved":
+        link = f"mkdir -p {_quoted(old)} && ln -s {_quoted(here / 'mlruns')} {_quoted(where)}"
+        raise PipelineError(f"{problem}, which is gone: the repository was moved from {old}; fix: link the old "
+                            f"artifact folder to this one ({link}), or start a new store here ({anew})")
+    story, original = f"the store came from {old}", ""
+    if (old / "mlflow.db").is_file():
+        story = f"the store was copied from {old}"
+        original = f", or log into the original's: export MLFLOW_TRACKING_URI={_quoted(f'sqlite:///{old}/mlflow.db')}"
+    raise PipelineError(f"{problem}, outside this repository: {story}, and new runs would write their models "
+                        f"there; fix: give this copy a store of its own ({anew}){original}")
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
 @contextmanager
 def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
-    """mlflow.start_run that never leaves a run RUNNING: KILLED on an interrupt, FAILED on an error."""
-    run = mlflow.start_run(**start_run_kwargs)
+    """mlflow.start_run that never leaves a run RUNNING: KILLED on an interrupt, FAILED on an error.
+
+    A process that dies without a word (SIGKILL, out of memory) cannot end its run; the run
+    records its process and a heartbeat instead, and the next run of its model ends it.
+    """
+    run = open_run(**start_run_kwargs)
+    heartbeat = Heartbeat(run.info.run_id)
     try:
+        end_dead_runs_of(run)
         yield run
     except KeyboardInterrupt:
         _end_run_or_warn(RunStatus.KILLED)
@@ -160,7 +217,131 @@ def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     except BaseException:
         _end_run_or_warn(RunStatus.FAILED)
         raise
-    mlflow.end_run()
+    else:
+        mlflow.end_run()
+    finally:
+        heartbeat.stop()
+
+
+def open_run(**start_run_kwargs) -> mlflow.ActiveRun:
+    """mlflow.start_run, with this process recorded in the run's tags.
+
+    A resumed run gets its new process's tags before it is RUNNING again, so no other process sees
+    it RUNNING under the old, ended one.
+    """
+    tags = process_tags()
+    resumed = start_run_kwargs.get("run_id") or os.environ.get("MLFLOW_RUN_ID")  # evaluate; `mlflow run`
+    if resumed:
+        MlflowClient().log_batch(resumed, tags=[RunTag(key, value) for key, value in tags.items()])
+    return mlflow.start_run(**start_run_kwargs | {"tags": (start_run_kwargs.get("tags") or {}) | tags})
+
+
+def end_dead_runs_of(run: mlflow.ActiveRun) -> None:
+    """Mark KILLED the RUNNING runs of `run`'s model and experiment whose process is gone, saying so;
+    housekeeping that never stops the stage."""
+    model = run.data.tags.get("model")
+    try:
+        dead = end_dead_runs([run.info.experiment_id], model) if model else []
+    except MlflowException as exc:
+        log.warning("could not look for dead runs of %s: %s", model, first_line(exc))
+        return
+    for ended, why in dead:
+        log.warning("marked run %s (%s) KILLED: %s", ended.info.run_id, ended.info.run_name, why)
+
+
+def process_tags() -> dict[str, str]:
+    """This process (host, PID space, PID, start time) and a first heartbeat, as run tags."""
+    return {PROCESS_TAG + key: value for key, value in processes.identity().items()} | {HEARTBEAT_TAG: _now()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Heartbeat:
+    """Renews the run's heartbeat tag every HEARTBEAT_S from a daemon thread until stop(): another
+    machine cannot look up this process, but it can tell a silent run from a live one.
+
+    A thread, not the epoch callback: an epoch can take longer than any fixed limit, the beat must
+    not. A beat that fails is skipped (the run's own logging reports a store that fails).
+    """
+
+    def __init__(self, run_id: str):
+        self.stopped = threading.Event()
+        client = MlflowClient(mlflow.get_tracking_uri())
+        threading.Thread(target=self._beat, args=(client, run_id), name="mlflow-heartbeat", daemon=True).start()
+
+    def _beat(self, client: MlflowClient, run_id: str) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            try:
+                client.set_tag(run_id, HEARTBEAT_TAG, _now())
+            except Exception as exc:  # noqa: BLE001 - whatever the store raises, the beat waits for the next
+                log.debug("heartbeat of run %s not logged: %s", run_id, first_line(exc))
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def end_dead_runs(experiment_ids: list[str], model: str | None = None) -> list[tuple[Run, str]]:
+    """Mark KILLED the RUNNING runs (of `model`, or all) whose process is gone; return them with why.
+
+    Gone means: on this machine, no process with the recorded PID and start time; run on another
+    machine, no heartbeat for STALE_AFTER_S. A run that records no process is left alone.
+    """
+    client = MlflowClient()
+    query = "attributes.status = 'RUNNING'" + (f" and tags.model = '{model}'" if model else "")
+    ended, page = [], None
+    while True:
+        runs = client.search_runs(experiment_ids, query, max_results=1000, page_token=page)
+        for run in runs:
+            why, last_seen = why_dead(run.data.tags)
+            if why is None:
+                continue
+            try:
+                # Read again: a run whose process was only silent may have ended on its own meanwhile.
+                if client.get_run(run.info.run_id).info.status != "RUNNING":
+                    continue
+                client.set_tag(run.info.run_id, PROCESS_TAG + "ended_by",
+                               f"{processes.host()} pid {os.getpid()}: {why}")
+                client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED), end_time=last_seen)
+            except MlflowException as exc:  # e.g. a server that lets nobody else end another user's run
+                log.warning("could not mark run %s KILLED (%s): %s", run.info.run_id, why, first_line(exc))
+                continue
+            ended.append((run, why))
+        page = runs.token
+        if not page:
+            return ended
+
+
+def why_dead(tags: dict[str, str]) -> tuple[str | None, int | None]:
+    """Why the run with these tags has no live process, and its last sign of life (ms), or (None, None)."""
+    recorded = {key.removeprefix(PROCESS_TAG): value for key, value in tags.items() if key.startswith(PROCESS_TAG)}
+    if "pid" not in recorded:
+        return None, None
+    try:
+        beat = datetime.fromisoformat(recorded.get("heartbeat", ""))
+    except ValueError:
+        beat = None
+    last_seen = int(beat.timestamp() * 1000) if beat else None
+    where = f"pid {recorded['pid']} on {recorded.get('host')}"
+    gone = processes.gone(recorded)
+    if gone:
+        return f"its process ({where}) is gone", last_seen
+    if gone is None and beat is not None:
+        silent = datetime.now(timezone.utc) - beat
+        if silent.total_seconds() > STALE_AFTER_S:
+            return f"no heartbeat from its process ({where}) for {silent.total_seconds() / 60:.0f} min", last_seen
+    return None, None
+
+
+def mark_dead_runs(root: Path) -> list[str]:
+    """end_dead_runs over every experiment of the project's store; one line per run it marked."""
+    mlflow.set_tracking_uri(tracking_uri(root))
+    experiments = {e.experiment_id: e.name for e in MlflowClient().search_experiments()}
+    if not experiments:
+        return []
+    return [f"{experiments[run.info.experiment_id]}  {run.data.tags.get('model', '-')}  {run.info.run_name}  "
+            f"{run.info.run_id}: KILLED, {why}" for run, why in end_dead_runs(list(experiments))]
 
 
 def _end_run_or_warn(status: int) -> None:
