@@ -84,6 +84,7 @@ def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen,
     return started
 
 
+@pytest.mark.slow  # starts several processes that import MLflow: seconds each
 def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_and_by_the_command(store):
     (dead_mlp, dead_id), (live, live_id), (dead_logistic, logistic_id) = start_holders(
         store, ["mlp", "mlp", "logistic"])
@@ -345,6 +346,7 @@ def logs_here(root: Path, **env: str) -> Path:
     return Path(done.stdout.strip().removeprefix("file://"), "note.txt").resolve(strict=True)
 
 
+@pytest.mark.slow  # starts several processes that import MLflow: seconds each
 def test_a_moved_repository_refuses_to_log_until_its_old_path_is_linked(tmp_path):
     """The other fix, a new store, is the copy's below."""
     first_run = store_with_a_run(tmp_path / "before")
@@ -365,6 +367,7 @@ def test_a_moved_repository_refuses_to_log_until_its_old_path_is_linked(tmp_path
     assert Path(client.download_artifacts(first_run, "note.txt", str(tmp_path))).read_text() == "artifact\n"
 
 
+@pytest.mark.slow  # starts several processes that import MLflow: seconds each
 @pytest.mark.parametrize("fix", [0, 1], ids=["a store of its own", "the original's store"])
 def test_a_copied_repository_refuses_to_log_into_the_original_until_the_fix_it_names_is_run(tmp_path, fix):
     original, copy = tmp_path / "original", tmp_path / "copy"
