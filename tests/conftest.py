@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -112,6 +113,29 @@ def refuse_the_network() -> None:
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens
     os.environ.update(http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed, HTTPS_PROXY=closed,
                       no_proxy="localhost,127.0.0.1,::1", NO_PROXY="localhost,127.0.0.1,::1")
+
+
+@pytest.fixture(autouse=True)
+def tracking_state_as_before():
+    """Every test leaves MLflow's process-wide state as it found it. MLflow writes the tracking URI and
+    experiment id into os.environ and into module globals, and its own context managers put the last
+    URI back: left over, they send a later test on this worker to a server that has stopped."""
+    names = ("MLFLOW_", "DVC_")
+    before = {name: value for name, value in os.environ.items() if name.startswith(names)}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # only tests that imported it can have changed it
+        os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}  # its store may be gone
+        while mlflow.active_run():
+            try:
+                mlflow.end_run()
+            except Exception:  # noqa: BLE001 - the test's own assertions have spoken; forget the run
+                mlflow.tracking.fluent._active_run_stack.get().clear()
+        mlflow.set_tracking_uri(None)
+        mlflow.tracking.fluent._active_experiment_id = None
+    for name in [name for name in os.environ if name.startswith(names)]:
+        del os.environ[name]
+    os.environ.update(before)
 
 
 @pytest.fixture(scope="session")

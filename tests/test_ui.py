@@ -48,7 +48,7 @@ def ui(trained_repo, tmp_path_factory):
             code = server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-            raise
+            raise AssertionError(f"`ui` still running 60 s after Ctrl-C; its stderr:\n{err.read_text()}") from None
     assert code == 0 and "Traceback" not in err.read_text(), err.read_text()
     with socket.socket() as probe:  # nothing left behind holding the port
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

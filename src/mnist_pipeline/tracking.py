@@ -484,5 +484,12 @@ def log_dataset(x, y, source: Path, name: str, context: str) -> mlflow.data.data
         # MLflow registers local files under two schemes and warns that it picked one of them.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
-    mlflow.log_input(dataset, context=context)
+    try:
+        mlflow.log_input(dataset, context=context)
+    except MlflowException as exc:
+        # Runs that log the same new dataset at once (queue workers) race to insert it, and the store's
+        # unique key on (experiment, name, digest) fails the loser; its second try finds the row and links it.
+        if "unique constraint" not in str(exc).lower():
+            raise
+        mlflow.log_input(dataset, context=context)
     return dataset
