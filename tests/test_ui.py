@@ -26,6 +26,12 @@ def ui_command(port: int) -> list[str]:
     return [str(Path(venv_bin()) / "python"), "-m", "mnist_pipeline", "ui", "--port", str(port)]
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C reaches the command as it does in a terminal: a test run started in the background of a
+    script (CI) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def ui(trained_repo, tmp_path_factory):
     """`make ui` on the trained repository; yields (port, its stdout lines, its stderr file).
@@ -34,7 +40,7 @@ def ui(trained_repo, tmp_path_factory):
     out, err = folder / "stdout", folder / "stderr"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         server = subprocess.Popen(ui_command(port), cwd=trained_repo, env=repo_env(trained_repo), stdout=stdout,
-                                  stderr=stderr, start_new_session=True)
+                                  stderr=stderr, start_new_session=True, preexec_fn=as_in_a_terminal)
     try:
         deadline = time.monotonic() + 180
         while len(out.read_text().splitlines()) < 2:  # it prints once the UI answers
