@@ -35,8 +35,8 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     reports = layout.eval_reports(name)
     check_writable(reports.folder.parent)
     # A damaged run file or model stops us before any report is written, and so does a run that is not this training's.
-    run_file = RunFile(tracking.read_run_id(model_dir), tracking.read_model_id(model_dir),
-                       tracking.read_model_sha256(model_dir))
+    ids = tracking.read_run_file(model_dir)
+    run_file = RunFile(ids.get("run_id"), ids.get("model_id"), ids.get("model_sha256"))
     x_test, y_test = load_split(layout.processed, "test")
     model = load_keras(model_file, restore_fix(model_dir))
     experiment_id = tracking.use_experiment(params.mlflow.experiment, layout.root)

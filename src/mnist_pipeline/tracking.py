@@ -112,8 +112,8 @@ def check_store(root: Path) -> None:
         lock = FileLock(f"{db_file}.lock")
         fix = "check that the file is an MLflow database, or move it aside to start a new one"
     try:
-        # patch.dict sets the variables for this call only and restores them after.
-        with lock, patch.dict(os.environ, _FAIL_FAST):
+        # One quick try for this call only; the usual retries after it.
+        with lock, fail_fast():
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # whatever the store's client raises, the user's fix is the same
         raise PipelineError(f"cannot use the MLflow tracking store {uri}: {first_line(exc)[:500]}; fix: {fix}") from None
@@ -437,28 +437,25 @@ def write_run_file(model_dir: Path, run_id: str, model_id: str | None = None, mo
 
 
 def read_run_id(model_dir: Path) -> str | None:
-    return _read_run_file(model_dir).get("run_id")
+    return read_run_file(model_dir).get("run_id")
 
 
 def read_model_id(model_dir: Path) -> str | None:
     """The logged model's id; None for a folder written before it was recorded."""
-    return _read_run_file(model_dir).get("model_id")
+    return read_run_file(model_dir).get("model_id")
 
 
 def read_model_sha256(model_dir: Path) -> str | None:
     """The sha256 of the model.keras training saved; None for a folder written before it was recorded."""
-    return _read_run_file(model_dir).get("model_sha256")
+    return read_run_file(model_dir).get("model_sha256")
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _read_run_file(model_dir: Path) -> dict[str, str]:
+def read_run_file(model_dir: Path) -> dict[str, str]:
     path = model_dir / RUN_FILE
     if not path.is_file():
         return {}

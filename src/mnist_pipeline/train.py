@@ -189,13 +189,16 @@ def train(name: str, params: Params, layout: Layout) -> str:
             model.save(tmp / MODEL_FILE)
             digest = tracking.file_sha256(tmp / MODEL_FILE)
             tracking.write_run_file(tmp, run_id, model_sha256=digest)
-        saved = (f"the model is saved in {layout.model_dir(name).relative_to(layout.root)} and its history in "
-                 f"{layout.history(name).relative_to(layout.root)}")
+        def incomplete(what_happened: str, not_logged: str) -> PipelineError:
+            return PipelineError(
+                f"MLflow run {run_id} is incomplete: {uri} {what_happened}, so {not_logged} not logged; the model is "
+                f"saved in {layout.model_dir(name).relative_to(layout.root)} and its history in "
+                f"{layout.history(name).relative_to(layout.root)}; fix: once the store answers, run "
+                f"`dvc repro train@{name}` to train and log it again")
+
         if sender.unsent:  # the store did not take the last try either: it is down
-            raise PipelineError(
-                f"MLflow run {run_id} is incomplete: {uri} did not answer from epoch {sender.unsent[0]}, so "
-                f"the metrics of {epochs(sender.unsent)}, the fit's summary and the model were not logged; {saved}; "
-                f"fix: once the store answers, run `dvc repro train@{name}` to train and log it again")
+            raise incomplete(f"did not answer from epoch {sender.unsent[0]}",
+                             f"the metrics of {epochs(sender.unsent)}, the fit's summary and the model were")
         store_down.close()  # it answered the last epoch: the usual retries for the rest
 
         best = curves.loc[curves["val_loss"].idxmin()]
@@ -215,10 +218,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
             model_id = log_model(model, name, validation[0][:5])
         except (MlflowException, OSError) as exc:  # the store failed after the fit, after MLflow's retries
             store_down.enter_context(tracking.fail_fast())
-            raise PipelineError(
-                f"MLflow run {run_id} is incomplete: {uri} failed after the fit ({tracking.store_error(exc)}), so "
-                f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'} not logged; {saved}; fix: "
-                f"once the store answers, run `dvc repro train@{name}` to train and log it again") from None
+            raise incomplete(f"failed after the fit ({tracking.store_error(exc)})",
+                             f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'}") from None
         tracking.write_run_file(layout.model_dir(name), run_id, model_id, digest)
     kept = curves.iloc[fitted.kept_epoch - 1]
     log.info("%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
