@@ -11,7 +11,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.train import StopOnDivergence, train
+from mnist_pipeline.fitting import StopOnDivergence
+from mnist_pipeline.train import train
 
 from conftest import REPO, repo_env
 from tiny import clean_env, store_uri, tiny_layout, tiny_params  # noqa: F401  (clean_env: a fixture)

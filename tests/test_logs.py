@@ -63,7 +63,7 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
     import keras
 
     from mnist_pipeline.config import MLPParams
-    from mnist_pipeline.train import fit
+    from mnist_pipeline.fitting import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64)

@@ -49,7 +49,7 @@ def test_cosine_schedule_decays_to_zero_over_all_epochs():
 
 
 def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
-    from mnist_pipeline.train import seed_everything
+    from mnist_pipeline.fitting import seed_everything
 
     seed_everything(seed)
     params = MLPParams(type="mlp", hidden_units=[units], activation="relu", dropout=0.2, **TRAINING)
@@ -100,7 +100,7 @@ class SignalAt(keras.callbacks.Callback):
 
 
 def fit_until_signal(signals: list[int]):
-    from mnist_pipeline.train import StopOnSignal
+    from mnist_pipeline.fitting import StopOnSignal
 
     stop, sender = StopOnSignal(), SignalAt(2, signals)
     model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=8)

@@ -14,7 +14,8 @@ from mnist_pipeline import tracking
 from mnist_pipeline.config import DataParams, MLPParams
 from mnist_pipeline.models import build
 from mnist_pipeline.splits import load_split
-from mnist_pipeline.train import fit, train
+from mnist_pipeline.fitting import fit
+from mnist_pipeline.train import train
 
 from tiny import clean_env, digits, store_uri, tiny_layout, tiny_params  # noqa: F401  (clean_env: a fixture)
 
