@@ -45,6 +45,8 @@ def test_the_shipped_params_file_is_valid():
         (lambda p: p["models"]["mlp"].update(hidden_units=[]), "models.mlp.hidden_units = []"),
         (lambda p: p["models"]["mlp"].update(optimizer="adom"), "models.mlp.optimizer = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'"),
         (lambda p: p["models"]["mlp"].update(activation="relux"), "models.mlp.activation = 'relux': Input should be"),
+        (lambda p: p["models"]["mlp"].update(precision="fp16"),
+         "models.mlp.precision = 'fp16': Input should be 'auto', 'float32' or 'bfloat16'"),
         (lambda p: p["models"]["mlp"].update(type="cnn"), "models.mlp.type = 'cnn' is not allowed; allowed: 'logistic', 'mlp'"),
         (lambda p: p["models"]["mlp"].update(dropuot=0.2), "unknown key 'models.mlp.dropuot'; allowed here: "),
         # A misspelt key: unknown, and the key it stands for missing; one problem, named once.
