@@ -497,11 +497,12 @@ def main() -> None:
         if "mlp" in params["models"]:
             print("bench: the speed levers, and the machine's matmul rate around them", flush=True)
             r["floor"] = floor(repo, params["models"]["mlp"])
-            r["matmul_gflops"] = [matmul_gflops() for _ in range(3)]
+            reps = 2 if args.quick else 20
+            r["matmul_gflops"] = [matmul_gflops(reps) for _ in range(3)]
             r["jax"] = jax_installed()
             r["native_bfloat16"] = model_run(repo, "mlp").data.tags.get("compute_dtype") == "mixed_bfloat16"
             r["levers"] = levers(repo, "mlp", repeats, args.quick)
-            r["matmul_gflops"] += [matmul_gflops() for _ in range(3)]
+            r["matmul_gflops"] += [matmul_gflops(reps) for _ in range(3)]
             if not args.quick:
                 r["float32"] = float32_accuracy(repo)
     if args.first_run:
