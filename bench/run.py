@@ -341,7 +341,7 @@ def report(r: dict, quick: bool) -> str:
         per_epoch, floor_s = epoch_figures(r)
         ratio = statistics.median(per_epoch) / floor_s
         lines.append(f"| mlp fit per epoch ≤ 2.0 × compute floor | {spread(per_epoch)} s per epoch = {ratio:.2f} × "
-                     f"the floor of {floor_s:.2f} s | {verdict(ratio <= 2.0)} |")
+                     f"the floor of {floor_s:.3g} s | {verdict(ratio <= 2.0)} |")
     lines.append(f"| `dvc repro` from scratch (the pipeline) ≤ 2.5 min | {r['full']['dvc_repro_s'] / 60:.1f} min "
                  f"| {verdict(r['full']['dvc_repro_s'] <= 150)} |")
     if "first_run" in r:
