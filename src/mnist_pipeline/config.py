@@ -212,6 +212,11 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: no such file; run from the repository root or pass --params") from None
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read it: {exc.strerror}") from None
+    return parse_params(data, path)
+
+
+def parse_params(data: bytes, path: Path) -> Params:
+    """The checks of load_params on the bytes of a params file (`tune --apply` checks what it would write)."""
     if len(data) > MAX_BYTES:
         raise ParamsError(f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
                           f"remove what is not a parameter")
@@ -340,7 +345,7 @@ def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
             return f"unknown key {where!r}: not a key of models.{name}; {hint}"
         if key == "epochs" and tune.epochs is not None:
             return f"tune.{name}.epochs and {where}: both set the trials' epochs; keep one"
-        annotation = _unwrap(type(model).model_fields[key].annotation)
+        annotation = field_type(model, key)
         if distribution.choices is None and annotation not in (int, float):
             return (f"{where}: {key} is not a number, so it takes choices, not a range: e.g. "
                     f"{{choices: {_short([getattr(model, key)])}}}")
@@ -358,6 +363,11 @@ def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
                 return (f"{where}.{part} = {_short(value)}: {weights:,} weights, more than the limit of "
                         f"{MAX_WEIGHTS:,}; use fewer or smaller layers")
     return None
+
+
+def field_type(model: BaseModel, key: str):
+    """The type a model key takes (int, float, list[...], a Literal), without its constraints."""
+    return _unwrap(type(model).model_fields[key].annotation)
 
 
 def _mlp_weights(hidden_units: list[int]) -> int:
