@@ -37,6 +37,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 HEARTBEAT_S = 60
 GRACE_S = 180
 PARENT_WAIT_S = 60  # for the worker that created the study to record its MLflow parent run
+WAIT_S = 2  # between looks at the last trials other workers are training
 SIGNIFICANT_DIGITS = 3  # of a float drawn from a range: params.yaml gets 0.00282, not 0.0028183829312644534
 
 
@@ -195,17 +196,23 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def run_trials(study: optuna.Study, target: int, objective: Callable, on_trial: Callable) -> int:
-    """Run trials until the study counts `target`, whichever workers run them; return how many this
-    worker finished. Two workers that ask at once for the last one: the one numbered later is a
-    surplus, failed before it trains (the objective calls `check_surplus` first)."""
-    ran = 0
+def run_trials(study: optuna.Study, target: int, objective: Callable, on_trial: Callable) -> None:
+    """Run trials until the study has `target` finished, whichever workers run them. While the others train the last ones, it waits: if one of them is interrupted,
+    or dies and misses its heartbeats, its trial fails, and this worker runs one in its place. Two
+    workers that ask at once for the last one: the one numbered later is a surplus, failed before it
+    trains (the objective calls `check_surplus` first)."""
     while True:
         fail_stale_trials(study)
+        if finished(study) >= target:
+            return
         if counted(study) >= target:
-            return ran
+            time.sleep(WAIT_S)
+            continue
         study.optimize(objective, n_trials=1, catch=(Surplus,), callbacks=[on_trial])
-        ran += 1
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def check_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> None:

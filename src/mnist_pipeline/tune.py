@@ -85,7 +85,7 @@ def tune(name: str, params: Params, layout: Layout, params_file: Path, trials: i
                             f"(MLFLOW_TRACKING_URI)") from None
 
     ran = 0
-    if search.counted(study) < target:
+    if search.finished(study) < target:
         if parent.info.status != "RUNNING":  # a finished study that asks for more trials
             client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, "tune.trials", str(target))
@@ -111,12 +111,15 @@ class Worker:
         self.train_set, self.validation = train_set, validation
         self.uri = tracking.tracking_uri(layout.root)
         self.current: int | None = None  # the number of the trial training now
-        self.bar = tqdm(total=target, initial=min(search.counted(study), target), unit="trial", file=sys.stderr,
+        self.ran = 0  # trials this worker finished
+        self.bar = tqdm(total=target, initial=min(search.finished(study), target), unit="trial", file=sys.stderr,
                         disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
 
     def run(self) -> int:
+        """Train trials until the study has its number; return how many this worker finished."""
         try:
-            return search.run_trials(self.study, self.target, self.objective, self.finished)
+            search.run_trials(self.study, self.target, self.objective, self.finished)
+            return self.ran
         except KeyboardInterrupt as exc:
             if self.current is None:
                 raise
@@ -182,13 +185,14 @@ class Worker:
         """After each trial this worker ran: its line, the best run's tag, the bar."""
         if trial.user_attrs.get(search.SURPLUS_ATTR):
             return
+        self.ran += 1
         best = best_trial(study)
         is_best = best is not None and best.number == trial.number
         tqdm.write(search.trial_line(trial, self.tuning.objective, is_best), file=sys.stdout)
         sys.stdout.flush()
         if is_best:
             mark_best(MlflowClient(), self.parent_id, best, self.tuning.objective)
-        self.bar.n = min(len(study.get_trials(deepcopy=False, states=search.COUNTED[:2])), self.target)
+        self.bar.n = min(search.finished(study), self.target)
         self.bar.refresh()
 
 
@@ -251,19 +255,29 @@ def summarize(client: MlflowClient, study: optuna.Study, parent_id: str, tuning:
     tracking.log_metrics(parent_id, {
         "trials_complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "trials_pruned": sum(t.state == TrialState.PRUNED for t in trials)})
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display (as figures.py)
+    import matplotlib.pyplot as plt
+
     for artifact, plot in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
                            ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna marks its matplotlib plots experimental
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
                 axes = plot(study, target_name=tuning.objective)
+            except (ValueError, RuntimeError) as exc:  # e.g. no complete trial yet
+                log.info("no %s yet: %s", artifact, first_line(exc))
+                continue
+        # Optuna marks its matplotlib plots experimental: that warning says nothing to the user. Any
+        # other (too few trials to rank the params) means the plot would say nothing either.
+        doubts = [w for w in caught if not issubclass(w.category, ExperimentalWarning)]
+        if doubts:
+            log.info("no %s yet: %s", artifact, doubts[0].message)
+        else:
             axes.figure.tight_layout()
             client.log_figure(parent_id, axes.figure, artifact)
-            import matplotlib.pyplot as plt
-
-            plt.close(axes.figure)
-        except (ValueError, RuntimeError) as exc:  # importances need two complete trials that differ
-            log.info("no %s yet: %s", artifact, first_line(exc))
+        plt.close(axes.figure)
     running = any(t.state == TrialState.RUNNING for t in trials)
     if len(finished) >= target and not running:
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
