@@ -341,8 +341,8 @@ def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
             return f"{where}: a model's type cannot be tuned; tune another model (a key under models) instead"
         if key not in keys:
             match = difflib.get_close_matches(key, keys, n=1)
-            hint = f"did you mean {match[0]!r}?" if match else f"models.{name} has {', '.join(keys)}"
-            return f"unknown key {where!r}: not a key of models.{name}; {hint}"
+            hint = f"did you mean {match[0]!r}?" if match else f"allowed here: the keys of models.{name}: {', '.join(keys)}"
+            return f"unknown key {where!r}; {hint}"
         if key == "epochs" and tune.epochs is not None:
             return f"tune.{name}.epochs and {where}: both set the trials' epochs; keep one"
         annotation = field_type(model, key)

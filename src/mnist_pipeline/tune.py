@@ -53,7 +53,7 @@ class ReportToTrial(keras.callbacks.Callback):
         if value is None or not math.isfinite(value):
             return  # a NaN loss stops the fit itself (StopOnDivergence)
         self.trial.report(float(value), epoch + 1)
-        if self.trial.should_prune():
+        if epoch + 1 < self.params["epochs"] and self.trial.should_prune():  # after the last epoch: nothing to save
             self.pruned_at = epoch + 1
             self.model.stop_training = True
 
@@ -110,6 +110,10 @@ class Worker:
         self.study, self.parent_id, self.target = study, parent_id, target
         self.train_set, self.validation = train_set, validation
         self.uri = tracking.tracking_uri(layout.root)
+        # Every trial builds a model of its own, so Keras traces its step functions again, as it should;
+        # TensorFlow's warning about retracing says nothing else.
+        logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in
+                                                  record.getMessage())
         self.current: int | None = None  # the number of the trial training now
         self.ran = 0  # trials this worker finished
         self.bar = tqdm(total=target, initial=min(search.finished(study), target), unit="trial", file=sys.stderr,
@@ -290,7 +294,8 @@ def summary(name: str, study: optuna.Study, tuning: TuneParams, url: str, ran: i
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    lines = [f"study {study.study_name!r} in {search.shown(url)}: {complete + pruned} of {target} trials finished "
+    of = f" of {target}" if target else ""
+    lines = [f"study {study.study_name!r} in {search.shown(url)}: {complete + pruned}{of} trials finished "
              f"({complete} complete, {pruned} pruned); this worker ran {ran}"]
     best = best_trial(study)
     if best is None:
