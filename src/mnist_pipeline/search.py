@@ -99,11 +99,12 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
-    """The pruner judges a trial by its objective each epoch (step = epoch, from 1)."""
+    """The pruner judges a trial by its objective each epoch (step = epoch, from 1); the earliest it
+    stops one is at the end of epoch `warmup_epochs` (Optuna's warm-up steps, SH's first rung)."""
     if tune.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs)
     if tune.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=tune.warmup_epochs + 1)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, tune.warmup_epochs))
     return optuna.pruners.NopPruner()
 
 
