@@ -3,7 +3,7 @@ storages), a real MLflow SQLite store, real Keras on tiny made-up digits, real d
 hold the train and validation splits only, so every trial here runs without test.npz.
 
 The fast parts first (the search space's checks, the values a trial draws, the lines it prints, the
-params.yaml edit): no TensorFlow in them."""
+params.yaml edit, the study's refusals): no TensorFlow in them. The tests that train are marked slow."""
 
 import copy
 import os
@@ -259,6 +259,7 @@ def test_the_mlproject_entry_point_runs_tune_outside_the_project_run():
 
 
 # --- trials that train -----------------------------------------------------------------------------
+@pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
 def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_in_mlflow(tmp_path, clean_env,
                                                                                           capsys, empty_store):
     """Two trials with a learning rate that learns, then one that cannot: the median pruner stops it
@@ -339,6 +340,7 @@ def study_runs(root: Path, study: optuna.Study) -> tuple[list, list]:
             [r for r in runs if "mlflow.parentRunId" in r.data.tags])
 
 
+@pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
 def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_parent(tmp_path, pg, empty_store):
     n = 6
     root = tiny_repo(tmp_path, tiny_raw(trials=n, epochs=2), store=empty_store)
@@ -369,10 +371,11 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     assert plots == {"optimization_history.png", "param_importances.png"}
 
 
+@pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
 def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finishes_the_study(tmp_path, pg,
                                                                                             empty_store):
     n = 2
-    root = tiny_repo(tmp_path, tiny_raw(trials=n, epochs=40), train=200, store=empty_store)
+    root = tiny_repo(tmp_path, tiny_raw(trials=n, epochs=25), train=200, store=empty_store)
     first, second = (start_worker(root, pg, "term", tmp_path / name) for name in ("first", "second"))
     client, deadline = MlflowClient(f"sqlite:///{root / 'mlflow.db'}"), time.monotonic() + 180
     training = None
@@ -407,6 +410,7 @@ def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finis
     assert {c.data.tags["process.pid"] for c in children if c.info.status == "FINISHED"} == {str(second.pid)}
 
 
+@pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
 def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_changed(tmp_path, empty_store):
     """A real git + DVC repository whose train stages dvc.lock records; `tune --apply` then changes
     the tuned keys of models.mlp only: dvc sees mlp's stage changed, not logistic's, and the optuna.db

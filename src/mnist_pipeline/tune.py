@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import shlex
 import sys
 import warnings
@@ -71,6 +72,7 @@ def tune(name: str, params: Params, layout: Layout, params_file: Path, trials: i
     validation = load_split(layout.processed, "validation")
 
     search.quiet_optuna()
+    os.environ.pop("MLFLOW_RUN_ID", None)  # trials open runs of their own, never resume one named from outside
     study_storage = search.open_storage(url)
     experiment_id = tracking.use_experiment(params.mlflow.experiment, layout.root)
     client = MlflowClient()
