@@ -45,6 +45,8 @@ def test_the_shipped_params_file_is_valid():
         (lambda p: p["models"]["mlp"].update(hidden_units=[]), "models.mlp.hidden_units = []"),
         (lambda p: p["models"]["mlp"].update(optimizer="adom"), "models.mlp.optimizer = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'"),
         (lambda p: p["models"]["mlp"].update(activation="relux"), "models.mlp.activation = 'relux': Input should be"),
+        (lambda p: p["models"]["mlp"].update(precision="fp16"),
+         "models.mlp.precision = 'fp16': Input should be 'auto', 'float32' or 'bfloat16'"),
         (lambda p: p["models"]["mlp"].update(type="cnn"), "models.mlp.type = 'cnn' is not allowed; allowed: 'logistic', 'mlp'"),
         (lambda p: p["models"]["mlp"].update(dropuot=0.2), "unknown key 'models.mlp.dropuot'; allowed here: "),
         # A misspelt key: unknown, and the key it stands for missing; one problem, named once.
@@ -149,7 +151,7 @@ def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tm
     shown = [line for line in done.stdout.strip().splitlines() if not line.startswith("WARNING: No file hash info")]
     assert [re.sub(r"'[a-z]+-[a-z]+'", "'based-tell'", line) for line in shown] == expected, done.stdout
     changed = [(a, b) for a, b in zip(shipped.splitlines(), (repo / "params.yaml").read_text().splitlines()) if a != b]
-    assert changed == [("    epochs: 20", "    epochs: ten")]
+    assert changed == [("    epochs: 30", "    epochs: ten")]
     assert len((repo / "params.yaml").read_text().splitlines()) == len(shipped.splitlines())
 
     again = sh(repo, "dvc", "repro", check=False)
@@ -227,7 +229,7 @@ HOSTILE = {
         lambda: shipped_with("    batch_size: 128", "    batch_size: 100000"),
         "models.logistic.batch_size = 100000: Input should be less than or equal to 60000"),
     "a thousand-digit number of epochs": (
-        lambda: shipped_with("    epochs: 20", "    epochs: " + "9" * 1000),
+        lambda: shipped_with("    epochs: 30", "    epochs: " + "9" * 1000),
         "models.mlp.epochs = 999999999999999999...9999999999999999999: Input should be less than or equal to 10000"),
     "a seed NumPy cannot take": (
         lambda: shipped_with("    seed: 42", f"    seed: {2**32}"),
@@ -301,7 +303,7 @@ def test_check_params_refuses_hostile_params_in_a_second_writing_nothing(tmp_pat
         (["--epoch", "2"], "override --epoch: not a key of models.mlp that can be overridden; did you mean --epochs?"),
         (["--type", "logistic"], "override --type: not a key of models.mlp that can be overridden; mlp takes "
                                  "optimizer, learning_rate, lr_schedule, epochs, batch_size, early_stopping_patience, "
-                                 "seed, hidden_units, activation, dropout, l2"),
+                                 "seed, precision, hidden_units, activation, dropout, l2"),
         (["--epochs", "ten"], "override: models.mlp.epochs = 'ten': Input should be a valid integer, unable to "
                               "parse string as an integer"),
         (["--epochs="], "override: models.mlp.epochs = None: Input should be a valid integer"),
@@ -326,7 +328,7 @@ def test_overrides_replace_only_the_keys_given():
     params = load_params(REPO / "params.yaml")
     changed = override_model(params, "mlp", split_overrides(["--epochs", "2", "--hidden-units=[64, 32]"]))
     assert (changed.models["mlp"].epochs, changed.models["mlp"].hidden_units) == (2, [64, 32])
-    assert changed.models["mlp"].model_copy(update={"epochs": 20, "hidden_units": [512, 512]}) == params.models["mlp"]
+    assert changed.models["mlp"].model_copy(update={"epochs": 30, "hidden_units": [512, 512]}) == params.models["mlp"]
     assert changed.models["logistic"] == params.models["logistic"]
 
 

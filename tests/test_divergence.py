@@ -1,5 +1,6 @@
-"""A diverging fit (NaN or infinite loss) stops at the batch where it appears, with one line naming
-the model, the epoch, the likely cause and the fix; the run ends FAILED and no model is written."""
+"""A diverging fit (NaN or infinite loss) stops by the end of the graph call in which it appears (every
+models.STEPS_PER_EXECUTION batches), with one line naming the model, the epoch, the batch, the likely cause
+and the fix; the run ends FAILED and no model is written."""
 
 import hashlib
 import re
@@ -21,7 +22,7 @@ from tiny import clean_env, store_uri, tiny_layout, tiny_params  # noqa: F401  (
 # the second epoch (what `train mlp --optimizer sgd --learning_rate 10` does on MNIST, in seconds).
 DIVERGING = ["--optimizer", "sgd", "--learning_rate", "10", "--activation", "elu", "--hidden_units", "[256, 256]",
              "--epochs", "5"]
-ONE_LINE = re.compile(r"error: mlp diverged at epoch (\d+)(?:, batch (\d+))?: the (training|validation) loss is "
+ONE_LINE = re.compile(r"error: mlp diverged at epoch (\d+)(?:, by batch (\d+))?: the (training|validation) loss is "
                       r"(nan|inf|-inf); the learning rate \(10 with sgd\) is likely too high: lower "
                       r"models\.mlp\.learning_rate and train again; no model was saved")
 
@@ -31,7 +32,7 @@ def test_a_loss_that_is_not_finite_stops_at_that_batch(loss):
     guard = StopOnDivergence("logistic", tiny_params(optimizer="adam", learning_rate=0.5).model("mlp"))
     guard.on_epoch_begin(6)
     guard.on_train_batch_end(2, {"loss": 2.3})  # finite: nothing happens
-    with pytest.raises(PipelineError, match=f"^logistic diverged at epoch 7, batch 4: the training loss is {loss}; the "
+    with pytest.raises(PipelineError, match=f"^logistic diverged at epoch 7, by batch 4: the training loss is {loss}; the "
                                             r"learning rate \(0.5 with adam\) is likely too high: lower "
                                             "models.logistic.learning_rate and train again; no model was saved$"):
         guard.on_train_batch_end(3, {"loss": loss})

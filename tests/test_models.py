@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from mnist_pipeline.config import LogisticParams, MLPParams  # noqa: E402
-from mnist_pipeline.models import build  # noqa: E402
+from mnist_pipeline.models import build, compute_dtype, for_inference  # noqa: E402
 
 TRAINING = dict(optimizer="adam", learning_rate=0.001, lr_schedule="constant", epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
 
@@ -38,6 +38,29 @@ def test_rescaling_lives_in_the_model():
     assert probs.shape == (2, 10)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert model.get_layer("rescale")(pixels).numpy().max() == pytest.approx(1.0)
+
+
+def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_the_same_weights(tmp_path):
+    """The file evaluation and serving load: float32 and the fitted weights, whatever the fit computed in."""
+    params = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=0.0, **TRAINING)
+    assert compute_dtype(params.model_copy(update={"precision": "float32"})) == "float32"
+    mixed = params.model_copy(update={"precision": "bfloat16"})
+    assert compute_dtype(mixed) == "mixed_bfloat16"
+    model = build(mixed, steps_per_epoch=1, dtype=compute_dtype(mixed))
+    assert model.get_layer("hidden_1").compute_dtype == "bfloat16"
+    assert model.get_layer("digit").compute_dtype == "float32"  # probabilities and loss in float32
+    model.fit(np.zeros((32, 28, 28), np.uint8), np.zeros(32, int), epochs=1, verbose=0)
+
+    twin = for_inference(model, mixed)
+    assert {layer.compute_dtype for layer in twin.layers if layer.name != "pixels"} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), twin.get_weights()))
+    twin.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert {layer.compute_dtype for layer in loaded.layers if layer.name != "pixels"} == {"float32"}
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    # The same function, computed in float32 rather than bfloat16: close, not equal.
+    assert np.allclose(model.predict(pixels, verbose=0), loaded.predict(pixels, verbose=0), atol=0.05)
+    assert not loaded.compiled  # no optimizer state in the file: nothing after training reads it
 
 
 def test_cosine_schedule_decays_to_zero_over_all_epochs():
@@ -86,7 +109,8 @@ def test_the_seed_decides_the_weights_across_processes():
 
 
 class SignalAt(keras.callbacks.Callback):
-    """Sends this process `signum` at the end of training batch `batch` (each signal in the list once)."""
+    """Sends this process `signum` at the end of training batch `batch` (each signal in the list once).
+    Keras reports batch ends once per models.STEPS_PER_EXECUTION batches: 15, 31, 47, …"""
 
     def __init__(self, batch: int, signals: list[int]):
         super().__init__()
@@ -102,9 +126,9 @@ class SignalAt(keras.callbacks.Callback):
 def fit_until_signal(signals: list[int]):
     from mnist_pipeline.fitting import StopOnSignal
 
-    stop, sender = StopOnSignal(), SignalAt(2, signals)
-    model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=8)
-    x, y = np.zeros((256, 28, 28), dtype=np.uint8), np.zeros(256, dtype=int)
+    stop, sender = StopOnSignal(), SignalAt(31, signals)
+    model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=64)
+    x, y = np.zeros((2048, 28, 28), dtype=np.uint8), np.zeros(2048, dtype=int)
     handlers = {s: signal.getsignal(s) for s in StopOnSignal.SIGNALS}
     with pytest.raises(KeyboardInterrupt) as raised:
         with stop:
@@ -120,10 +144,10 @@ def test_a_signal_during_fit_is_raised_at_the_next_batch_end_by_the_stop_callbac
     raised, sender = fit_until_signal([signum])
     assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)
     assert raised.traceback[-1].name == "raise_if_caught"  # not wherever the signal landed
-    assert sender.ended_batches == [0, 1, 2]  # no batch ran after the signal
+    assert sender.ended_batches == [15, 31]  # no batch ran after the signal
 
 
 def test_a_second_signal_during_fit_is_raised_at_once():
     raised, sender = fit_until_signal([signal.SIGINT, signal.SIGINT])
     assert raised.traceback[-1].name == "defer"
-    assert sender.ended_batches == [0, 1, 2]
+    assert sender.ended_batches == [15, 31]

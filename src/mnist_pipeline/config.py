@@ -92,6 +92,9 @@ class _Training(_Strict):
     # Stop after this many epochs without a lower validation loss; 0 turns it off.
     early_stopping_patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
+    # The arithmetic of the fit (models.compute_dtype): auto is bfloat16 on a CPU that multiplies it
+    # natively, else float32. The weights, and the saved model, are float32 either way.
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class LogisticParams(_Training):

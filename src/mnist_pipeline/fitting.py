@@ -32,8 +32,10 @@ class EpochMetrics(keras.callbacks.Callback):
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """A NaN or infinite loss stops training at the batch where it appears, with one line: nothing
-    after it is worth the time, and a model of NaNs must never be saved, logged or evaluated."""
+    """A NaN or infinite loss stops training with one line: nothing after it is worth the time, and
+    a model of NaNs must never be saved, logged or evaluated. Keras reports to callbacks once per
+    call into the compiled graph (models.STEPS_PER_EXECUTION batches), so it stops by the end of
+    the call in which the loss went bad, and names that batch."""
 
     def __init__(self, name: str, params: LogisticParams | MLPParams):
         super().__init__()
@@ -43,7 +45,7 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):
-        self.check("training loss", (logs or {}).get("loss"), f", batch {batch + 1}")
+        self.check("training loss", (logs or {}).get("loss"), f", by batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         self.check("validation loss", (logs or {}).get("val_loss"), "")

@@ -18,7 +18,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fitting import EpochMetrics, StopOnDivergence, StopOnSignal, fit, seed_everything
 from mnist_pipeline.layout import MODEL_FILE, Layout
 from mnist_pipeline.metric_sender import MetricSender, epochs
-from mnist_pipeline.models import build
+from mnist_pipeline.models import build, compute_dtype, for_inference
 from mnist_pipeline.splits import load_split
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
     validation = load_split(layout.processed, "validation")
     tracking.use_experiment(params.mlflow.experiment, layout.root)
     seed_everything(model_params.seed)
-    model = build(model_params, steps_per_epoch=math.ceil(len(train_set[1]) / model_params.batch_size))
+    dtype = compute_dtype(model_params)
+    model = build(model_params, math.ceil(len(train_set[1]) / model_params.batch_size), dtype)
     uri = tracking.tracking_uri(layout.root)
 
     # Entered before the run, so that ending the run (FAILED, KILLED) also fails fast while it holds.
@@ -45,6 +46,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
         tracking.log_params(tracking.training_params(name, params))
+        mlflow.set_tag("compute_dtype", dtype)  # what `precision: auto` chose on this machine
         tracking.log_dataset(*train_set, layout.processed / "train.npz", "mnist-train", "training")
         tracking.log_dataset(*validation, layout.processed / "validation.npz", "mnist-validation", "validation")
 
@@ -57,7 +59,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
                          callbacks=[stop_on_signal, StopOnDivergence(name, model_params), epoch_metrics])
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
-        curves = fitted.curves
+        curves, model = fitted.curves, for_inference(model, model_params)
         with atomic_file(layout.history(name)) as tmp:
             curves.to_csv(tmp, index=False)
         with atomic_dir(layout.model_dir(name)) as tmp:

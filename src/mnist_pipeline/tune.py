@@ -31,7 +31,7 @@ from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.fitting import EpochMetrics, StopOnDivergence, StopOnSignal, fit, seed_everything
 from mnist_pipeline.layout import Layout
 from mnist_pipeline.metric_sender import MetricSender, epochs
-from mnist_pipeline.models import build
+from mnist_pipeline.models import build, compute_dtype
 from mnist_pipeline.params_edit import apply_values
 from mnist_pipeline.splits import load_split
 
@@ -148,7 +148,8 @@ class Worker:
 
         keras.backend.clear_session()  # each trial's model is built as in a fresh process: same params, same weights
         seed_everything(trial_model.seed)
-        model_net = build(trial_model, steps_per_epoch=math.ceil(len(self.train_set[1]) / trial_model.batch_size))
+        dtype = compute_dtype(trial_model)
+        model_net = build(trial_model, math.ceil(len(self.train_set[1]) / trial_model.batch_size), dtype)
         tags = tracking.run_tags(self.name, self.layout.root) | {
             "tune.study": self.study.study_name, "tune.trial": str(trial.number)}
         pruned = None
@@ -157,6 +158,7 @@ class Worker:
             run_id = run.info.run_id
             trial.set_user_attr(search.RUN_ATTR, run_id)
             tracking.log_params(tracking.training_params(self.name, trial_params))
+            mlflow.set_tag("compute_dtype", dtype)  # what `precision: auto` chose on this machine, as train logs it
             tracking.log_dataset(*self.train_set, self.layout.processed / "train.npz", "mnist-train", "training")
             tracking.log_dataset(*self.validation, self.layout.processed / "validation.npz", "mnist-validation",
                                  "validation")

@@ -1,0 +1,92 @@
+"""Seconds per epoch of one model under one setting of the speed levers, in plain Keras.
+
+The benchmark (bench/run.py) starts this once per lever setting, alternating their order, to see
+what each lever buys on this machine: the numbers it prints are the steady epochs (the first,
+which traces the graph, is left out). Reads the model from params.yaml with plain YAML.
+
+    python bench/levers.py MODEL --data data/processed [--precision bfloat16] [--steps-per-execution 16]
+        [--batch-size 512] [--threads INTRA,INTER] [--input tf.data] [--epochs 4]
+
+`KERAS_BACKEND=jax` runs the same on JAX (when installed). Prints one JSON line.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+
+def load(data: Path, split: str):
+    with np.load(data / f"{split}.npz") as npz:
+        return npz["x"], npz["y"]
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser()
+    cli.add_argument("model")
+    cli.add_argument("--data", type=Path, required=True)
+    cli.add_argument("--root", type=Path, default=Path("."), help="where params.yaml is")
+    cli.add_argument("--epochs", type=int, default=4)
+    cli.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    cli.add_argument("--steps-per-execution", type=int, default=1)
+    cli.add_argument("--batch-size", type=int, help="default: the model's; the learning rate is scaled with it")
+    cli.add_argument("--threads", help="INTRA,INTER: TensorFlow's thread pools (default: TensorFlow's choice)")
+    cli.add_argument("--input", choices=["numpy", "tf.data"], default="numpy")
+    args = cli.parse_args()
+    p = yaml.safe_load((args.root / "params.yaml").read_text())["models"][args.model]
+    batch = args.batch_size or p["batch_size"]
+    if keras.backend.backend() == "tensorflow" and args.threads:
+        import tensorflow as tf
+
+        intra, inter = map(int, args.threads.split(","))
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    dtype = "mixed_bfloat16" if args.precision == "bfloat16" else "float32"
+    x_train, y_train = load(args.data, "train")
+    x_val, y_val = load(args.data, "validation")
+    keras.utils.set_random_seed(p["seed"])
+
+    layers = [keras.Input((28, 28), dtype="uint8"), keras.layers.Rescaling(1 / 255, dtype=dtype),
+              keras.layers.Flatten(dtype=dtype)]
+    for units in p.get("hidden_units", []):
+        layers.append(keras.layers.Dense(units, p["activation"], dtype=dtype))
+        if p["dropout"]:
+            layers.append(keras.layers.Dropout(p["dropout"], dtype=dtype))
+    layers.append(keras.layers.Dense(10, "softmax", dtype="float32"))
+    model = keras.Sequential(layers)
+    optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                 "rmsprop": keras.optimizers.RMSprop}[p["optimizer"]](p["learning_rate"] * batch / p["batch_size"])
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=args.steps_per_execution)
+
+    epochs = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append((time.perf_counter() - self.wall, time.process_time() - self.cpu))
+
+    if args.input == "tf.data":
+        import tensorflow as tf
+
+        train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(y_train), seed=p["seed"])
+        fit_args = (train.batch(batch).prefetch(tf.data.AUTOTUNE),)
+        fit_kwargs = {"validation_data": tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch)}
+    else:
+        fit_args, fit_kwargs = (x_train, y_train), {"validation_data": (x_val, y_val), "batch_size": batch}
+    history = model.fit(*fit_args, epochs=args.epochs, callbacks=[Clock()], verbose=0, **fit_kwargs)
+    steady = epochs[1:]
+    print(json.dumps({"epoch_s": [wall for wall, _ in steady], "cores_busy": [cpu / wall for wall, cpu in steady],
+                      "val_accuracy": history.history["val_accuracy"][-1], "backend": keras.backend.backend(),
+                      "cpu_count": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
