@@ -15,7 +15,7 @@ def artifact_paths(client, run_id, path=None) -> set[str]:
 
 def test_the_project_declares_its_entry_points_and_environment():
     project = load_project(REPO)
-    assert set(project._entry_points) == {"main", "download", "preprocess", "train", "evaluate"}
+    assert set(project._entry_points) == {"main", "download", "preprocess", "train", "evaluate", "tune"}
     train = project.get_entry_point("train")
     assert train.parameters["model"].type == "string"
     command = train.compute_command({"model": "logistic", "epochs": "2"}, storage_dir=None)

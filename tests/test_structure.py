@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mnist_pipeline"
-STAGES = {"download", "preprocess", "train", "evaluate", "summary"}
+STAGES = {"download", "preprocess", "train", "evaluate", "summary", "tune"}
 
 
 def project_imports(module: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""MNIST pipeline: one command per DVC stage, plus compare (a leaderboard of runs) and predict.
+"""MNIST pipeline: one command per DVC stage, plus compare (a leaderboard of runs), predict and tune (a search).
 
 params.yaml is validated before anything heavy is imported, so a typo costs a second, not a
 TensorFlow start-up."""
@@ -38,6 +38,22 @@ def parser() -> argparse.ArgumentParser:
     evaluate = stages.add_parser("evaluate", help="evaluate one trained model")
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
     stages.add_parser("summarize", help=f"every model's headline test scores into {here.metrics}")
+    tune = stages.add_parser(
+        "tune", help="search models.MODEL's params with Optuna (tune.MODEL in params.yaml); every trial an MLflow run",
+        description="Run an Optuna study over the search space in tune.MODEL of params.yaml: each trial trains "
+                    "MODEL as the train stage does and scores it on the validation split. Workers started anywhere "
+                    "with the same --storage and --study share the study. Prints a line per trial and the best "
+                    "values; --apply writes them into params.yaml.")
+    tune.add_argument("model", help="a key under `tune` (and `models`) in params.yaml")
+    tune.add_argument("--trials", type=at_least(0), metavar="N",
+                      help="finished trials the study should reach, all workers together (default: tune.MODEL.trials); "
+                           "0 runs none")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage the study's workers share, e.g. postgresql://user@host/optuna "
+                           "(default: sqlite:///optuna.db at the repository root)")
+    tune.add_argument("--study", metavar="NAME", help="the study's name (default: MODEL)")
+    tune.add_argument("--apply", action="store_true",
+                      help="write the best trial's values into params.yaml (models.MODEL), keeping its comments")
     stages.add_parser("mark-dead-runs", help="mark KILLED the RUNNING MLflow runs whose process is gone",
                       description="Mark KILLED every RUNNING run in the tracking store whose process is gone "
                                   "(killed with SIGKILL, out of memory, a machine that rebooted): on this machine, "
@@ -131,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         if args.stage in ("train", "evaluate"):
             params.model(args.model)
+        if args.stage == "tune":
+            params.tuning(args.model)
         if extra:
             params = override_model(params, args.model, split_overrides(extra))
         run(args, params, Layout(args.params.resolve().parent))
@@ -146,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as exc:
         signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
-        print(f"error: interrupted by {signum.name}; no output was written, run the stage again", file=sys.stderr)
+        # A command that knows more about what it leaves says so in the exception (tune: which trial failed).
+        print(f"error: interrupted by {signum.name}; {str(exc) or 'no output was written, run the stage again'}",
+              file=sys.stderr)
         return 128 + signum
     return 0
 
@@ -205,6 +225,15 @@ def run(args: argparse.Namespace, params, layout: Layout) -> None:
             from mnist_pipeline.evaluate import evaluate
 
             evaluate(args.model, params, layout)
+    elif args.stage == "tune":
+        from mnist_pipeline.quiet_tf import import_tensorflow
+        from mnist_pipeline.tracking import check_store
+
+        check_store(layout.root)
+        import_tensorflow()
+        from mnist_pipeline.tune import tune
+
+        tune(args.model, params, layout, args.params, args.trials, args.storage, args.study, args.apply)
     elif args.stage == "ui":
         from mnist_pipeline.ui import ui
 

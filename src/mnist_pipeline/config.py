@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from mnist_pipeline.errors import ParamsError
 
@@ -25,6 +26,7 @@ MAX_LAYERS = 32
 MAX_WEIGHTS = 50_000_000
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**32 - 1      # NumPy's and scikit-learn's limit
+MAX_TRIALS = 10_000       # per study
 
 
 class _Strict(BaseModel):
@@ -126,17 +128,81 @@ class RegistryParams(_Strict):
     name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "mnist-"
 
 
+# --- tuning (the `tune` command; no stage reads it) ------------------------------------------
+class Distribution(_Strict):
+    """Where a trial draws one key of models.<name> from: a range (low to high; log-uniform with
+    `log: true`, on a grid with `step`) or a list of choices. Checked against the model's own rules
+    in _tune_problem."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: Annotated[float, Field(gt=0)] | None = None
+    choices: Annotated[list[Any], Field(min_length=1, max_length=100)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def a_mapping(cls, data):
+        if not isinstance(data, dict):
+            raise PydanticCustomError("tune_distribution", "give a range {low: ..., high: ...} or a list {choices: [...]}")
+        return data
+
+    @model_validator(mode="after")
+    def one_kind(self) -> "Distribution":
+        def problem(message: str):
+            return PydanticCustomError("tune_distribution", message)
+
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise problem("give either low and high (a range) or choices (a list), not both")
+            if self.log or self.step is not None:
+                raise problem("log and step belong to a range (low, high), not to choices")
+            repeated = [c for i, c in enumerate(self.choices) if c in self.choices[:i]]
+            if repeated:
+                raise problem(f"choices lists {_short(repeated[0])} twice; keep one")
+            return self
+        if self.low is None or self.high is None:
+            raise problem("give low and high (a range), or choices (a list)")
+        if self.low >= self.high:
+            raise problem(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise problem(f"log: true needs low above 0 (low is {self.low:g})")
+        if self.log and self.step is not None:
+            raise problem("log and step cannot be combined; drop one")
+        return self
+
+
+class TuneParams(_Strict):
+    trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)]  # finished trials the study aims at, all workers together
+    objective: Literal["val_loss", "val_accuracy"]  # the validation split's, never the test set's
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    startup_trials: Annotated[int, Field(ge=0, le=MAX_TRIALS)] = 5  # median: trials that finish before any is pruned
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 1  # epochs every trial runs before it can be pruned
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] | None = None  # per trial; empty: the model's epochs
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42  # the sampler's, in the worker that creates the study
+    space: Annotated[dict[str, Distribution], Field(min_length=1)]
+
+
 class Params(_Strict):
     download: DownloadParams
     data: DataParams
     mlflow: MlflowParams
     registry: RegistryParams = RegistryParams(enabled=False)
     models: Annotated[dict[ModelName, ModelParams], Field(min_length=1)]
+    tune: dict[str, TuneParams] = {}
 
     def model(self, name: str) -> LogisticParams | MLPParams:
         if name not in self.models:
             raise ParamsError(f"unknown model {name!r}: params.yaml defines {', '.join(self.models)}")
         return self.models[name]
+
+    def tuning(self, name: str) -> TuneParams:
+        self.model(name)
+        if name not in self.tune:
+            sections = f" (it has {', '.join(self.tune)})" if self.tune else ""
+            raise ParamsError(f"params.yaml has no tune.{name} section{sections}; add one with the search space "
+                              f"(see `tune: mlp:` in the shipped params.yaml)")
+        return self.tune[name]
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
@@ -149,6 +215,11 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: no such file; run from the repository root or pass --params") from None
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read it: {exc.strerror}") from None
+    return parse_params(data, path)
+
+
+def parse_params(data: bytes, path: Path) -> Params:
+    """The checks of load_params on the bytes of a params file (`tune --apply` checks what it would write)."""
     if len(data) > MAX_BYTES:
         raise ParamsError(f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
                           f"remove what is not a parameter")
@@ -253,7 +324,53 @@ def _across_fields(params: Params) -> str | None:
         if isinstance(model, MLPParams) and (weights := _mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
             return (f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
                     f"limit of {MAX_WEIGHTS:,}; use fewer or smaller layers")
+    for name, tune in params.tune.items():
+        if problem := _tune_problem(params, name, tune):
+            return problem
     return None
+
+
+def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
+    """What makes tune.<name> unusable, checked before any trial: it names a model, and every value
+    its space can give is one that models.<name> accepts (a range by its two ends: each rule of a
+    model key is a bound)."""
+    if name not in params.models:
+        return f"tune.{name}: no model {name!r} under models; tune one of: {', '.join(params.models)}"
+    model = params.models[name]
+    keys = [field for field in type(model).model_fields if field != "type"]
+    for key, distribution in tune.space.items():
+        where = f"tune.{name}.space.{key}"
+        if key == "type":
+            return f"{where}: a model's type cannot be tuned; tune another model (a key under models) instead"
+        if key not in keys:
+            match = difflib.get_close_matches(key, keys, n=1)
+            hint = f"did you mean {match[0]!r}?" if match else f"allowed here: the keys of models.{name}: {', '.join(keys)}"
+            return f"unknown key {where!r}; {hint}"
+        if key == "epochs" and tune.epochs is not None:
+            return f"tune.{name}.epochs and {where}: both set the trials' epochs; keep one"
+        annotation = field_type(model, key)
+        if distribution.choices is None and annotation not in (int, float):
+            return (f"{where}: {key} is not a number, so it takes choices, not a range: e.g. "
+                    f"{{choices: {_short([getattr(model, key)])}}}")
+        if distribution.choices is None and annotation is int and not all(
+                float(v).is_integer() for v in (distribution.low, distribution.high, distribution.step or 1)):
+            return f"{where}: {key} takes whole numbers; give low, high (and step) without a fraction"
+        values = ([(f"choices[{i}]", v) for i, v in enumerate(distribution.choices)] if distribution.choices is not None
+                  else [("low", distribution.low), ("high", distribution.high)])
+        for part, value in values:
+            try:
+                checked = type(model).model_validate(model.model_dump() | {key: value})
+            except ValidationError as exc:
+                return f"{where}.{part} = {_short(value)}: {exc.errors()[0]['msg']} (as models.{name}.{key})"
+            if isinstance(checked, MLPParams) and (weights := _mlp_weights(checked.hidden_units)) > MAX_WEIGHTS:
+                return (f"{where}.{part} = {_short(value)}: {weights:,} weights, more than the limit of "
+                        f"{MAX_WEIGHTS:,}; use fewer or smaller layers")
+    return None
+
+
+def field_type(model: BaseModel, key: str):
+    """The type a model key takes (int, float, list[...], a Literal), without its constraints."""
+    return _unwrap(type(model).model_fields[key].annotation)
 
 
 def _mlp_weights(hidden_units: list[int]) -> int:
