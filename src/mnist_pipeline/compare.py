@@ -38,6 +38,8 @@ def leaderboard(experiment: str, model: str | None = None, sort_by: str = "test_
         raise PipelineError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()} (experiments there: "
                             f"{names}); name one with --experiment, or run the pipeline first (dvc repro)")
     runs = mlflow.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", output_format="list")
+    # A tuning study's runs (tag tune.study) are scored on validation data only: no test scores to rank.
+    runs = [run for run in runs if "tune.study" not in run.data.tags]
     models = sorted({run.data.tags.get("model", MISSING) for run in runs})
     if model:
         runs = [run for run in runs if run.data.tags.get("model") == model]
