@@ -97,6 +97,7 @@ def test_unknown_metric_or_experiment_is_one_line_naming_the_fix(trained_repo):
 # On runs made directly in a real store: a sweep of one param, and runs that lack a param or metric.
 
 SWEPT = "sweep"
+TRIAL = "mlp-nov-trial-0"  # a tuning trial's run: validation scores only, never on the leaderboard
 
 
 def log_run(client, experiment_id, model, name, params, metrics, status="FINISHED"):
@@ -117,8 +118,8 @@ def logged_params(params: dict, model: str, **data) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A folder holding params.yaml and an MLflow SQLite store: three mlp runs that differ in
-    data.train_size alone (one without test_macro_recall), a logistic run, and runs that are not
-    finished; and an experiment whose only run is still running."""
+    data.train_size alone (one without test_macro_recall), a logistic run, a tuning trial's run, and
+    runs that are not finished; and an experiment whose only run is still running."""
     root = tmp_path_factory.mktemp("board")
     copy_project(root)  # the code under test, which `sh` puts first on PYTHONPATH
     params = small_params(root, SWEPT)
@@ -132,6 +133,8 @@ def store(tmp_path_factory):
         log_run(client, sweep, "mlp", name, logged_params(params, "mlp", train_size=size), metrics)
     log_run(client, sweep, "logistic", "logistic-all", logged_params(params, "logistic", train_size=None),
             {"test_accuracy": 0.92, "test_macro_precision": 0.92, "test_macro_recall": 0.92, "test_log_loss": 0.3})
+    trial = log_run(client, sweep, "mlp", TRIAL, logged_params(params, "mlp", seed=3), {"trial_val_loss": 0.05})
+    client.set_tag(trial, "tune.study", "mlp-nov")
     log_run(client, sweep, "mlp", "mlp-failed", logged_params(params, "mlp", seed=7), {"test_accuracy": 0.99}, "FAILED")
     log_run(client, sweep, "cnn", "cnn-running", {"model": "cnn"}, {}, "RUNNING")
     log_run(client, client.create_experiment("waiting"), "mlp", "mlp-running", {"model": "mlp"}, {}, "RUNNING")
@@ -139,12 +142,13 @@ def store(tmp_path_factory):
 
 
 def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
-    runs = {run.info.run_name: run for run in finished_runs(store, SWEPT) if run.data.tags["model"] == "mlp"}
+    runs = {run.info.run_name: run for run in finished_runs(store, SWEPT)
+            if run.data.tags["model"] == "mlp" and run.info.run_name != TRIAL}
     out = {fmt: compare(store, "--model", "mlp", "--format", fmt).stdout for fmt in ("text", "markdown", "csv")}
     assert not [fmt for fmt, text in out.items() if "nan" in text.lower()]
     header, rows, rest = read_text(out["text"])
     assert header[:7] == ["rank", "model", "run", "data.train_size", *HEADLINE]
-    assert [row["run"] for row in rows] == ["mlp-all", "mlp-large", "mlp-small"]  # best test accuracy first
+    assert [row["run"] for row in rows] == ["mlp-all", "mlp-large", "mlp-small"]  # best test accuracy first; no trial
     for row in rows:
         run = runs[row["run"]]
         assert row["data.train_size"] == run.data.params["data.train_size"]
