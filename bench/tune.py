@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import optuna
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,13 +31,14 @@ from run import machine  # noqa: E402
 from mnist_pipeline import search  # noqa: E402
 
 
-def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> dict:
+def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
+    """params.yaml and tune.yaml of the study: the shipped ones, on less data, fewer epochs and trials."""
     params = shipped_params(mnist)
     params["data"]["train_size"] = train_size
     params["models"] = {"mlp": params["models"]["mlp"] | {"epochs": epochs}}
-    params["tune"] = {"mlp": params["tune"]["mlp"] | {"trials": trials, "startup_trials": 3, "warmup_epochs": 1}}
     params["registry"]["enabled"] = False
-    return params
+    tune = yaml.safe_load((REPO / "tune.yaml").read_text())["tune"]["mlp"]
+    return params, {"tune": {"mlp": tune | {"trials": trials, "startup_trials": 3, "warmup_epochs": 1}}}
 
 
 def run_workers(repo: Path, study: str, workers: int) -> dict:
@@ -108,7 +110,9 @@ def main() -> None:
                                         f" --trials {args.trials} --train-size {args.train_size} --epochs {args.epochs}")
     r = {"machine": machine(), "config": {"trials": args.trials, "train_size": args.train_size, "epochs": args.epochs}}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-tune-") as tmp:
-        repo = make_repo(Path(tmp) / "repo", study_params(args.mnist, args.trials, args.train_size, args.epochs))
+        params, tune = study_params(args.mnist, args.trials, args.train_size, args.epochs)
+        repo = make_repo(Path(tmp) / "repo", params)
+        (repo / "tune.yaml").write_text(yaml.safe_dump(tune, sort_keys=False))
         print(f"bench: temporary repository {repo}; dvc repro preprocess", flush=True)
         sh(repo, "dvc", "repro", "preprocess")
         for key, workers in (("one", 1), ("two", 2)):

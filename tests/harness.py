@@ -58,7 +58,7 @@ def stages_run(output: str) -> list[str]:
 def copy_project(dest: Path) -> None:
     """The files `dvc repro` needs, copied into a fresh folder."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore", "MLproject", "python_env.yaml"):
+    for name in ("dvc.yaml", "tune.yaml", ".gitignore", "MLproject", "python_env.yaml"):
         shutil.copy(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 

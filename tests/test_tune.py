@@ -36,9 +36,20 @@ from tiny import clean_env, digits  # noqa: F401  (clean_env: a fixture)
 TUNED = ("learning_rate", "dropout")
 
 
+def shipped() -> dict:
+    """The shipped params.yaml, with tune.yaml's section as load_params(tuning=True) joins them."""
+    return yaml.safe_load((REPO / "params.yaml").read_text()) | yaml.safe_load((REPO / "tune.yaml").read_text())
+
+
+def write_split(root: Path, raw: dict) -> None:
+    """`raw` as the files hold it: the tune section in tune.yaml, the rest in params.yaml."""
+    (root / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"}, sort_keys=False))
+    (root / "tune.yaml").write_text(yaml.safe_dump({"tune": raw["tune"]}, sort_keys=False))
+
+
 def tiny_raw(experiment: str = "tune", trials: int = 3, epochs: int = 1, **tune) -> dict:
-    """The shipped params.yaml with a tiny mlp and a tiny search over it."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    """The shipped params with a tiny mlp and a tiny search over it."""
+    raw = shipped()
     raw["models"]["mlp"] |= {"hidden_units": [16], "epochs": epochs, "batch_size": 20, "lr_schedule": "constant",
                              "learning_rate": 0.003, "early_stopping_patience": 0}
     raw["data"] |= {"validation_size": 60, "train_size": 120}
@@ -55,7 +66,7 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
     """`root` with params.yaml and data/processed as the preprocess stage leaves it, but no test.npz;
     with `store`, a copy of that empty MLflow store (creating its tables takes seconds)."""
     save_splits({"train": digits(train, 1), "validation": digits(60, 2)}, root / "data" / "processed")
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_split(root, raw)
     if store:
         shutil.copy(store, root / "mlflow.db")
     return root
@@ -104,26 +115,43 @@ def empty_store(tmp_path_factory) -> Path:
     (lambda t: t.update(epochs=3) or t["space"].update(epochs={"low": 1, "high": 5}),
      "tune.mlp.epochs and tune.mlp.space.epochs: both set the trials' epochs; keep one"),
 ])
-def test_a_bad_search_space_is_one_line_naming_the_key_as_check_params_reads_it(tmp_path, change, expected):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+def test_a_bad_search_space_is_one_line_naming_the_file_and_the_key(tmp_path, change, expected):
+    raw = shipped()
     change(raw["tune"]["mlp"])
+    write_split(tmp_path, raw)
+    load_params(tmp_path / "params.yaml")  # the stages do not read tune.yaml
+    with pytest.raises(ParamsError) as refused:
+        load_params(tmp_path / "params.yaml", tuning=True)
+    assert str(refused.value) == f"{tmp_path / 'tune.yaml'}: {expected}"
+
+
+def test_the_search_lives_in_tune_yaml_not_in_params_yaml(tmp_path):
+    """DVC lists every key of params.yaml in `dvc exp show`: a search there buries the scores."""
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(shipped(), sort_keys=False))
     with pytest.raises(ParamsError) as refused:
         load_params(path)
-    assert str(refused.value) == f"{path}: {expected}"
+    assert str(refused.value) == (f"{path}: the tune section belongs in tune.yaml beside it (no stage reads it, and "
+                                  f"DVC lists every key of params.yaml in `dvc exp show`); move it there")
+    write_split(tmp_path, shipped())
+    (tmp_path / "tune.yaml").write_text("mlp: {}\n")
+    with pytest.raises(ParamsError, match=r"tune.yaml: expected one section, tune \(a search per model\); found mlp$"):
+        load_params(path, tuning=True)
+    (tmp_path / "tune.yaml").unlink()
+    with pytest.raises(ParamsError, match=r"tune.yaml: no such file; copy the shipped tune.yaml beside params.yaml$"):
+        load_params(path, tuning=True)
 
 
 def test_a_model_with_no_tune_section_or_none_to_tune_is_refused():
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["tune"]["cnn"] = raw["tune"].pop("logistic")
     with pytest.raises(ParamsError, match=r"^x: tune.cnn: no model 'cnn' under models; tune one of: mlp, logistic$"):
         parse_params(yaml.safe_dump(raw, sort_keys=False).encode(), Path("x"))
     del raw["tune"]["cnn"]
     with pytest.raises(ParamsError) as refused:
         parse_params(yaml.safe_dump(raw, sort_keys=False).encode(), Path("x")).tuning("logistic")
-    assert str(refused.value) == ("params.yaml has no tune.logistic section (it has mlp); add one with the search "
-                                  "space (see `tune: mlp:` in the shipped params.yaml)")
+    assert str(refused.value) == ("tune.yaml has no tune.logistic section (it has mlp); add one with the search "
+                                  "space (see `tune: mlp:` in the shipped tune.yaml)")
 
 
 def test_a_bad_search_space_stops_tune_in_one_line_before_tensorflow_is_imported(tmp_path):
@@ -135,7 +163,7 @@ def test_a_bad_search_space_stops_tune_in_one_line_before_tensorflow_is_imported
     imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2 and done.stdout == ""
-    assert said == ["error: params.yaml: tune.mlp.space.dropout.high = 1.5: Input should be less than 1 "
+    assert said == ["error: tune.yaml: tune.mlp.space.dropout.high = 1.5: Input should be less than 1 "
                     "(as models.mlp.dropout)"]
     assert "mnist_pipeline.config" in imported  # -X importtime saw the imports
     assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "mlflow", "optuna")]
@@ -271,7 +299,7 @@ def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_
     raw = tiny_raw(trials=3, epochs=2, pruner="median", startup_trials=2,
                    space={"learning_rate": {"low": 1e-7, "high": 0.03, "log": True}})
     root = tiny_repo(tmp_path, raw, store=empty_store)
-    params = load_params(root / "params.yaml")
+    params = load_params(root / "params.yaml", tuning=True)
     tuning, url = params.tuning("mlp"), search.default_storage(root)
     storage = search.open_storage(url)
     experiment = tracking.use_experiment("tune", root)
@@ -425,9 +453,9 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     for section in ("data", "mlflow", "registry"):
         params[section].update(tiny[section])
     params["models"]["mlp"].update({k: v for k, v in tiny["models"]["mlp"].items() if k != "hidden_units"})
-    params["tune"]["mlp"].update(tiny["tune"]["mlp"])
     with open(root / "params.yaml", "w") as file:
         rt.dump(params, file)
+    (root / "tune.yaml").write_text(yaml.safe_dump({"tune": {"mlp": tiny["tune"]["mlp"]}}))
     save_splits({"train": digits(120, 1), "validation": digits(60, 2)}, root / "data" / "processed")
     for model in ("mlp", "logistic"):  # the train stages' outputs, recorded in dvc.lock as if they had run
         (root / "models" / model).mkdir(parents=True)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage == "predict":  # needs no params.yaml, only a model
             return run_predict(args, Layout(args.params.resolve().parent))
-        params = load_params(args.params)
+        params = load_params(args.params, tuning=args.stage == "tune")
         if args.stage in ("train", "evaluate"):
             params.model(args.model)
         if args.stage == "tune":

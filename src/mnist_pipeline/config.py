@@ -12,6 +12,9 @@ from pydantic_core import PydanticCustomError
 from mnist_pipeline.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
+# The searches of the tune command, beside params.yaml: no stage reads them, and DVC lists every key
+# of params.yaml in `dvc exp show`, where thirty columns of search space pushed the models' scores out.
+TUNE_FILE = "tune.yaml"
 
 # params.yaml is input a pull request can change, and CI runs it: limits that keep a hostile or
 # mistaken file to a one-line error in milliseconds. The shipped file is 4 KiB and nests 4 deep.
@@ -200,26 +203,46 @@ class Params(_Strict):
         self.model(name)
         if name not in self.tune:
             sections = f" (it has {', '.join(self.tune)})" if self.tune else ""
-            raise ParamsError(f"params.yaml has no tune.{name} section{sections}; add one with the search space "
-                              f"(see `tune: mlp:` in the shipped params.yaml)")
+            raise ParamsError(f"{TUNE_FILE} has no tune.{name} section{sections}; add one with the search space "
+                              f"(see `tune: mlp:` in the shipped {TUNE_FILE})")
         return self.tune[name]
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; any problem becomes a one-line ParamsError."""
+def load_params(path: Path = PARAMS_FILE, tuning: bool = False) -> Params:
+    """Read and validate params.yaml, and with `tuning` the tune.yaml beside it (as its `tune`
+    section, checked against its models); any problem becomes a one-line ParamsError."""
     path = Path(path)
+    params = parse_params(_read(path, "run from the repository root or pass --params"), path)
+    if params.tune:
+        raise ParamsError(f"{path}: the tune section belongs in {TUNE_FILE} beside it (no stage reads it, and DVC "
+                          f"lists every key of {path.name} in `dvc exp show`); move it there")
+    if not tuning:
+        return params
+    tune_path = path.parent / TUNE_FILE
+    raw = _parse_yaml(_read(tune_path, f"copy the shipped {TUNE_FILE} beside {path.name}"), tune_path)
+    if set(raw) != {"tune"}:
+        raise ParamsError(f"{tune_path}: expected one section, tune (a search per model); found "
+                          f"{', '.join(map(str, raw)) or 'none'}")
+    return _validate(params.model_dump(mode="json") | {"tune": raw["tune"]}, str(tune_path))
+
+
+def _read(path: Path, fix: str) -> bytes:
     try:
         with open(path, "rb") as file:
-            data = file.read(MAX_BYTES + 1)  # never more: the file may be huge or endless
+            return file.read(MAX_BYTES + 1)  # never more: the file may be huge or endless
     except FileNotFoundError:
-        raise ParamsError(f"{path}: no such file; run from the repository root or pass --params") from None
+        raise ParamsError(f"{path}: no such file; {fix}") from None
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read it: {exc.strerror}") from None
-    return parse_params(data, path)
 
 
 def parse_params(data: bytes, path: Path) -> Params:
     """The checks of load_params on the bytes of a params file (`tune --apply` checks what it would write)."""
+    return _validate(_parse_yaml(data, path), str(path))
+
+
+def _parse_yaml(data: bytes, path: Path) -> dict:
+    """The mapping a params file holds, screened for size, depth, anchors and repeated keys first."""
     if len(data) > MAX_BYTES:
         raise ParamsError(f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
                           f"remove what is not a parameter")
@@ -229,7 +252,7 @@ def parse_params(data: bytes, path: Path) -> Params:
         raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
-    return _validate(raw, str(path))
+    return raw
 
 
 def override_model(params: Params, name: str, overrides: dict[str, str]) -> Params:
