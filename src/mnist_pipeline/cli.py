@@ -39,12 +39,12 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="a key under `models` in params.yaml")
     stages.add_parser("summarize", help=f"every model's headline test scores into {here.metrics}")
     tune = stages.add_parser(
-        "tune", help="search models.MODEL's params with Optuna (tune.MODEL in params.yaml); every trial an MLflow run",
-        description="Run an Optuna study over the search space in tune.MODEL of params.yaml: each trial trains "
+        "tune", help="search models.MODEL's params with Optuna (tune.MODEL in tune.yaml); every trial an MLflow run",
+        description="Run an Optuna study over the search space in tune.MODEL of tune.yaml: each trial trains "
                     "MODEL as the train stage does and scores it on the validation split. Workers started anywhere "
                     "with the same --storage and --study share the study. Prints a line per trial and the best "
                     "values; --apply writes them into params.yaml.")
-    tune.add_argument("model", help="a key under `tune` (and `models`) in params.yaml")
+    tune.add_argument("model", help="a key under `tune` in tune.yaml (and under `models` in params.yaml)")
     tune.add_argument("--trials", type=at_least(0), metavar="N",
                       help="finished trials the study should reach, all workers together (default: tune.MODEL.trials); "
                            "0 runs none")

@@ -1,5 +1,5 @@
 """The search, Optuna's side: the study that every worker shares through one database, the values a
-trial draws from params.yaml's `tune:` space, how many trials a study still needs, and the lines a
+trial draws from tune.yaml's `tune:` space, how many trials a study still needs, and the lines a
 worker prints. No TensorFlow and no MLflow here (tune.py trains and logs), so all of it is tested
 without either."""
 

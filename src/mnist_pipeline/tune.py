@@ -1,4 +1,4 @@
-"""The tune command: an Optuna study over params.yaml's `tune:` space whose every trial is a training
+"""The tune command: an Optuna study over tune.yaml's `tune:` space whose every trial is a training
 run of the train stage's code (the same builder, fit loop and per-epoch logging), logged as an MLflow
 child run under one parent run per study; then the best values printed, or written into params.yaml.
 
