@@ -17,13 +17,8 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import yaml
-
-
-def load(data: Path, split: str):
-    with np.load(data / f"{split}.npz") as npz:
-        return npz["x"], npz["y"]
+from bare_keras import load  # the same plain reading of the preprocess stage's splits
 
 
 def main() -> None:
