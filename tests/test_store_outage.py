@@ -137,7 +137,9 @@ def test_a_server_that_dies_mid_fit_costs_the_record_not_the_model(tmp_path):
     assert tracking.read_run_id(model_dir) == run_id and tracking.read_model_id(model_dir) is None
     assert tracking.read_model_sha256(model_dir) == tracking.file_sha256(model_dir / "model.keras")
     # The store holds the epochs before the outage, and the run as the stage left it: it could not end it.
-    assert logged_epochs(server.db) == list(range(1, first))
+    # The epoch whose request was in flight at the kill may be stored too, unanswered, so counted as not
+    # logged (docs/RELIABILITY.md, 4b): with faster epochs the kill can land in that window.
+    assert logged_epochs(server.db) in (list(range(1, first)), list(range(1, first + 1)))
     with sqlite3.connect(server.db) as store:
         assert store.execute("select status from runs where run_uuid = ?", (run_id,)).fetchone() == ("RUNNING",)
 
