@@ -265,7 +265,8 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     other["models"]["mlp"]["optimizer"] = "sgd"
     other_params = parse_params(yaml.safe_dump(other).encode(), Path("params.yaml"))
     with pytest.raises(PipelineError, match=re.escape(
-            "study 's' was made for another search (models.mlp.optimizer, space.dropout differ from this params.yaml)")):
+            "study 's' was made for another search (models.mlp.optimizer, space.dropout differ from this params.yaml "
+            "and tune.yaml)")):
         search.open_study(storage, "s", other_params.tuning("mlp"),
                           search.definition("mlp", other_params, other_params.tuning("mlp")), lambda: "x")
 

@@ -5,6 +5,7 @@ import functools
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from mnist_pipeline.config import LogisticParams, MLPParams
 
@@ -30,8 +31,6 @@ def compute_dtype(params: LogisticParams | MLPParams) -> str:
     bfloat16 for an mlp on a CPU with native support and no GPU (whose own mixed precision differs).
     A logistic model's one 784×10 layer stays float32: there the casts cost more than the small
     matmul saves (its fit took 1.7× as long in bfloat16)."""
-    import tensorflow as tf
-
     if params.precision != "auto":
         return "mixed_bfloat16" if params.precision == "bfloat16" else "float32"
     bfloat16 = isinstance(params, MLPParams) and native_bfloat16() and not tf.config.list_physical_devices("GPU")

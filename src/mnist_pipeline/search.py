@@ -114,8 +114,8 @@ def direction(tune: TuneParams) -> str:
 
 def definition(name: str, params: Params, tune: TuneParams) -> dict:
     """What makes two workers' trials comparable: the model's params but the tuned keys, the data,
-    the objective, the pruner and the space. Workers whose params.yaml differ in any of it must not
-    share a study; the number of trials and the sampler's seed may differ."""
+    the objective, the pruner and the space. Workers whose params.yaml or tune.yaml differ in any of
+    it must not share a study; the number of trials and the sampler's seed may differ."""
     base = params.model(name).model_dump()
     for key in tune.space:
         base.pop(key)
@@ -176,10 +176,10 @@ def open_study(storage, study_name: str, tune: TuneParams, search: dict, make_pa
     made_for = study.user_attrs.get(SEARCH_ATTR, {})
     if made_for != search:
         raise PipelineError(f"study {study_name!r} was made for another search ({', '.join(differences(made_for, search))} "
-                            f"differ from this params.yaml); run the workers with one params.yaml, or start a new "
-                            f"study with --study NAME")
+                            f"differ from this params.yaml and tune.yaml); run the workers with the same two files, "
+                            f"or start a new study with --study NAME")
     if study.direction.name.lower() != direction(tune):
-        raise PipelineError(f"study {study_name!r} {study.direction.name.lower()}s its objective, this params.yaml "
+        raise PipelineError(f"study {study_name!r} {study.direction.name.lower()}s its objective, this tune.yaml "
                             f"asks to {direction(tune)} {tune.objective}; start a new study with --study NAME")
     return study, False
 
@@ -198,10 +198,11 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 
 def run_trials(study: optuna.Study, target: int, objective: Callable, on_trial: Callable) -> None:
-    """Run trials until the study has `target` finished, whichever workers run them. While the others train the last ones, it waits: if one of them is interrupted,
-    or dies and misses its heartbeats, its trial fails, and this worker runs one in its place. Two
-    workers that ask at once for the last one: the one numbered later is a surplus, failed before it
-    trains (the objective calls `check_surplus` first)."""
+    """Run trials until the study has `target` finished, whichever workers run them. While the others
+    train the last ones, it waits: if one of them is interrupted, or dies and misses its heartbeats,
+    its trial fails, and this worker runs one in its place. Two workers that ask at once for the last
+    one: the one numbered later is a surplus, failed before it trains (the objective calls
+    `check_surplus` first)."""
     while True:
         fail_stale_trials(study)
         if finished(study) >= target:

@@ -396,6 +396,16 @@ def training_params(model: str, params: Params) -> dict:
     return {"model": model} | params.model(model).model_dump() | data
 
 
+def log_training_inputs(name: str, params: Params, dtype: str, processed: Path, train: tuple,
+                        validation: tuple) -> None:
+    """What a training run (the train stage's, or a tuning trial's) records before its fit: the
+    params, the compute dtype `precision: auto` chose on this machine, and its two datasets."""
+    log_params(training_params(name, params))
+    mlflow.set_tag("compute_dtype", dtype)
+    log_dataset(*train, processed / "train.npz", "mnist-train", "training")
+    log_dataset(*validation, processed / "validation.npz", "mnist-validation", "validation")
+
+
 def log_params(params: dict) -> None:
     """Log into the active run the params it does not hold yet.
 

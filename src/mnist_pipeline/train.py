@@ -45,10 +45,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
             tracking.active_run(run_name=tracking.run_name(name), tags=tracking.run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
-        tracking.log_params(tracking.training_params(name, params))
-        mlflow.set_tag("compute_dtype", dtype)  # what `precision: auto` chose on this machine
-        tracking.log_dataset(*train_set, layout.processed / "train.npz", "mnist-train", "training")
-        tracking.log_dataset(*validation, layout.processed / "validation.npz", "mnist-validation", "validation")
+        tracking.log_training_inputs(name, params, dtype, layout.processed, train_set, validation)
 
         store_down.enter_context(tracking.fail_fast())  # during the fit only the sender's thread calls the store
         sender, stop_on_signal = MetricSender(uri, run_id), StopOnSignal()

@@ -157,11 +157,8 @@ class Worker:
                                  parent_run_id=self.parent_id) as run:
             run_id = run.info.run_id
             trial.set_user_attr(search.RUN_ATTR, run_id)
-            tracking.log_params(tracking.training_params(self.name, trial_params))
-            mlflow.set_tag("compute_dtype", dtype)  # what `precision: auto` chose on this machine, as train logs it
-            tracking.log_dataset(*self.train_set, self.layout.processed / "train.npz", "mnist-train", "training")
-            tracking.log_dataset(*self.validation, self.layout.processed / "validation.npz", "mnist-validation",
-                                 "validation")
+            tracking.log_training_inputs(self.name, trial_params, dtype, self.layout.processed, self.train_set,
+                                         self.validation)
             sender, stop_on_signal = MetricSender(self.uri, run_id), StopOnSignal()
             report = ReportToTrial(trial, self.tuning.objective)
             # Keras's line per epoch, for every trial, would bury the line per trial: the epochs are in MLflow.
