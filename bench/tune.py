@@ -47,7 +47,8 @@ def run_workers(repo: Path, study: str, workers: int) -> dict:
     procs = [subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--study", study], cwd=repo,
                               env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(workers)]
-    outputs = [proc.communicate()[0] for proc in procs]
+    # The outputs go into tune.json: the throwaway repository's path as <repo>, not this machine's.
+    outputs = [proc.communicate()[0].replace(str(repo), "<repo>") for proc in procs]
     wall = time.perf_counter() - started
     for proc, output in zip(procs, outputs):
         if proc.returncode:
