@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
 
 from mnist_pipeline.config import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.models import build, compute_dtype, for_inference  # noqa: E402
@@ -38,6 +39,18 @@ def test_rescaling_lives_in_the_model():
     assert probs.shape == (2, 10)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert model.get_layer("rescale")(pixels).numpy().max() == pytest.approx(1.0)
+
+
+def test_auto_precision_is_bfloat16_only_for_an_mlp_on_a_cpu_that_has_it_natively():
+    """README: `auto` is bfloat16 for an mlp on a CPU with AVX512_BF16 or AMX (and no GPU), else
+    float32; a logistic model stays float32."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split()) \
+        if cpuinfo.exists() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"}) and not tf.config.list_physical_devices("GPU")
+    mlp = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=0.0, **TRAINING)
+    assert compute_dtype(mlp) == ("mixed_bfloat16" if native else "float32")
+    assert compute_dtype(LogisticParams(type="logistic", **TRAINING)) == "float32"
 
 
 def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_the_same_weights(tmp_path):

@@ -40,6 +40,7 @@ def test_train_writes_the_model_its_run_file_and_history_and_the_run_holds_its_p
     client = MlflowClient(store_uri(layout))  # the store at the layout's root: nothing chose another
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["model"] == "mlp"
+    assert run.data.tags["compute_dtype"] == "float32"  # what its `precision` chose, for comparing runs
     # The model's params and the data's, as the user wrote them in params.yaml.
     expected = {"model"} | set(MLPParams.model_fields) | {f"data.{key}" for key in DataParams.model_fields}
     assert set(run.data.params) == expected
