@@ -26,10 +26,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import (REPO, make_repo, repo_env, shipped_params, small_params, store_uri,  # noqa: E402
-                     tracking_server, write_params)
+from harness import REPO, make_repo, repo_env, shipped_params, small_params, store_uri, tracking_server, write_params  # noqa: E402
 
-from mnist_pipeline.layout import Layout  # noqa: E402
+from mnist_pipeline.core.layout import Layout  # noqa: E402
 
 PYTHON = sys.executable
 GIB = 1024**3
@@ -71,7 +70,7 @@ def run_metrics(repo: Path, model: str) -> dict:
 def model_run(repo: Path, model: str):
     from mlflow.tracking import MlflowClient
 
-    from mnist_pipeline.tracking import read_run_id
+    from mnist_pipeline.tracking.run_file import read_run_id
 
     return MlflowClient(store_uri(repo)).get_run(read_run_id(Layout(repo).model_dir(model)))
 
@@ -146,7 +145,7 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
     sys.path.insert(0, str(repo / "src"))
     import mlflow
 
-    from mnist_pipeline import tracking
+    from mnist_pipeline.tracking.runs import log_metrics
 
     def per_call(uri: str) -> list[float]:
         mlflow.set_tracking_uri(uri)
@@ -155,7 +154,7 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
             times = []
             for step in range(1, calls + 1):
                 started = time.perf_counter()
-                tracking.log_metrics(run.info.run_id, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1,
+                log_metrics(run.info.run_id, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1,
                                                         "val_accuracy": 0.9}, step=step)
                 times.append(time.perf_counter() - started)
         return times
@@ -192,7 +191,7 @@ def epoch_gflop(params: dict, train_images: int, validation_images: int) -> floa
 
 def floor(repo: Path, mlp: dict) -> dict:
     """The arithmetic of one of the mlp's epochs on the split this repository trains on."""
-    from mnist_pipeline.splits import load_split
+    from mnist_pipeline.data.splits import load_split
 
     sizes = {split: len(load_split(Layout(repo).processed, split)[1]) for split in ("train", "validation")}
     return {"epoch_gflop": epoch_gflop(mlp, sizes["train"], sizes["validation"])} | sizes
@@ -403,7 +402,7 @@ def report(r: dict, quick: bool) -> str:
     log = r["logging"]
     fit = {name: statistics.median(fits[name]) for name in fits}
     lines += ["", "## MLflow logging", "",
-              "The train stage logs each epoch's four metrics in one `log_batch` call (`tracking.log_metrics`), nothing per step. "
+              "The train stage logs each epoch's four metrics in one `log_batch` call (`log_metrics`), nothing per step. "
               f"The same call timed {len(log['sqlite'])} times here against the SQLite store and a local `mlflow server` "
               "(SQLite backend, started by the runner on 127.0.0.1):", "",
               "| store | ms per epoch call | per training (× epochs) as % of the median fit |", "| --- | --- | --- |"]

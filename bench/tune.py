@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import REPO, make_repo, repo_env, sh, shipped_params  # noqa: E402
 from run import machine  # noqa: E402
 
-from mnist_pipeline import search  # noqa: E402
+from mnist_pipeline.tuning import optuna_study  # noqa: E402
 
 
 def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
@@ -58,7 +58,7 @@ def run_workers(repo: Path, study: str, workers: int) -> dict:
 
 def epochs_of(repo: Path, study: str, epochs: int) -> dict:
     """Epochs each trial trained to the end (its reports to the pruner), against all trials running all epochs."""
-    trials = optuna.load_study(study_name=study, storage=search.default_storage(repo)).trials
+    trials = optuna.load_study(study_name=study, storage=optuna_study.default_storage(repo)).trials
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     trained = sum(len(t.intermediate_values) for t in finished)
     possible = len(finished) * epochs

@@ -20,12 +20,31 @@ import numpy as np
 import pytest
 
 # The tests import the shared helpers from here (`from conftest import make_repo`) or from harness.
-from harness import (CHROMIUM, REPO, REPRO_LOG, SCREENSHOTS, TF_START_UP, TRAINED_EXPERIMENT,  # noqa: F401
-                     assert_reads_clean, copy_project, free_port, make_repo, repo_env, running, sh, small_params,
-                     stages_run, store_uri, tracking_server, venv_bin, write_params)
-from mnist_pipeline import idx
-from mnist_pipeline.config import PypiSource
-from mnist_pipeline.download import fetch
+from harness import (  # noqa: F401
+    CHROMIUM,
+    REPO,
+    REPRO_LOG,
+    SCREENSHOTS,
+    TF_START_UP,
+    TRAINED_EXPERIMENT,
+    assert_reads_clean,
+    copy_project,
+    free_port,
+    make_repo,
+    repo_env,
+    running,
+    sh,
+    small_params,
+    stages_run,
+    store_uri,
+    tracking_server,
+    venv_bin,
+    write_params,
+)
+
+from mnist_pipeline.core.params import PypiSource
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.sources import fetch
 
 SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_repo", "browser", "page"}
 SLOW_MARKS = ("slow", "e2e", "load")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, make_repo, sh, small_params, stages_run, tracking_server, venv_bin, write_params
-from mnist_pipeline.ci_report import MARKER, dvc_diff, run_link
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.tracking import read_run_id, write_run_file
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.tools.ci_report import MARKER, dvc_diff, run_link
+from mnist_pipeline.tracking.run_file import read_run_id, write_run_file
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 

@@ -7,10 +7,9 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import TRAINED_EXPERIMENT, copy_project, repo_env, sh, small_params, store_uri, write_params
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-
-from conftest import TRAINED_EXPERIMENT, copy_project, repo_env, sh, small_params, store_uri, write_params
 
 # Each check runs the command as a user does, a new process importing MLflow: the full tier.
 pytestmark = pytest.mark.slow

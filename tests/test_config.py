@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mnist_pipeline.cli import split_overrides
-from mnist_pipeline.config import LogisticParams, MLPParams, load_params, override_model
-from mnist_pipeline.errors import ParamsError
-
 from conftest import REPO, make_repo, repo_env, sh, small_params, stages_run
+
+from mnist_pipeline.stages.train import split_overrides
+from mnist_pipeline.core.errors import ParamsError
+from mnist_pipeline.core.params import LogisticParams, MLPParams, load_params, override_model
 
 
 @pytest.fixture

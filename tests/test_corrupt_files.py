@@ -7,11 +7,11 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.splits import load_split, save_splits
-
 from conftest import REPO, repo_env, sh, store_uri
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.layout import RUN_FILE
+from mnist_pipeline.data.splits import load_split, save_splits
 
 RESTORE_MODEL = "restore it with `dvc checkout models/mlp` or retrain it with `dvc repro -f train@mlp`"
 
@@ -66,7 +66,7 @@ def test_predict_with_a_damaged_model_gets_one_line_and_exit_2(tmp_path):
 
 
 def test_a_zip_that_is_not_a_keras_model_names_what_keras_says(tmp_path):
-    from mnist_pipeline.keras_file import load_keras
+    from mnist_pipeline.training.keras_file import load_keras
 
     with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
         archive.writestr("notes.txt", "not a model")
@@ -116,13 +116,13 @@ def test_a_damaged_split_names_the_file_and_the_fix(tmp_path, damage, reason):
                                                  (json.dumps(["r1"]).encode(), "not an object of ids")],
                          ids=["not-json", "not-text", "a-list"])
 def test_a_damaged_run_file_names_the_file_and_the_fix(tmp_path, content, reason):
-    from mnist_pipeline import tracking
+    from mnist_pipeline.tracking.run_file import read_model_id, read_run_id
 
     model_dir = tmp_path / "models" / "mlp"
     model_dir.mkdir(parents=True)
-    (model_dir / tracking.RUN_FILE).write_bytes(content)
-    with pytest.raises(PipelineError, match="^" + f"{model_dir / tracking.RUN_FILE}: not the run file the train stage "
+    (model_dir / RUN_FILE).write_bytes(content)
+    with pytest.raises(PipelineError, match="^" + f"{model_dir / RUN_FILE}: not the run file the train stage "
                                             f"writes \\({reason}"):
-        tracking.read_run_id(model_dir)
-    (model_dir / tracking.RUN_FILE).write_text(json.dumps({"run_id": "r1", "model_id": "m-1"}))
-    assert tracking.read_run_id(model_dir) == "r1" and tracking.read_model_id(model_dir) == "m-1"
+        read_run_id(model_dir)
+    (model_dir / RUN_FILE).write_text(json.dumps({"run_id": "r1", "model_id": "m-1"}))
+    assert read_run_id(model_dir) == "r1" and read_model_id(model_dir) == "m-1"

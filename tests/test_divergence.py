@@ -9,14 +9,13 @@ import sys
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.fitting import StopOnDivergence
-from mnist_pipeline.train import train
-
 from conftest import REPO, repo_env
+from mlflow.tracking import MlflowClient
 from tiny import clean_env, store_uri, tiny_layout, tiny_params  # noqa: F401  (clean_env: a fixture)
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.training.fit_loop import StopOnDivergence
+from mnist_pipeline.training.trainer import train
 
 # Plain SGD at the highest learning rate params.yaml allows: on the tiny digits the loss turns NaN in
 # the second epoch (what `train mlp --optimizer sgd --learning_rate 10` does on MNIST, in seconds).

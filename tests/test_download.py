@@ -10,10 +10,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from mnist_pipeline import idx
-from mnist_pipeline.config import DownloadParams
-from mnist_pipeline.download import download, from_npz
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import DownloadParams
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.sources import from_npz
+from mnist_pipeline.stages.download import download
 
 
 def params(*sources, timeout_s=10) -> DownloadParams:
@@ -204,9 +205,9 @@ def test_an_endless_body_is_refused_at_the_size_cap_with_bounded_memory(tmp_path
     script = """
 import json, resource, sys
 from pathlib import Path
-from mnist_pipeline.config import DownloadParams
-from mnist_pipeline.download import download
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core.params import DownloadParams
+from mnist_pipeline.stages.download import download
+from mnist_pipeline.core.errors import PipelineError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     download(DownloadParams(sources=[{"kind": "idx_mirror", "url": sys.argv[1]}], timeout_s=60), Path(sys.argv[2]))

@@ -11,7 +11,6 @@ import subprocess
 import threading
 
 import pytest
-
 from conftest import REPO, make_repo, repo_env, sh, small_params
 
 pytestmark = pytest.mark.e2e

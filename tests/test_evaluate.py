@@ -9,14 +9,13 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-
-from mnist_pipeline.config import LogisticParams
-from mnist_pipeline.evaluate import RunChoice, choose_run, evaluate, score
-from mnist_pipeline.layout import EvalReports
-from mnist_pipeline.models import build
-from mnist_pipeline.train import train
-
 from tiny import clean_env, cleared_env, digits, store_uri, tiny_layout, tiny_params  # noqa: F401  (a fixture)
+
+from mnist_pipeline.core.layout import EvalReports
+from mnist_pipeline.core.params import LogisticParams
+from mnist_pipeline.evaluation.evaluator import RunChoice, choose_run, evaluate, score
+from mnist_pipeline.training.models import build
+from mnist_pipeline.training.trainer import train
 
 TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
 
@@ -89,7 +88,7 @@ def test_a_new_run_holds_the_params_of_the_training_run(trained, clean_env, monk
     layout, params, run_id = trained
     other = f"sqlite:///{tmp_path / 'other.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
-    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.evaluation.evaluator"):
         scores = evaluate("mlp", params, layout)
 
     assert f"training run {run_id} is not in {other}; logging the evaluation as a new run" in caplog.text

@@ -10,9 +10,9 @@ import zipfile
 
 import numpy as np
 
-from mnist_pipeline import idx
-from mnist_pipeline.config import IdxMirrorSource, KerasNpzSource, LocalSource
-from mnist_pipeline.download import fetch, from_wheel
+from mnist_pipeline.core.params import IdxMirrorSource, KerasNpzSource, LocalSource
+from mnist_pipeline.data import idx
+from mnist_pipeline.data.sources import fetch, from_wheel
 
 KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mnist_pipeline import idx
+from mnist_pipeline.data import idx
 
 
 def test_encode_decode_round_trip():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_pipeline.errors import InputError
-from mnist_pipeline.predict import MAX_NPY_BYTES, MAX_PIXELS, load_inputs, to_mnist
+from mnist_pipeline.core.errors import InputError
+from mnist_pipeline.tools.predict import MAX_NPY_BYTES, MAX_PIXELS, load_inputs, to_mnist
 
 
 @pytest.fixture(scope="module")

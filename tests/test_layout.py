@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mnist_pipeline.layout import Layout
-
 from conftest import REPO
+
+from mnist_pipeline.core.layout import Layout
 
 HERE = Layout(Path())  # paths relative to the repository root, as dvc.yaml writes them
 

@@ -2,9 +2,8 @@
 in MLflow. Minutes long, so not part of `make test`: run it with `python -m pytest -m load`."""
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import make_repo, sh, small_params, store_uri
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.load
 N_EXPERIMENTS = 20

@@ -7,17 +7,16 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, REPRO_LOG, TF_START_UP, assert_reads_clean, repo_env, sh, store_uri
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.quiet_tf import start_up_noise
-from mnist_pipeline.splits import load_split
-
-from conftest import REPO, REPRO_LOG, TF_START_UP, assert_reads_clean, repo_env, sh, store_uri
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.training.quiet_tf import start_up_noise
 
 EPOCH_LINE = re.compile(r"^\d+/\d+ - \d+s - \d+ms/step - accuracy: [\d.]+ - loss: [\d.]+ - "
                         r"val_accuracy: [\d.]+ - val_loss: [\d.]+$", re.MULTILINE)
-KEPT_LINE = re.compile(r"^INFO mnist_pipeline\.train: (?P<model>\w+): (?P<ran>\d+) of \d+ epochs in [\d.]+ s; "
+KEPT_LINE = re.compile(r"^INFO mnist_pipeline\.training\.trainer: (?P<model>\w+): (?P<ran>\d+) of \d+ epochs in [\d.]+ s; "
                        r"kept the weights of epoch (?P<epoch>\d+) \((?P<why>[^)]*)\): "
                        r"val_accuracy (?P<val_accuracy>[\d.]+), val_loss (?P<val_loss>[\d.]+)$", re.MULTILINE)
 
@@ -62,8 +61,8 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
     best epoch's weights, without it the last epoch's, and fit says which."""
     import keras
 
-    from mnist_pipeline.config import MLPParams
-    from mnist_pipeline.fitting import fit
+    from mnist_pipeline.core.params import MLPParams
+    from mnist_pipeline.training.fit_loop import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64)
@@ -101,7 +100,7 @@ def test_predict_reads_clean(trained_repo, tmp_path):
 def test_tensorflow_prints_start_up_lines_that_tf_cpp_min_log_level_0_shows(tmp_path):
     """Without the filter TensorFlow prints its start-up lines, so the tests above can fail;
     TF_CPP_MIN_LOG_LEVEL=0 is the user's way to see them."""
-    probe = "from mnist_pipeline.quiet_tf import import_tensorflow; import_tensorflow()"
+    probe = "from mnist_pipeline.training.quiet_tf import import_tensorflow; import_tensorflow()"
     loud = sh(tmp_path, sys.executable, "-c", probe, env=repo_env(REPO, TF_CPP_MIN_LOG_LEVEL="0"))
     assert sum(text in loud.stderr for text in TF_START_UP) >= 3, loud.stderr
 

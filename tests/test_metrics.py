@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline.metrics import headline, headline_names, per_class, per_class_names, write_reports
+from mnist_pipeline.evaluation.scoring import headline, headline_names, per_class, per_class_names, write_reports
 
 
 def one_hot(predicted, confidence=0.9):

@@ -1,9 +1,8 @@
 """`mlflow run` on the MLproject: the train entry point gives a run shaped like `dvc repro`'s."""
 
+from conftest import REPO, TRAINED_EXPERIMENT, sh, store_uri
 from mlflow.projects import load_project
 from mlflow.tracking import MlflowClient
-
-from conftest import REPO, TRAINED_EXPERIMENT, sh, store_uri
 
 
 def artifact_paths(client, run_id, path=None) -> set[str]:

@@ -10,8 +10,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from mnist_pipeline.config import LogisticParams, MLPParams  # noqa: E402
-from mnist_pipeline.models import build, compute_dtype, for_inference  # noqa: E402
+from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
+from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
 
 TRAINING = dict(optimizer="adam", learning_rate=0.001, lr_schedule="constant", epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
 
@@ -85,7 +85,7 @@ def test_cosine_schedule_decays_to_zero_over_all_epochs():
 
 
 def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
-    from mnist_pipeline.fitting import seed_everything
+    from mnist_pipeline.training.fit_loop import seed_everything
 
     seed_everything(seed)
     params = MLPParams(type="mlp", hidden_units=[units], activation="relu", dropout=0.2, **TRAINING)
@@ -137,7 +137,7 @@ class SignalAt(keras.callbacks.Callback):
 
 
 def fit_until_signal(signals: list[int]):
-    from mnist_pipeline.fitting import StopOnSignal
+    from mnist_pipeline.training.fit_loop import StopOnSignal
 
     stop, sender = StopOnSignal(), SignalAt(31, signals)
     model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=64)
@@ -152,7 +152,7 @@ def fit_until_signal(signals: list[int]):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_fit_is_raised_at_the_next_batch_end_by_the_stop_callback(signum):
-    from mnist_pipeline.errors import Terminated
+    from mnist_pipeline.core.errors import Terminated
 
     raised, sender = fit_until_signal([signum])
     assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)

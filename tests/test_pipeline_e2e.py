@@ -3,17 +3,17 @@
 import json
 import re
 import shutil
+from pathlib import Path
 import subprocess
 
 import mlflow
 import pytest
 import yaml
+from conftest import REPO, make_repo, repo_env, sh, small_params, stages_run, store_uri, write_params
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.tracking import read_model_id
-
-from conftest import make_repo, repo_env, sh, small_params, stages_run, store_uri, write_params
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.tracking.run_file import read_model_id
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
@@ -66,10 +66,10 @@ def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
     ran, stage = {}, None
     for line in (repo / "first_repro.log").read_text().splitlines():
         if started := re.match(r"Running stage '([^']+)'", line):
-            stage = ran.setdefault(started.group(1), {"src/mnist_pipeline/__main__.py"})  # what `python -m` runs
-        elif stage is not None and (module := re.search(r"\| +(mnist_pipeline(?:\.\w+)?)$", line)):
-            name = module.group(1).partition(".")[2] or "__init__"
-            stage.add(f"src/mnist_pipeline/{name}.py")
+            stage = ran.setdefault(started.group(1), {"src/mnist_pipeline/stages/__main__.py"})  # what `python -m` runs
+        elif stage is not None and (module := re.search(r"\| +(mnist_pipeline(?:\.\w+)*)$", line)):
+            path = Path("src", *module.group(1).split("."))
+            stage.add(str(path / "__init__.py" if (REPO / path).is_dir() else path.with_suffix(".py")))
     locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(ran) == set(locked)
     for name, files in ran.items():

@@ -3,15 +3,14 @@
 import mlflow
 import numpy as np
 import pytest
+from conftest import repo_env, sh, store_uri
 from mlflow.tracking import MlflowClient
 from PIL import Image
-
-from mnist_pipeline.layout import MODEL_FILE, Layout
-from mnist_pipeline.predict import to_mnist
-from mnist_pipeline.splits import load_split
-
-from conftest import repo_env, sh, store_uri
 from test_inputs import png_of_zeros
+
+from mnist_pipeline.core.layout import MODEL_FILE, Layout
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.tools.predict import to_mnist
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import mlflow.pyfunc
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-from mnist_pipeline.config import RegistryParams
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.registry import ALIAS, promote
-
 from tiny import cleared_env
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.tracking.registry import ALIAS, promote
 
 
 class Constant(mlflow.pyfunc.PythonModel):

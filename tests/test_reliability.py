@@ -16,12 +16,20 @@ import mlflow
 import psutil
 import pytest
 import yaml
+from conftest import (
+    free_port,
+    make_repo,
+    repo_env,
+    sh,
+    small_params,
+    stages_run,
+    store_uri,
+    tracking_server,
+    write_params,
+)
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.layout import Layout
-
-from conftest import (free_port, make_repo, repo_env, sh, small_params, stages_run, store_uri, tracking_server,
-                      write_params)
+from mnist_pipeline.core.layout import Layout
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "reliability"

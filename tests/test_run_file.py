@@ -9,15 +9,14 @@ import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from mnist_pipeline import tracking
-from mnist_pipeline.config import Params
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.evaluate import Recorded, RunFile, evaluate, mismatch
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.train import train
-
 from tiny import clean_env, cleared_env, store_uri, tiny_layout, tiny_params  # noqa: F401  (clean_env: a fixture)
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.layout import RUN_FILE, Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.evaluation.evaluator import Recorded, RunFile, evaluate, mismatch
+from mnist_pipeline.tracking.run_file import MODEL_DIGEST_TAG, file_sha256, read_model_id
+from mnist_pipeline.training.trainer import train
 
 RUN, OTHER_RUN, MODEL, SHA, OTHER_SHA, EXP = "r" * 32, "o" * 32, "m-1", "a" * 64, "b" * 64, "1"
 GOOD = Recorded("mlp", EXP, SHA, ("mlp", RUN))
@@ -99,13 +98,13 @@ def store_state(client: MlflowClient, runs: dict[str, str]) -> tuple:
 
 
 def edit_run_file(model_dir, **changes) -> None:
-    path = model_dir / tracking.RUN_FILE
+    path = model_dir / RUN_FILE
     ids = json.loads(path.read_text()) | changes
     path.write_text(json.dumps({key: value for key, value in ids.items() if value is not None}))
 
 
 def logistic_run_file(mlp, logistic, runs):
-    shutil.copy(logistic / tracking.RUN_FILE, mlp / tracking.RUN_FILE)
+    shutil.copy(logistic / RUN_FILE, mlp / RUN_FILE)
 
 
 def logistic_folder(mlp, logistic, runs):
@@ -119,11 +118,11 @@ def logistic_model_file(mlp, logistic, runs):
 
 def logistic_model_file_and_its_digest(mlp, logistic, runs):
     logistic_model_file(mlp, logistic, runs)
-    edit_run_file(mlp, model_sha256=tracking.file_sha256(mlp / "model.keras"))
+    edit_run_file(mlp, model_sha256=file_sha256(mlp / "model.keras"))
 
 
 def logistic_logged_model(mlp, logistic, runs):
-    edit_run_file(mlp, model_id=tracking.read_model_id(logistic))
+    edit_run_file(mlp, model_id=read_model_id(logistic))
 
 
 def no_digest(mlp, logistic, runs):
@@ -178,5 +177,5 @@ def test_evaluate_logs_into_this_trainings_run_and_registers_its_model(folder):
     assert "test_accuracy" not in client.get_run(runs["logistic"]).data.metrics
     [version] = client.search_model_versions("name = 'mnist-mlp'")
     assert version.run_id == runs["mlp"]
-    assert client.get_run(runs["mlp"]).data.tags[tracking.MODEL_DIGEST_TAG] == tracking.file_sha256(
+    assert client.get_run(runs["mlp"]).data.tags[MODEL_DIGEST_TAG] == file_sha256(
         layout.model_file("mlp"))

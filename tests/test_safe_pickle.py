@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mnist_pipeline import safe_pickle
+from mnist_pipeline.data import safe_pickle
 
 
 class RunsAShellCommand:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-
-from mnist_pipeline.layout import MODEL_FILE, Layout
-from mnist_pipeline.splits import load_split
-
 from conftest import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
+
+from mnist_pipeline.core.layout import MODEL_FILE, Layout
+from mnist_pipeline.data.splits import load_split
 
 
 def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):

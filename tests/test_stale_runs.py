@@ -19,8 +19,11 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import processes, tracking
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.core import processes
+from mnist_pipeline.tracking import liveness
+from mnist_pipeline.tracking.liveness import HEARTBEAT_TAG, PROCESS_TAG, STALE_AFTER_S, active_run, end_dead_runs
+from mnist_pipeline.tracking.store import check_store, use_experiment
+from mnist_pipeline.core.errors import PipelineError
 
 from conftest import REPO, make_repo, repo_env, sh, small_params, store_uri, write_params
 
@@ -30,9 +33,10 @@ EXPERIMENT = "stale"
 HOLDER = """
 import sys, time
 from pathlib import Path
-from mnist_pipeline import tracking
-tracking.use_experiment("holders", Path(sys.argv[1]))
-with tracking.active_run(run_name="holder", tags={"model": sys.argv[2]}) as run:
+from mnist_pipeline.tracking.liveness import active_run
+from mnist_pipeline.tracking.store import use_experiment
+use_experiment("holders", Path(sys.argv[1]))
+with active_run(run_name="holder", tags={"model": sys.argv[2]}) as run:
     print(run.info.run_id, flush=True)
     time.sleep(600)
 """
@@ -76,7 +80,7 @@ def store(tmp_path) -> Path:
 def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen, str]]:
     """Real processes holding RUNNING runs of `models`, once each has said its run id."""
     env = repo_env(REPO)
-    tracking.check_store(root)  # creates the store's tables once, before the holders race for them
+    check_store(root)  # creates the store's tables once, before the holders race for them
     holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(root), model], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for model in models]
     started = [(holder, holder.stdout.readline().strip()) for holder in holders]
@@ -96,8 +100,8 @@ def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_a
         assert [status(client, i) for i in (dead_id, live_id, logistic_id)] == ["RUNNING"] * 3
 
         # The next run of mlp (this test's own process) marks the dead mlp run, and only that.
-        tracking.use_experiment("holders", store)
-        with tracking.active_run(run_name="next", tags={"model": "mlp"}) as run:
+        use_experiment("holders", store)
+        with active_run(run_name="next", tags={"model": "mlp"}) as run:
             assert status(client, run.info.run_id) == "RUNNING"
         dead = client.get_run(dead_id)
         assert dead.info.status == "KILLED" and dead.info.end_time is not None
@@ -119,14 +123,14 @@ def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_a
 
 def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbeat_is_old(store):
     client = client_for(store)
-    tracking.use_experiment("crafted", store)
+    use_experiment("crafted", store)
     experiment = mlflow.get_experiment_by_name("crafted").experiment_id
-    me = {tracking.PROCESS_TAG + key: value for key, value in processes.identity().items()}
+    me = {PROCESS_TAG + key: value for key, value in processes.identity().items()}
     now = datetime.now(timezone.utc)
-    old_beat = now - timedelta(seconds=tracking.STALE_AFTER_S + 60)
+    old_beat = now - timedelta(seconds=STALE_AFTER_S + 60)
 
     def beat(when: datetime) -> dict:
-        return {tracking.HEARTBEAT_TAG: when.isoformat(timespec="seconds")}
+        return {HEARTBEAT_TAG: when.isoformat(timespec="seconds")}
 
     elsewhere = me | {"process.host": "another-machine", "process.pid_space": "x/pid:[1]", "process.pid": "1"}
     cases = {  # tags → the status after the sweep
@@ -140,7 +144,7 @@ def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbea
     }
     ids = {name: client.create_run(experiment, tags=tags | {"model": "mlp"}).info.run_id
            for name, (tags, _) in cases.items()}
-    ended = {run.info.run_id for run, _ in tracking.end_dead_runs([experiment])}
+    ended = {run.info.run_id for run, _ in end_dead_runs([experiment])}
     assert {name: status(client, ids[name]) for name in cases} == {name: want for name, (_, want) in cases.items()}
     assert ended == {ids[name] for name, (_, want) in cases.items() if want == "KILLED"}
     silent = client.get_run(ids["another machine, silent for long"])
@@ -149,13 +153,13 @@ def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbea
 
 
 def test_the_heartbeat_is_renewed_while_the_run_is_open_and_stops_with_it(store, monkeypatch):
-    monkeypatch.setattr(tracking, "HEARTBEAT_S", 0.3)
+    monkeypatch.setattr(liveness, "HEARTBEAT_S", 0.3)
     client = client_for(store)
-    tracking.use_experiment("beats", store)
-    with tracking.active_run(run_name="beating", tags={"model": "mlp"}) as run:
-        first = client.get_run(run.info.run_id).data.tags[tracking.HEARTBEAT_TAG]
+    use_experiment("beats", store)
+    with active_run(run_name="beating", tags={"model": "mlp"}) as run:
+        first = client.get_run(run.info.run_id).data.tags[HEARTBEAT_TAG]
         deadline = time.monotonic() + 10
-        while client.get_run(run.info.run_id).data.tags[tracking.HEARTBEAT_TAG] == first:
+        while client.get_run(run.info.run_id).data.tags[HEARTBEAT_TAG] == first:
             assert time.monotonic() < deadline, "the heartbeat was never renewed"
             time.sleep(0.2)
     time.sleep(1)
@@ -168,7 +172,7 @@ def repo(tmp_path_factory, mnist_dir):
     """A small repository with its data prepared (no model trained)."""
     root = make_repo(tmp_path_factory.mktemp("stale"), small_params(mnist_dir, EXPERIMENT))
     sh(root, "dvc", "repro", "preprocess")
-    tracking.check_store(root)  # the store's tables, made once: the test reads the store while stages start
+    check_store(root)  # the store's tables, made once: the test reads the store while stages start
     forget_experiment()
     return root
 
@@ -279,7 +283,7 @@ def test_killing_dvc_repro_stops_its_training_stage(repo, shell):
 # A process that runs a stand-in for dvc (sleep), watches it, and says what reached it.
 WATCHER = """
 import os, signal, subprocess, sys, time
-from mnist_pipeline import processes
+from mnist_pipeline.core import processes
 signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
 signal.signal(signal.SIGINT, lambda *_: print("SIGINT: ending", flush=True))  # a stage that is ending
 dvc = subprocess.Popen(["sleep", "60"])
@@ -312,8 +316,8 @@ def store_with_a_run(root: Path, experiment: str = "moving") -> str:
     """A project store at `root` holding one run with an artifact, as the stages leave it."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "note.txt").write_text("artifact\n")
-    tracking.use_experiment(experiment, root)
-    with tracking.active_run(run_name="first", tags={"model": "mlp"}) as run:
+    use_experiment(experiment, root)
+    with active_run(run_name="first", tags={"model": "mlp"}) as run:
         mlflow.log_artifact(str(root / "note.txt"))
     forget_experiment()
     return run.info.run_id
@@ -329,10 +333,12 @@ LOGGER = """
 import sys
 from pathlib import Path
 import mlflow
-from mnist_pipeline import tracking
+from mnist_pipeline.tracking import liveness
+from mnist_pipeline.tracking.liveness import HEARTBEAT_TAG, PROCESS_TAG, STALE_AFTER_S, active_run, end_dead_runs
+from mnist_pipeline.tracking.store import check_store, use_experiment
 root = Path(sys.argv[1])
-tracking.use_experiment("moving", root)
-with tracking.active_run(run_name="next", tags={"model": "mlp"}) as run:
+use_experiment("moving", root)
+with active_run(run_name="next", tags={"model": "mlp"}) as run:
     mlflow.log_artifact(str(root / "note.txt"))
 print(run.info.artifact_uri)
 """
@@ -353,7 +359,7 @@ def test_a_moved_repository_refuses_to_log_until_its_old_path_is_linked(tmp_path
     moved = tmp_path / "after"
     (tmp_path / "before").rename(moved)
     with pytest.raises(PipelineError) as refused:
-        tracking.use_experiment("moving", moved)
+        use_experiment("moving", moved)
     message = str(refused.value)
     assert message == (
         f"the MLflow store {moved / 'mlflow.db'} keeps experiment 1's artifacts in {tmp_path / 'before' / 'mlruns'}, "
@@ -375,7 +381,7 @@ def test_a_copied_repository_refuses_to_log_into_the_original_until_the_fix_it_n
     shutil.copytree(original, copy, symlinks=True)
     before = sorted(p.relative_to(original) for p in (original / "mlruns").rglob("*"))
     with pytest.raises(PipelineError) as refused:
-        tracking.use_experiment("moving", copy)
+        use_experiment("moving", copy)
     message = str(refused.value)
     assert message == (
         f"the MLflow store {copy / 'mlflow.db'} keeps experiment 1's artifacts in {original / 'mlruns'}, outside "

@@ -16,12 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
-from mnist_pipeline import tracking
-
 from conftest import REPO, free_port, repo_env, venv_bin
+from mlflow.tracking import MlflowClient
 from tiny import tiny_layout, tiny_params
+
+from mnist_pipeline.tracking.run_file import file_sha256, read_model_id, read_model_sha256, read_run_id
 
 pytestmark = pytest.mark.slow  # a real server and train stage, most of a minute each
 
@@ -134,8 +133,8 @@ def test_a_server_that_dies_mid_fit_costs_the_record_not_the_model(tmp_path):
     history = pd.read_csv(root / "reports/history/mlp.csv")
     assert history["epoch"].tolist() == list(range(1, epochs + 1))
     model_dir = root / "models/mlp"
-    assert tracking.read_run_id(model_dir) == run_id and tracking.read_model_id(model_dir) is None
-    assert tracking.read_model_sha256(model_dir) == tracking.file_sha256(model_dir / "model.keras")
+    assert read_run_id(model_dir) == run_id and read_model_id(model_dir) is None
+    assert read_model_sha256(model_dir) == file_sha256(model_dir / "model.keras")
     # The store holds the epochs before the outage, and the run as the stage left it: it could not end it.
     # The epoch whose request was in flight at the kill may be stored too, unanswered, so counted as not
     # logged (docs/RELIABILITY.md, 4b): with faster epochs the kill can land in that window.
@@ -164,10 +163,10 @@ def test_a_server_back_during_the_fit_gets_every_epoch_and_the_model(tmp_path):
         assert stage.returncode == 0, err
 
         client = MlflowClient(server.url)
-        run_id = tracking.read_run_id(root / "models/mlp")
+        run_id = read_run_id(root / "models/mlp")
         run = client.get_run(run_id)
         history = client.get_metric_history(run_id, "val_loss")
-        logged_model = client.get_logged_model(tracking.read_model_id(root / "models/mlp"))
+        logged_model = client.get_logged_model(read_model_id(root / "models/mlp"))
 
     assert run.info.status == "FINISHED" and run.data.metrics["epochs_trained"] == epochs
     assert sorted(m.step for m in history) == list(range(1, epochs + 1))

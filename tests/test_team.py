@@ -16,12 +16,11 @@ import pandas as pd
 import psycopg
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
-from mnist_pipeline.layout import Layout
-
 from conftest import make_repo, repo_env, sh, small_params, stages_run
+from mlflow.tracking import MlflowClient
 from servers import S3_CREDENTIALS, boto3_credentials, mlflow_server, postgres, s3_endpoint
+
+from mnist_pipeline.core.layout import Layout
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "team"

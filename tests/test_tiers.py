@@ -9,7 +9,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import refuse_the_network
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY")

@@ -9,15 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-
-from mnist_pipeline import tracking
-from mnist_pipeline.config import DataParams, MLPParams
-from mnist_pipeline.models import build
-from mnist_pipeline.splits import load_split
-from mnist_pipeline.fitting import fit
-from mnist_pipeline.train import train
-
 from tiny import clean_env, digits, store_uri, tiny_layout, tiny_params  # noqa: F401  (clean_env: a fixture)
+
+from mnist_pipeline.core.params import DataParams, MLPParams
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.tracking.run_file import read_model_id, read_run_id
+from mnist_pipeline.training.fit_loop import fit
+from mnist_pipeline.training.models import build
+from mnist_pipeline.training.trainer import train
 
 KEPT_LINE = re.compile(r"kept the weights of epoch (\d+) \(([^)]*)\)")
 
@@ -27,14 +26,13 @@ def val_losses(client: MlflowClient, run_id: str) -> list[float]:
 
 
 def test_train_writes_the_model_its_run_file_and_history_and_the_run_holds_its_params(tmp_path, clean_env):
-    import keras
 
     layout = tiny_layout(tmp_path)
     params = tiny_params(epochs=2, precision="float32")  # the fit's val_loss in the saved model's arithmetic
     run_id = train("mlp", params, layout)
 
-    assert tracking.read_run_id(layout.model_dir("mlp")) == run_id
-    model_id = tracking.read_model_id(layout.model_dir("mlp"))
+    assert read_run_id(layout.model_dir("mlp")) == run_id
+    model_id = read_model_id(layout.model_dir("mlp"))
     history = pd.read_csv(layout.history("mlp"))
     assert history["epoch"].tolist() == [1, 2]
     client = MlflowClient(store_uri(layout))  # the store at the layout's root: nothing chose another
@@ -65,12 +63,11 @@ def test_early_stopping_keeps_the_best_epoch_and_best_epoch_names_it(tmp_path, c
     """Tiny data that the model soon overfits: validation loss turns up and training stops early.
     best_epoch (metric and log line) is the epoch of the lowest val_loss, and the saved model holds
     that epoch's weights, not the last's."""
-    import keras
 
     layout = tiny_layout(tmp_path)
     params = tiny_params(hidden_units=[256], dropout=0.0, batch_size=10, epochs=20, early_stopping_patience=2,
                          precision="float32")
-    with caplog.at_level(logging.INFO, logger="mnist_pipeline.train"):
+    with caplog.at_level(logging.INFO, logger="mnist_pipeline.training.trainer"):
         run_id = train("mlp", params, layout)
 
     client = MlflowClient(store_uri(layout))

@@ -5,8 +5,6 @@ hold the train and validation splits only, so every trial here runs without test
 The fast parts first (the search space's checks, the values a trial draws, the lines it prints, the
 params.yaml edit, the study's refusals): no TensorFlow in them. The tests that train are marked slow."""
 
-import copy
-import os
 import re
 import shlex
 import shutil
@@ -19,26 +17,39 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import REPO, make_repo, repo_env, sh, small_params
 from mlflow.projects import load_project
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-
-from mnist_pipeline import search
-from mnist_pipeline.config import load_params, parse_params
-from mnist_pipeline.errors import ParamsError, PipelineError
-from mnist_pipeline.params_edit import apply_values
-from mnist_pipeline.splits import save_splits
-
-from conftest import REPO, make_repo, repo_env, sh, small_params
 from servers import postgres
 from tiny import clean_env, digits  # noqa: F401  (clean_env: a fixture)
+
+from mnist_pipeline.core.errors import ParamsError, PipelineError
+from mnist_pipeline.core.params import Params, load_params, parse_params
+from mnist_pipeline.tuning.schema import TuneParams, checked_tuning, load_tuning, search_for
+from mnist_pipeline.data.splits import save_splits
+from mnist_pipeline.tuning import optuna_study
+from mnist_pipeline.tuning.params_edit import apply_values
 
 TUNED = ("learning_rate", "dropout")
 
 
 def shipped() -> dict:
-    """The shipped params.yaml, with tune.yaml's section as load_params(tuning=True) joins them."""
+    """The shipped params.yaml, with tune.yaml's section beside its own."""
     return yaml.safe_load((REPO / "params.yaml").read_text()) | yaml.safe_load((REPO / "tune.yaml").read_text())
+
+
+def parsed(raw: dict) -> tuple[Params, dict[str, TuneParams]]:
+    """`raw` checked as params.yaml (all but the tune section) and tune.yaml (the tune section) are."""
+    params = parse_params(yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"}, sort_keys=False).encode(),
+                          Path("params.yaml"))
+    return params, checked_tuning(raw["tune"], params, "tune.yaml")
+
+
+def loaded(path: Path) -> tuple[Params, dict[str, TuneParams]]:
+    """params.yaml at `path` and the tune.yaml beside it, as the tune command reads them."""
+    params = load_params(path)
+    return params, load_tuning(path, params)
 
 
 def write_split(root: Path, raw: dict) -> None:
@@ -75,7 +86,7 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
 @pytest.fixture(scope="module")
 def empty_store(tmp_path_factory) -> Path:
     """An MLflow SQLite store with its tables and no experiment, for tests to copy."""
-    from mnist_pipeline.tracking import check_store
+    from mnist_pipeline.tracking.store import check_store
 
     folder = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as env:
@@ -121,7 +132,7 @@ def test_a_bad_search_space_is_one_line_naming_the_file_and_the_key(tmp_path, ch
     write_split(tmp_path, raw)
     load_params(tmp_path / "params.yaml")  # the stages do not read tune.yaml
     with pytest.raises(ParamsError) as refused:
-        load_params(tmp_path / "params.yaml", tuning=True)
+        loaded(tmp_path / "params.yaml")
     assert str(refused.value) == f"{tmp_path / 'tune.yaml'}: {expected}"
 
 
@@ -136,20 +147,21 @@ def test_the_search_lives_in_tune_yaml_not_in_params_yaml(tmp_path):
     write_split(tmp_path, shipped())
     (tmp_path / "tune.yaml").write_text("mlp: {}\n")
     with pytest.raises(ParamsError, match=r"tune.yaml: expected one section, tune \(a search per model\); found mlp$"):
-        load_params(path, tuning=True)
+        loaded(path)
     (tmp_path / "tune.yaml").unlink()
     with pytest.raises(ParamsError, match=r"tune.yaml: no such file; copy the shipped tune.yaml beside params.yaml$"):
-        load_params(path, tuning=True)
+        loaded(path)
 
 
 def test_a_model_with_no_tune_section_or_none_to_tune_is_refused():
     raw = shipped()
     raw["tune"]["cnn"] = raw["tune"].pop("logistic")
+    params, _ = parsed({**raw, "tune": {}})
     with pytest.raises(ParamsError, match=r"^x: tune.cnn: no model 'cnn' under models; tune one of: mlp, logistic$"):
-        parse_params(yaml.safe_dump(raw, sort_keys=False).encode(), Path("x"))
+        checked_tuning(raw["tune"], params, "x")
     del raw["tune"]["cnn"]
     with pytest.raises(ParamsError) as refused:
-        parse_params(yaml.safe_dump(raw, sort_keys=False).encode(), Path("x")).tuning("logistic")
+        search_for(checked_tuning(raw["tune"], params, "x"), params, "logistic")
     assert str(refused.value) == ("tune.yaml has no tune.logistic section (it has mlp); add one with the search "
                                   "space (see `tune: mlp:` in the shipped tune.yaml)")
 
@@ -165,7 +177,7 @@ def test_a_bad_search_space_stops_tune_in_one_line_before_tensorflow_is_imported
     assert done.returncode == 2 and done.stdout == ""
     assert said == ["error: tune.yaml: tune.mlp.space.dropout.high = 1.5: Input should be less than 1 "
                     "(as models.mlp.dropout)"]
-    assert "mnist_pipeline.config" in imported  # -X importtime saw the imports
+    assert "mnist_pipeline.core.params" in imported  # -X importtime saw the imports
     assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "mlflow", "optuna")]
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -175,25 +187,25 @@ def test_a_trial_draws_values_the_model_accepts_rounded_as_params_yaml_will_hold
     raw = tiny_raw()
     raw["tune"]["mlp"]["space"] |= {"hidden_units": {"choices": [[16], [32, 16]]},
                                     "batch_size": {"low": 8, "high": 64, "step": 8}}
-    params = parse_params(yaml.safe_dump(raw).encode(), Path("params.yaml"))
-    tuning, model = params.tuning("mlp"), params.model("mlp")
+    params, tunes = parsed(raw)
+    tuning, model = search_for(tunes, params, "mlp"), params.model("mlp")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
     seen = set()
     for _ in range(12):
         trial = study.ask()
-        values = search.draw(trial, tuning, model)
+        values = optuna_study.draw(trial, tuning, model)
         assert set(values) == {"learning_rate", "dropout", "hidden_units", "batch_size"}
         assert 0.001 <= values["learning_rate"] <= 0.03 and 0.0 <= values["dropout"] <= 0.3
         assert float(f"{values['learning_rate']:.3g}") == values["learning_rate"]  # 3 significant digits
         assert values["hidden_units"] in ([16], [32, 16]) and values["batch_size"] % 8 == 0
         assert isinstance(values["batch_size"], int)
-        trained = search.trial_model(model, values, tuning)
+        trained = optuna_study.trial_model(model, values, tuning)
         assert trained.hidden_units == values["hidden_units"] and trained.epochs == model.epochs
         seen.add(tuple(values["hidden_units"]))
         study.tell(trial, values["learning_rate"])
     assert seen == {(16,), (32, 16)}
     with_epochs = tuning.model_copy(update={"epochs": 5})
-    assert search.trial_model(model, values, with_epochs).epochs == 5
+    assert optuna_study.trial_model(model, values, with_epochs).epochs == 5
 
 
 def test_a_worker_prints_one_line_per_trial_and_a_dvc_exp_run_line_dvc_reads_back(tmp_path):
@@ -202,15 +214,15 @@ def test_a_worker_prints_one_line_per_trial_and_a_dvc_exp_run_line_dvc_reads_bac
     values = {"learning_rate": 0.0000282, "dropout": 0.312, "hidden_units": [1024, 512], "batch_size": 256}
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0712, user_attrs={
-        search.VALUES_ATTR: values}, intermediate_values={1: 0.2, 2: 0.0712}))
+        optuna_study.VALUES_ATTR: values}, intermediate_values={1: 0.2, 2: 0.0712}))
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
-        search.VALUES_ATTR: values, search.PRUNED_ATTR: "at epoch 1"}, intermediate_values={1: 2.30125}))
+        optuna_study.VALUES_ATTR: values, optuna_study.PRUNED_ATTR: "at epoch 1"}, intermediate_values={1: 2.30125}))
     complete, pruned = study.trials
     line = "learning_rate=0.0000282 dropout=0.312 hidden_units=[1024,512] batch_size=256"
-    assert search.trial_line(complete, "val_loss", best=True) == f"trial 0  complete  val_loss 0.0712  {line}  (best so far)"
-    assert search.trial_line(pruned, "val_loss", best=False) == f"trial 1  pruned (at epoch 1)  val_loss 2.3013  {line}"
+    assert optuna_study.trial_line(complete, "val_loss", best=True) == f"trial 0  complete  val_loss 0.0712  {line}  (best so far)"
+    assert optuna_study.trial_line(pruned, "val_loss", best=False) == f"trial 1  pruned (at epoch 1)  val_loss 2.3013  {line}"
 
-    command = search.try_command("mlp", values)
+    command = optuna_study.try_command("mlp", values)
     words = shlex.split(command)
     assert words[:3] == ["dvc", "exp", "run"] and words[3::2] == ["-S"] * 4
     overrides = words[4::2]
@@ -249,36 +261,37 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
 
 # --- the study its workers share -------------------------------------------------------------------
 def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
-    params = parse_params(yaml.safe_dump(tiny_raw()).encode(), Path("params.yaml"))
-    tuning = params.tuning("mlp")
-    storage = search.open_storage(search.default_storage(tmp_path))
+    params, tunes = parsed(tiny_raw())
+    tuning = search_for(tunes, params, "mlp")
+    storage = optuna_study.open_storage(optuna_study.default_storage(tmp_path))
     made = []
-    study, created = search.open_study(storage, "s", tuning, search.definition("mlp", params, tuning),
+    study, created = optuna_study.open_study(storage, "s", tuning, optuna_study.definition("mlp", params, tuning),
                                        lambda: made.append("parent") or "run-1")
-    assert created and made == ["parent"] and study.user_attrs[search.PARENT_ATTR] == "run-1"
-    again, created = search.open_study(storage, "s", tuning, search.definition("mlp", params, tuning),
+    assert created and made == ["parent"] and study.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
+    again, created = optuna_study.open_study(storage, "s", tuning, optuna_study.definition("mlp", params, tuning),
                                        lambda: made.append("parent") or "run-2")
-    assert not created and made == ["parent"] and again.user_attrs[search.PARENT_ATTR] == "run-1"
+    assert not created and made == ["parent"] and again.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
 
     other = tiny_raw()
     other["tune"]["mlp"]["space"]["dropout"]["high"] = 0.5
     other["models"]["mlp"]["optimizer"] = "sgd"
-    other_params = parse_params(yaml.safe_dump(other).encode(), Path("params.yaml"))
+    other_params, other_tunes = parsed(other)
     with pytest.raises(PipelineError, match=re.escape(
             "study 's' was made for another search (models.mlp.optimizer, space.dropout differ from this params.yaml "
             "and tune.yaml)")):
-        search.open_study(storage, "s", other_params.tuning("mlp"),
-                          search.definition("mlp", other_params, other_params.tuning("mlp")), lambda: "x")
+        other_tuning = search_for(other_tunes, other_params, "mlp")
+        optuna_study.open_study(storage, "s", other_tuning, optuna_study.definition("mlp", other_params, other_tuning),
+                                lambda: "x")
 
     optuna.create_study(storage=storage, study_name="made-elsewhere")  # e.g. `optuna create-study`
     with pytest.raises(PipelineError, match="study 'made-elsewhere' has no MLflow parent run after 1 s"):
-        search.open_study(storage, "made-elsewhere", tuning, {}, lambda: "x", wait_s=1)
+        optuna_study.open_study(storage, "made-elsewhere", tuning, {}, lambda: "x", wait_s=1)
 
     def no_store():
         raise PipelineError("the store is down")
 
     with pytest.raises(PipelineError, match="the store is down"):
-        search.open_study(storage, "t", tuning, {}, no_store)
+        optuna_study.open_study(storage, "t", tuning, {}, no_store)
     assert "t" not in optuna.get_all_study_names(storage)  # no study left without its parent run
 
 
@@ -293,30 +306,30 @@ def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_
                                                                                           capsys, empty_store):
     """Two trials with a learning rate that learns, then one that cannot: the median pruner stops it
     after its first epoch, and the study and MLflow both say so."""
-    from mnist_pipeline import tracking
-    from mnist_pipeline.layout import Layout
-    from mnist_pipeline.tune import create_parent, tune
+    from mnist_pipeline.core.layout import Layout
+    from mnist_pipeline.tracking.store import tracking_uri, use_experiment
+    from mnist_pipeline.tuning.trials import create_parent, tune
 
     raw = tiny_raw(trials=3, epochs=2, pruner="median", startup_trials=2,
                    space={"learning_rate": {"low": 1e-7, "high": 0.03, "log": True}})
     root = tiny_repo(tmp_path, raw, store=empty_store)
-    params = load_params(root / "params.yaml", tuning=True)
-    tuning, url = params.tuning("mlp"), search.default_storage(root)
-    storage = search.open_storage(url)
-    experiment = tracking.use_experiment("tune", root)
-    study, _ = search.open_study(storage, "mlp", tuning, search.definition("mlp", params, tuning),
+    params, tunes = loaded(root / "params.yaml")
+    tuning, url = search_for(tunes, params, "mlp"), optuna_study.default_storage(root)
+    storage = optuna_study.open_storage(url)
+    experiment = use_experiment("tune", root)
+    study, _ = optuna_study.open_study(storage, "mlp", tuning, optuna_study.definition("mlp", params, tuning),
                                  lambda: create_parent(MlflowClient(), experiment, "mlp", url, "mlp", params, tuning))
     for learning_rate in (0.01, 0.02, 1e-7):  # Optuna's own way to fix a trial's values
         study.enqueue_trial({"learning_rate": learning_rate})
 
-    tune("mlp", params, Layout(root), root / "params.yaml")
+    tune("mlp", params, tuning, Layout(root), root / "params.yaml")
 
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"trial 2  pruned \(at epoch 1\)  val_loss [\d.]+  learning_rate=0.0000001", lines[2]), lines
     trials = optuna.load_study(study_name="mlp", storage=url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
-    client = MlflowClient(tracking.tracking_uri(root))
-    runs = [client.get_run(t.user_attrs[search.RUN_ATTR]) for t in trials]
+    client = MlflowClient(tracking_uri(root))
+    runs = [client.get_run(t.user_attrs[optuna_study.RUN_ATTR]) for t in trials]
     assert [r.info.status for r in runs] == ["FINISHED"] * 3
     assert [r.data.tags["tune.state"] for r in runs] == ["complete", "complete", "pruned"]
     assert runs[2].data.tags["tune.pruned"] == "at epoch 1"
@@ -324,7 +337,7 @@ def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_
     assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 2
     best = min(trials[:2], key=lambda t: t.value)
     assert [r.data.tags.get("tune.best") for r in runs] == ["true" if t is best else None for t in trials]
-    parent = client.get_run(study.user_attrs[search.PARENT_ATTR])
+    parent = client.get_run(study.user_attrs[optuna_study.PARENT_ATTR])
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert parent.info.status == "FINISHED" and parent.data.tags["tune.best_trial"] == str(best.number)
     assert parent.data.metrics == {"best_val_loss": best.value, "trials_complete": 2, "trials_pruned": 1}
@@ -381,7 +394,7 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     study = optuna.load_study(study_name="duo", storage=pg)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == n
-    assert all(t.user_attrs.get(search.SURPLUS_ATTR) for t in study.trials if t not in finished)
+    assert all(t.user_attrs.get(optuna_study.SURPLUS_ATTR) for t in study.trials if t not in finished)
     ran = [int(re.search(r"this worker ran (\d+)", out)[1]) for _, out, _ in results]
     assert sum(ran) == n and all(ran), ran
     # One line per trial a worker ran, each trial printed by one worker only.
@@ -389,10 +402,10 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     assert sorted(printed) == sorted(t.number for t in finished)
 
     parents, children = study_runs(root, study)
-    assert [p.info.run_id for p in parents] == [study.user_attrs[search.PARENT_ATTR]]
+    assert [p.info.run_id for p in parents] == [study.user_attrs[optuna_study.PARENT_ATTR]]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted(int(c.data.tags["tune.trial"]) for c in children) == sorted(t.number for t in finished)
-    assert {c.info.run_id for c in children} == {t.user_attrs[search.RUN_ATTR] for t in finished}
+    assert {c.info.run_id for c in children} == {t.user_attrs[optuna_study.RUN_ATTR] for t in finished}
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["process.pid"] for c in children}) == 2  # both workers trained
     assert parents[0].info.status == "FINISHED"
@@ -472,15 +485,15 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     before = (root / "params.yaml").read_text().splitlines()
 
     done = sh(root, sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--apply")
-    study = optuna.load_study(study_name="mlp", storage=search.default_storage(root))
-    best = study.best_trial.user_attrs[search.VALUES_ATTR]
+    study = optuna.load_study(study_name="mlp", storage=optuna_study.default_storage(root))
+    best = study.best_trial.user_attrs[optuna_study.VALUES_ATTR]
     after = (root / "params.yaml").read_text().splitlines()
     changed = [(b, a) for b, a in zip(before, after) if b != a]
     assert len(before) == len(after) and [b.split(":")[0].strip() for b, _ in changed] == ["dropout", "learning_rate"]
     assert changed[1][1].endswith("# 0.001 at batch 128, scaled with the batch size")  # its comment kept
     mlp = load_params(root / "params.yaml").model("mlp")
     assert (mlp.learning_rate, mlp.dropout) == (best["learning_rate"], best["dropout"])
-    assert f"models.mlp.dropout 0.2 -> {search.text(best['dropout'])}" in done.stdout.splitlines()[-2]
+    assert f"models.mlp.dropout 0.2 -> {optuna_study.text(best['dropout'])}" in done.stdout.splitlines()[-2]
 
     status = sh(root, "dvc", "status", "train@mlp", "train@logistic").stdout
     assert status.startswith("train@mlp:") and "train@logistic" not in status

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TRAINED_EXPERIMENT, free_port, repo_env, sh, store_uri, venv_bin
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TRAINED_EXPERIMENT, free_port, repo_env, sh, store_uri, venv_bin
-from mnist_pipeline import tracking
+from mnist_pipeline.tracking.store import ensure_experiment, tracking_uri
 
 KIND = "mlflow.experimentKind"
 
@@ -106,18 +106,18 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
 def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path, monkeypatch):
     for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(variable, raising=False)
-    client = MlflowClient(tracking.tracking_uri(tmp_path))
-    new = tracking.ensure_experiment("new", tmp_path)
+    client = MlflowClient(tracking_uri(tmp_path))
+    new = ensure_experiment("new", tmp_path)
     assert client.get_experiment(new).tags[KIND] == "custom_model_development"
     assert client.get_experiment(new).artifact_location == (tmp_path / "mlruns").as_uri()
 
     untagged = client.create_experiment("untagged")
     inferred = client.create_experiment("inferred", tags={KIND: "genai_development_inferred"})
     for name, experiment_id in (("untagged", untagged), ("inferred", inferred), ("new", new)):
-        assert tracking.ensure_experiment(name, tmp_path) == experiment_id
+        assert ensure_experiment(name, tmp_path) == experiment_id
         tagged = client.get_experiment(experiment_id)
         assert tagged.tags[KIND] == "custom_model_development"
-        assert tracking.ensure_experiment(name, tmp_path) == experiment_id  # again: nothing changes
+        assert ensure_experiment(name, tmp_path) == experiment_id  # again: nothing changes
         assert client.get_experiment(experiment_id).last_update_time == tagged.last_update_time
 
 

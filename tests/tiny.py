@@ -10,12 +10,11 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-
-from mnist_pipeline.config import Params
-from mnist_pipeline.layout import Layout
-from mnist_pipeline.splits import save_splits
-
 from conftest import REPO
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.core.params import Params
+from mnist_pipeline.data.splits import save_splits
 
 # What else would pick the store, the experiment or the run, or tag the run.
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT",

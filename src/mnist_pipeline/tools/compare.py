@@ -1,0 +1,161 @@
+"""The leaderboard: finished runs of an experiment, ranked by a metric, as text, Markdown or CSV.
+
+A row is a run: rank, model, run name, the params that differ among the runs listed, the headline
+test metrics (and the sort metric), and the run id. A param equal in every listed run tells no run
+apart, so it is left out; one that some runs lack counts as differing."""
+
+import argparse
+import csv
+import io
+import shutil
+import sys
+import textwrap
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.entities import Run
+
+from mnist_pipeline.core.command import at_least, layout_of
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.tracking.store import check_store, tracking_uri
+
+HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
+MISSING = "-"  # a param or metric a run lacks, in text and Markdown; CSV leaves the cell empty
+DEFAULT_WIDTH = 120
+GAP = "  "
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
+    parser.add_argument("--model", help="only runs of this model (a key under `models`)")
+    parser.add_argument("--sort-by", default="test_accuracy", metavar="METRIC",
+                        help="any logged metric (default: %(default)s); losses sort lowest first")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lowest first")
+    order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
+    parser.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    parser.add_argument("--limit", type=at_least(1), metavar="N", help="show the best N runs")
+    parser.add_argument("--width", type=at_least(40), metavar="N",
+                        help="text columns to fill (default: the terminal's width, at least 120)")
+
+
+def run(args: argparse.Namespace) -> None:
+    params, root = load_params(args.params), layout_of(args).root
+    check_store(root)
+    mlflow.set_tracking_uri(tracking_uri(root))
+    board = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
+                        args.limit)
+    if board.empty:  # one line, exit 0; on stderr for csv and markdown, so a file stays empty
+        print(board.empty, file=sys.stdout if args.format == "text" else sys.stderr)
+    else:
+        width = args.width or max(DEFAULT_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+        print(render(board, args.format, width), end="")
+
+
+@dataclass(frozen=True)
+class Board:
+    runs: list[Run]  # best first
+    params: list[str]  # the params that differ among `runs`, the most telling first
+    metrics: list[str]
+    empty: str = ""  # why `runs` is empty, in one line
+
+
+def leaderboard(experiment: str, model: str | None = None, sort_by: str = "test_accuracy",
+                ascending: bool | None = None, limit: int | None = None) -> Board:
+    """The finished runs of `experiment` (of `model` only, if given), best first; `ascending`
+    defaults to True for losses only."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(sorted(e.name for e in mlflow.search_experiments())) or "none"
+        raise PipelineError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()} (experiments there: "
+                            f"{names}); name one with --experiment, or run the pipeline first (dvc repro)")
+    runs = mlflow.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", output_format="list")
+    # A tuning study's runs (tag tune.study) are scored on validation data only: no test scores to rank.
+    runs = [run for run in runs if "tune.study" not in run.data.tags]
+    models = sorted({run.data.tags.get("model", MISSING) for run in runs})
+    if model:
+        runs = [run for run in runs if run.data.tags.get("model") == model]
+    if not runs:
+        if model and models:
+            why = (f"no finished runs of model {model!r} in experiment {experiment!r}; "
+                   f"models with finished runs there: {', '.join(models)}")
+        else:
+            why = f"no finished runs in experiment {experiment!r} yet; run the pipeline first (dvc repro)"
+        return Board([], [], [], why)
+    if not any(sort_by in run.data.metrics for run in runs):
+        known = sorted({name for run in runs for name in run.data.metrics})
+        raise PipelineError(f"no metric {sort_by!r} in these runs; sort by one of: {', '.join(known)}")
+    if ascending is None:
+        ascending = "loss" in sort_by
+    scored = [run for run in runs if sort_by in run.data.metrics]
+    scored.sort(key=lambda run: run.data.metrics[sort_by], reverse=not ascending)  # stable: newest first on ties
+    ranked = (scored + [run for run in runs if sort_by not in run.data.metrics])[:limit]
+    return Board(ranked, differing_params(ranked), list(dict.fromkeys([*HEADLINE, sort_by])))
+
+
+def differing_params(runs: list[Run]) -> list[str]:
+    """Params whose value is not the same in every run (absent counts as a value).
+
+    Those that differ between runs of one model come first: they are what a sweep changed. The
+    rest mostly tell the models apart, which the model column already does."""
+    names = sorted({name for run in runs for name in run.data.params} - {"model"})  # the model column
+    differ = [name for name in names if len({run.data.params.get(name) for run in runs}) > 1]
+    by_model: dict[str, list[Run]] = {}
+    for run in runs:
+        by_model.setdefault(run.data.tags.get("model", ""), []).append(run)
+
+    def within_a_model(name: str) -> bool:
+        return any(len({run.data.params.get(name) for run in group}) > 1 for group in by_model.values())
+
+    return sorted(differ, key=lambda name: not within_a_model(name))
+
+
+def columns(board: Board) -> list[str]:
+    return ["rank", "model", "run", *board.params, *board.metrics, "run_id"]
+
+
+def cells(board: Board, missing: str, number: str) -> list[list[str]]:
+    """Each run's cells in `columns` order; a metric formatted with `number`, an absent value as `missing`."""
+    rows = []
+    for rank, run in enumerate(board.runs, 1):
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        rows.append([str(rank), tags.get("model", missing), run.info.run_name or missing,
+                     *(params.get(name, missing) for name in board.params),
+                     *(format(metrics[name], number) if name in metrics else missing for name in board.metrics),
+                     run.info.run_id])
+    return rows
+
+
+def render(board: Board, fmt: str, width: int = DEFAULT_WIDTH) -> str:
+    if fmt == "csv":  # full precision: the numbers are for programs
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([columns(board), *cells(board, "", "")])
+        return out.getvalue()
+    rows = cells(board, MISSING, ".4f")
+    right = [name == "rank" or name in board.metrics for name in columns(board)]
+    if fmt == "markdown":
+        lines = [columns(board), ["---:" if r else "---" for r in right], *rows]
+        return "".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |\n" for line in lines)
+    return text_table(board, rows, right, width)
+
+
+def text_table(board: Board, rows: list[list[str]], right: list[bool], width: int) -> str:
+    """Columns padded to their widest cell. When all of them do not fit in `width`, rank, model, run
+    and the metrics always show, then as many params as fit, then the run id; a last line names
+    what was left out and how to see it."""
+    names = columns(board)
+    widths = [max(len(cell) for cell in [name, *column]) for name, column in zip(names, zip(*rows))]
+    optional = [i for i, name in enumerate(names) if name in board.params or name == "run_id"]
+    shown = [i for i in range(len(names)) if i not in optional]
+    for i in optional:  # params in order of interest, then the run id
+        if sum(widths[j] for j in shown) + len(GAP) * len(shown) + widths[i] <= width:
+            shown.append(i)
+    shown.sort()
+    lines = [GAP.join(cell.rjust(widths[i]) if right[i] else cell.ljust(widths[i]) for i, cell in
+                      ((i, line[i]) for i in shown)).rstrip() for line in [names, *rows]]
+    hidden = [names[i] for i in optional if i not in shown]
+    if hidden:
+        needed = sum(widths) + len(GAP) * (len(widths) - 1)
+        lines.append(textwrap.fill(f"Not shown (all: --width {needed} or --format csv): {', '.join(hidden)}", width))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,207 @@
+"""Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
+
+import argparse
+import re
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.core.command import layout_of
+from mnist_pipeline.core.errors import InputError, PipelineError, first_line
+from mnist_pipeline.core.layout import MODEL_FILE, Layout
+from mnist_pipeline.training.keras_file import load_keras, restore_fix
+
+SIDE = 28
+BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
+NPY_SHAPES = "(28, 28), (N, 28, 28) or (N, 784)"
+BLANK = 32  # an image whose ink differs from its paper by less than this is one colour: nothing to read
+# Far below Pillow's own guard (89 million pixels, 2 bytes each and more once decoded): a digit
+# needs a few hundred pixels a side, a 24-megapixel photo still passes.
+MAX_PIXELS = 25_000_000
+MAX_NPY_BYTES = 256 << 20  # 70,000 float32 images fit; an array larger than this is refused unread
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)")
+    parser.add_argument("--model", default=str(Layout(Path()).model_dir("mlp")), metavar="SOURCE",
+                        help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
+                             "or models:/mnist-mlp@champion (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Needs no params.yaml, only a model."""
+    from mnist_pipeline.training.quiet_tf import import_tensorflow
+
+    names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+    import_tensorflow()
+    digits, probabilities = predict(load_model(args.model, layout_of(args).root), images)
+    width = max(len(name) for name in names)
+    print(f"{'input':<{width}}  digit  probability")
+    for name, digit, probability in zip(names, digits, probabilities):
+        print(f"{name:<{width}}  {digit:>5}  {probability:>11.4f}")
+
+
+def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
+    """Names and uint8 images (N, 28, 28) for image files and .npy batches, in the order given."""
+    names, batches = [], []
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; give image files (PNG, JPEG, …) or .npy arrays")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: the file is empty; give an image or a .npy array")
+        if path.suffix.lower() == ".npy":
+            batch = read_npy(path)
+            names += [f"{path}[{i}]" for i in range(len(batch))] if len(batch) > 1 else [str(path)]
+        else:
+            batch = read_image(path)[None]
+            names.append(str(path))
+        batches.append(batch)
+    return names, np.concatenate(batches)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:  # memory-mapped: shape and type are checked before any of the data is read
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # a pickle, a truncated file, not .npy at all
+        raise InputError(f"{path}: not a readable .npy array ({first_line(exc)}); save one with numpy.save") from None
+    if array.ndim == 2 and array.shape == (SIDE, SIDE):
+        array = array[None]
+    elif array.ndim == 2 and array.shape[1] == SIDE * SIDE:
+        array = array.reshape(-1, SIDE, SIDE)
+    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:
+        raise InputError(f"{path}: array of shape {array.shape}; expected {NPY_SHAPES}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{path}: array of {array.dtype}; expected pixel intensities 0–255 (uint8)")
+    if array.nbytes > MAX_NPY_BYTES:
+        raise InputError(f"{path}: {len(array):,} images of {array.dtype}, {array.nbytes / 2**20:,.0f} MiB; predict "
+                         f"reads at most {MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files")
+    array = np.array(array)  # now read it
+    if not np.isfinite(array).all():
+        raise InputError(f"{path}: the array holds NaN or infinite values; expected pixel intensities 0–255")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise InputError(f"{path}: values from {low} to {high}; expected pixel intensities 0–255 (uint8)")
+    if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
+        raise InputError(f"{path}: values from {low} to {high} look scaled to [0, 1]; "
+                         "the model takes 0–255: multiply by 255")
+    blank = np.flatnonzero(array.max(axis=(1, 2)) - array.min(axis=(1, 2)) < BLANK)
+    if len(blank):
+        which = "the image is" if len(array) == 1 else (
+            f"{len(blank):,} of its {len(array):,} images are" if len(blank) > 1 else "one of its images is")
+        first = "" if len(array) == 1 else f", the first [{blank[0]}]"
+        raise InputError(f"{path}: {which} blank (one colour{first}); nothing to read")
+    return np.rint(array).astype(np.uint8)
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 million pixels (a page on stderr); the limit below refuses far sooner.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only: the size is known before decoding
+                if image.width * image.height > MAX_PIXELS:
+                    raise InputError(too_large(path, f"{image.width}×{image.height}"))
+                image.load()
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: Image.open itself refuses
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputError(too_large(path, f"{int(pixels[1]):,} pixels" if pixels else first_line(exc))) from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not an image Pillow can read ({exc}); give PNG, JPEG or a .npy array") from None
+    return to_mnist(image, path)
+
+
+def too_large(path: Path, size: str) -> str:
+    return (f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} pixels: "
+            "shrink it (a digit needs a few hundred pixels a side)")
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """Luminance 0–255 (float) of an image in any Pillow mode; transparent parts become white paper."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # one channel of 16 or 32 bits, or float
+        values = np.asarray(image, np.float64)
+        high = values.max(initial=0)
+        if image.mode.startswith("I;16") or 255 < high <= 65535:  # 16-bit (older Pillow opens such PNGs as I)
+            values = values / 257
+        elif image.mode == "F" and 0 < high <= 1:  # a float image scaled to [0, 1]
+            values = values * 255
+        elif high > 65535:
+            values = values * (255 / high)
+        return np.clip(values, 0, 255).astype(np.float32)
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.has_transparency_data:  # an alpha band, or a transparent colour (P, L or RGB with tRNS)
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    if image.mode == "LAB":  # Pillow converts LAB to RGB only
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
+    """Any size and mode → MNIST's form: 28×28 grayscale, a light digit on black, fitted and centred."""
+    gray = grayscale(ImageOps.exif_transpose(image))
+    if paper(gray) > 127:  # a dark digit on light paper: MNIST has light ink on black
+        gray = 255 - gray
+    gray = np.clip(gray - paper(gray), 0, 255)  # grey paper becomes black
+    if gray.max() < BLANK:
+        raise InputError(f"{path}: the image is blank (one colour); nothing to read")
+    rows, cols = np.nonzero(gray > 0.25 * gray.max())
+    digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = BOX / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), np.float32)
+    # Centre of mass to the middle, as MNIST was made; clipped so the digit stays whole.
+    mass_rows, mass_cols = np.indices(small.shape)
+    total = small.sum()
+    top = round(SIDE / 2 - (mass_rows * small).sum() / total)
+    left = round(SIDE / 2 - (mass_cols * small).sum() / total)
+    top, left = (int(np.clip(top, 0, SIDE - small.shape[0])), int(np.clip(left, 0, SIDE - small.shape[1])))
+    canvas = np.zeros((SIDE, SIDE), np.float32)
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def paper(gray: np.ndarray) -> float:
+    """The background's level: the median of the image's outermost pixels."""
+    return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+
+
+def load_model(source: str, root: Path):
+    """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
+    folder, or an MLflow URI: runs:/<run id>/<model key> (the run logs it under its key, e.g. mlp),
+    models:/<model id>, models:/<name>@champion, models:/<name>/<version>, resolved against the
+    tracking store of the repository at `root`."""
+    path = Path(source.removeprefix("file://"))
+    if urlparse(source).scheme in ("", "file"):
+        if path.is_dir() and (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE
+        if path.is_file() and path.suffix == ".keras":
+            fix = (restore_fix(path.parent) if path.resolve().parent.parent == (root / "models").resolve()
+                   else "give a model saved by Keras 3 (model.save('name.keras'))")
+            try:
+                return load_keras(path, fix)
+            except PipelineError as exc:  # a model named on the command line: the user's input, exit 2
+                raise InputError(str(exc)) from None
+        if not (path / "MLmodel").is_file():
+            raise InputError(f"{source}: no model there; give a .keras file, a folder holding {MODEL_FILE} or an "
+                             "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mnist_pipeline.tracking.store import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    try:
+        return mlflow.tensorflow.load_model(source)
+    except MlflowException as exc:
+        raise InputError(f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {first_line(exc)}") from None
+
+
+def predict(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The digit and its probability for each image."""
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    return probabilities.argmax(axis=1), probabilities.max(axis=1)

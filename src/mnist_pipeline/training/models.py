@@ -1,0 +1,90 @@
+"""Keras model builders. Every model takes raw uint8 pixels: rescaling lives inside it,
+so a saved or served model needs no preprocessing outside."""
+
+import functools
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from mnist_pipeline.core.params import LogisticParams, MLPParams
+
+N_CLASSES = 10
+# Steps per call into the compiled graph: fewer returns to Python's loop (about 10 % of an epoch of
+# the default MLP on 2 cores, bench/RESULTS.md). Per-batch callbacks then see every 16th batch.
+STEPS_PER_EXECUTION = 16
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512_BF16 or AMX): there mixed precision
+    halves the bytes a matmul moves at no cost in accuracy; elsewhere it is emulated, and slower."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):  # not Linux: no way to tell, so float32
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def compute_dtype(params: LogisticParams | MLPParams) -> str:
+    """The Keras dtype policy the fit computes in: `precision`, with auto resolved for this machine:
+    bfloat16 for an mlp on a CPU with native support and no GPU (whose own mixed precision differs).
+    A logistic model's one 784×10 layer stays float32: there the casts cost more than the small
+    matmul saves (its fit took 1.7× as long in bfloat16)."""
+    if params.precision != "auto":
+        return "mixed_bfloat16" if params.precision == "bfloat16" else "float32"
+    bfloat16 = isinstance(params, MLPParams) and native_bfloat16() and not tf.config.list_physical_devices("GPU")
+    return "mixed_bfloat16" if bfloat16 else "float32"
+
+
+def architecture(params: LogisticParams | MLPParams, dtype: str = "float32") -> keras.Model:
+    """The layers `params` describe, computing in `dtype` (a Keras dtype policy); not compiled."""
+    regularizer = keras.regularizers.L2(params.l2) if params.l2 else None
+    inputs = keras.Input(shape=(28, 28), dtype="uint8", name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="rescale", dtype=dtype)(inputs)
+    x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
+    if isinstance(params, MLPParams):
+        for i, units in enumerate(params.hidden_units, start=1):
+            x = keras.layers.Dense(units, params.activation, kernel_regularizer=regularizer, name=f"hidden_{i}",
+                                   dtype=dtype)(x)
+            if params.dropout:
+                x = keras.layers.Dropout(params.dropout, name=f"dropout_{i}", dtype=dtype)(x)
+    # Softmax output, so the loss takes probabilities (from_logits=False) and so does a served model.
+    # In float32 under mixed precision too: the probabilities and the loss need its range.
+    outputs = keras.layers.Dense(N_CLASSES, "softmax", kernel_regularizer=regularizer, name="digit",
+                                 dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=params.type)
+
+
+def build(params: LogisticParams | MLPParams, steps_per_epoch: int, dtype: str | None = None) -> keras.Model:
+    """The model compiled for training, computing in `dtype` (default: what `params` choose here)."""
+    model = architecture(params, dtype or compute_dtype(params))
+    model.compile(
+        optimizer=optimizer(params, steps_per_epoch),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+    return model
+
+
+def for_inference(model: keras.Model, params: LogisticParams | MLPParams) -> keras.Model:
+    """The model to save, log and serve: the fitted weights (float32 under any precision) in a
+    float32 model that is not compiled. Evaluation and serving then compute alike on any machine,
+    and the file holds no optimizer state, which nothing after training reads (a third the size)."""
+    inference = architecture(params, "float32")
+    inference.set_weights(model.get_weights())
+    return inference
+
+
+def optimizer(params: LogisticParams | MLPParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    learning_rate = params.learning_rate
+    if params.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * params.epochs)
+    choices = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return choices[params.optimizer](learning_rate=learning_rate)
