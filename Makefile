@@ -1,5 +1,5 @@
 # Two commands after cloning: `make repro` (set up + run the pipeline), `make test` (set up + run the tests;
-# `make test-fast`: the offline tier of unit tests, in under a minute).
+# `make test-fast`: the offline tier of unit tests, in under a minute; `make lint`: ruff and mypy).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -8,7 +8,7 @@ PORT ?= 5000
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast system-packages ui lock clean
+.PHONY: setup repro test test-fast lint system-packages ui lock clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ test: system-packages $(STAMP)
 test-fast: $(STAMP)
 	python -m pytest --fast
 
+# Linter, formatter and type checker, configured in pyproject.toml (.pre-commit-config.yaml runs the same).
+lint: $(STAMP)
+	python -m ruff check .
+	python -m ruff format --check .
+	python -m mypy
+
 system-packages:
 	PYTHON=$(PYTHON) tests/system-packages
 
@@ -40,4 +46,4 @@ lock: $(STAMP)
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
