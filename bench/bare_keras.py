@@ -28,7 +28,9 @@ def main() -> None:
     cli.add_argument("model")
     cli.add_argument("--epochs", type=int, help="default: the model's epochs in params.yaml")
     cli.add_argument("--root", type=Path, default=Path("."), help="where params.yaml is and the model goes")
-    cli.add_argument("--data", type=Path, required=True, help="the folder of the preprocess stage's train/validation .npz")
+    cli.add_argument(
+        "--data", type=Path, required=True, help="the folder of the preprocess stage's train/validation .npz"
+    )
     args = cli.parse_args()
     p = yaml.safe_load((args.root / "params.yaml").read_text())["models"][args.model]
     epochs = args.epochs or p["epochs"]
@@ -47,8 +49,12 @@ def main() -> None:
     lr = p["learning_rate"]
     if p["lr_schedule"] == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, -(-len(y_train) // p["batch_size"]) * p["epochs"])
-    optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                 "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[p["optimizer"]](lr)
+    optimizer = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[p["optimizer"]](lr)
     model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
 
     cpu, started = os.times(), time.perf_counter()

@@ -46,18 +46,26 @@ def main() -> None:
     x_val, y_val = load(args.data, "validation")
     keras.utils.set_random_seed(p["seed"])
 
-    layers = [keras.Input((28, 28), dtype="uint8"), keras.layers.Rescaling(1 / 255, dtype=dtype),
-              keras.layers.Flatten(dtype=dtype)]
+    layers = [
+        keras.Input((28, 28), dtype="uint8"),
+        keras.layers.Rescaling(1 / 255, dtype=dtype),
+        keras.layers.Flatten(dtype=dtype),
+    ]
     for units in p.get("hidden_units", []):
         layers.append(keras.layers.Dense(units, p["activation"], dtype=dtype))
         if p["dropout"]:
             layers.append(keras.layers.Dropout(p["dropout"], dtype=dtype))
     layers.append(keras.layers.Dense(10, "softmax", dtype="float32"))
     model = keras.Sequential(layers)
-    optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-                 "rmsprop": keras.optimizers.RMSprop}[p["optimizer"]](p["learning_rate"] * batch / p["batch_size"])
-    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=args.steps_per_execution)
+    optimizer = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[p["optimizer"]](p["learning_rate"] * batch / p["batch_size"])
+    model.compile(
+        optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=args.steps_per_execution
+    )
 
     epochs = []
 
@@ -78,9 +86,17 @@ def main() -> None:
         fit_args, fit_kwargs = (x_train, y_train), {"validation_data": (x_val, y_val), "batch_size": batch}
     history = model.fit(*fit_args, epochs=args.epochs, callbacks=[Clock()], verbose=0, **fit_kwargs)
     steady = epochs[1:]
-    print(json.dumps({"epoch_s": [wall for wall, _ in steady], "cores_busy": [cpu / wall for wall, cpu in steady],
-                      "val_accuracy": history.history["val_accuracy"][-1], "backend": keras.backend.backend(),
-                      "cpu_count": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "epoch_s": [wall for wall, _ in steady],
+                "cores_busy": [cpu / wall for wall, cpu in steady],
+                "val_accuracy": history.history["val_accuracy"][-1],
+                "backend": keras.backend.backend(),
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

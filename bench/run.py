@@ -40,8 +40,9 @@ def measure(cmd: list[str], repo: Path, **env: str) -> dict:
     RSS (its own and its children's)."""
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=repo, env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3", **env), stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=repo, env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3", **env), stdout=log, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this one child, unlike RUSAGE_CHILDREN
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -49,8 +50,12 @@ def measure(cmd: list[str], repo: Path, **env: str) -> dict:
         output = log.read().decode(errors="replace")
     if proc.returncode:
         sys.exit(f"bench: `{' '.join(cmd)}` exited {proc.returncode}:\n{output[-4000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "output": output}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "output": output,
+    }
 
 
 def bench_params(quick: bool, mnist: Path | None) -> dict:
@@ -120,8 +125,17 @@ def stage_runs(repo: Path, cmd: list[str], repeats: int) -> list[dict]:
 def train_pairs(repo: Path, model: str, epochs: int, repeats: int) -> list[dict]:
     """The train stage and the bare Keras script, same model and epochs, alternating which goes first."""
     stage = [PYTHON, "-m", "mnist_pipeline", "train", model]
-    bare = [PYTHON, str(REPO / "bench" / "bare_keras.py"), model, "--epochs", str(epochs), "--root", str(repo),
-            "--data", str(Layout(repo).processed)]
+    bare = [
+        PYTHON,
+        str(REPO / "bench" / "bare_keras.py"),
+        model,
+        "--epochs",
+        str(epochs),
+        "--root",
+        str(repo),
+        "--data",
+        str(Layout(repo).processed),
+    ]
     pairs = []
     for i in range(repeats):
         runs = {}
@@ -129,14 +143,21 @@ def train_pairs(repo: Path, model: str, epochs: int, repeats: int) -> list[dict]
             runs[name] = measure(stage if name == "stage" else bare, repo)
         logged = run_metrics(repo, model)
         bare_fit = json.loads(runs["bare"]["output"].strip().splitlines()[-1])
-        pairs.append({
-            "stage_wall_s": runs["stage"]["wall_s"], "bare_wall_s": runs["bare"]["wall_s"],
-            "ratio": runs["stage"]["wall_s"] / runs["bare"]["wall_s"],
-            "stage_fit_s": logged["fit_seconds"], "stage_fit_cpu_s": logged["fit_cpu_seconds"],
-            "stage_mlflow_log_s": logged["mlflow_log_seconds"], "stage_epochs": int(logged["epochs_trained"]),
-            "bare_fit_s": bare_fit["fit_seconds"], "bare_fit_cpu_s": bare_fit["fit_cpu_seconds"],
-            "stage_peak_rss_bytes": runs["stage"]["peak_rss_bytes"], "bare_peak_rss_bytes": runs["bare"]["peak_rss_bytes"],
-        })
+        pairs.append(
+            {
+                "stage_wall_s": runs["stage"]["wall_s"],
+                "bare_wall_s": runs["bare"]["wall_s"],
+                "ratio": runs["stage"]["wall_s"] / runs["bare"]["wall_s"],
+                "stage_fit_s": logged["fit_seconds"],
+                "stage_fit_cpu_s": logged["fit_cpu_seconds"],
+                "stage_mlflow_log_s": logged["mlflow_log_seconds"],
+                "stage_epochs": int(logged["epochs_trained"]),
+                "bare_fit_s": bare_fit["fit_seconds"],
+                "bare_fit_cpu_s": bare_fit["fit_cpu_seconds"],
+                "stage_peak_rss_bytes": runs["stage"]["peak_rss_bytes"],
+                "bare_peak_rss_bytes": runs["bare"]["peak_rss_bytes"],
+            }
+        )
     return pairs
 
 
@@ -154,14 +175,16 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
             times = []
             for step in range(1, calls + 1):
                 started = time.perf_counter()
-                log_metrics(run.info.run_id, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1,
-                                                        "val_accuracy": 0.9}, step=step)
+                log_metrics(
+                    run.info.run_id, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9}, step=step
+                )
                 times.append(time.perf_counter() - started)
         return times
 
     result = {"sqlite": per_call(f"sqlite:///{repo / 'logging-bench.db'}")}
-    with tracking_server(repo, f"sqlite:///{repo / 'server.db'}", str(repo / "server-artifacts"), "--workers", "1",
-                         env=repo_env(repo)) as uri:
+    with tracking_server(
+        repo, f"sqlite:///{repo / 'server.db'}", str(repo / "server-artifacts"), "--workers", "1", env=repo_env(repo)
+    ) as uri:
         result["server"] = per_call(uri)
     mlflow.set_tracking_uri(None)
     return result | {"epochs": epochs}
@@ -205,9 +228,14 @@ def float32_accuracy(repo: Path, default: dict) -> dict:
     write_params(repo, params)
     measure(["dvc", "repro", "evaluate@mlp"], repo)
     float32 = run_metrics(repo, "mlp")
-    return {"bfloat16": {"test_accuracy": default["test_accuracy"], "fit_seconds": default["fit_s"],
-                         "epochs_trained": default["epochs_trained"]},
-            "float32": {k: float32[k] for k in ("test_accuracy", "fit_seconds", "epochs_trained")}}
+    return {
+        "bfloat16": {
+            "test_accuracy": default["test_accuracy"],
+            "fit_seconds": default["fit_s"],
+            "epochs_trained": default["epochs_trained"],
+        },
+        "float32": {k: float32[k] for k in ("test_accuracy", "fit_seconds", "epochs_trained")},
+    }
 
 
 def first_run(mnist: Path | None) -> dict:
@@ -228,8 +256,10 @@ def first_run(mnist: Path | None) -> dict:
             done = subprocess.run(["make", target], cwd=clone, env=env, capture_output=True, text=True)
             times[f"make_{target}_s"] = time.perf_counter() - started
             if done.returncode:
-                sys.exit(f"bench: `make {target}` in a fresh clone exited {done.returncode}:\n{done.stdout[-3000:]}"
-                         f"{done.stderr[-3000:]}")
+                sys.exit(
+                    f"bench: `make {target}` in a fresh clone exited {done.returncode}:\n{done.stdout[-3000:]}"
+                    f"{done.stderr[-3000:]}"
+                )
         return times
 
 
@@ -261,8 +291,18 @@ def levers(repo: Path, model: str, repeats: int, quick: bool, jax: bool) -> dict
     samples = {name: [] for name in names}
     for i in range(repeats):
         for name in names if i % 2 == 0 else names[::-1]:
-            cmd = [PYTHON, str(REPO / "bench" / "levers.py"), model, "--data", str(Layout(repo).processed),
-                   "--root", str(repo), "--epochs", "2" if quick else "4", *LEVERS[name]]
+            cmd = [
+                PYTHON,
+                str(REPO / "bench" / "levers.py"),
+                model,
+                "--data",
+                str(Layout(repo).processed),
+                "--root",
+                str(repo),
+                "--epochs",
+                "2" if quick else "4",
+                *LEVERS[name],
+            ]
             run = measure(cmd, repo, KERAS_BACKEND="jax" if "JAX" in name else "tensorflow")
             samples[name].append(json.loads(run["output"].strip().splitlines()[-1]))
     return samples
@@ -270,14 +310,24 @@ def levers(repo: Path, model: str, repeats: int, quick: bool, jax: bool) -> dict
 
 # --- the report -----------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {
-        "cores": os.cpu_count(), "cpu": cpu, "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
-        "python": platform.python_version(), "os": platform.platform(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
+        "python": platform.python_version(),
+        "os": platform.platform(),
         "versions": {p: version(p) for p in ("tensorflow", "keras", "mlflow", "dvc", "numpy")},
-        "commit": git.stdout.strip(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git.stdout.strip(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_before": os.getloadavg(),
     }
 
@@ -293,7 +343,9 @@ def epoch_figures(r: dict) -> tuple[list[float], float]:
     """The mlp train stage's seconds per epoch (its fit over its epochs, every run), and the compute
     floor of one epoch: its arithmetic at the matmul rate measured in the same run."""
     mlp = r["full"]["models"]["mlp"]
-    per_epoch = [mlp["fit_s"] / mlp["epochs_trained"]] + [p["stage_fit_s"] / p["stage_epochs"] for p in r["pairs"]["mlp"]]
+    per_epoch = [mlp["fit_s"] / mlp["epochs_trained"]] + [
+        p["stage_fit_s"] / p["stage_epochs"] for p in r["pairs"]["mlp"]
+    ]
     return per_epoch, r["floor"]["epoch_gflop"] / statistics.median(r["matmul_gflops"])
 
 
@@ -311,7 +363,8 @@ def report(r: dict, quick: bool) -> str:
         f"{m['date']}, {r['total_s'] / 60:.1f} min in all.",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, no GPU; Python {m['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
         f"Load average (1 min) {m['load_before'][0]:.1f} at the start, {m['load_after'][0]:.1f} at the end. "
         "On a shared machine absolute times are noisy: compare ratios, which are taken pair by pair in one run, "
         "and re-run on a quiet machine for absolute figures. Accuracy does not depend on load.",
@@ -328,43 +381,62 @@ def report(r: dict, quick: bool) -> str:
     fits = {name: [models[name]["fit_s"]] + [p["stage_fit_s"] for p in pairs[name]] for name in models}
     for name, threshold in (("mlp", 0.986), ("logistic", 0.927)):
         if name in models:
-            lines.append(f"| {name} test accuracy ≥ {threshold} | {models[name]['test_accuracy']:.4f} "
-                         f"({models[name]['epochs_trained']} epochs) | {verdict(models[name]['test_accuracy'] >= threshold)} |")
+            lines.append(
+                f"| {name} test accuracy ≥ {threshold} | {models[name]['test_accuracy']:.4f} "
+                f"({models[name]['epochs_trained']} epochs) | {verdict(models[name]['test_accuracy'] >= threshold)} |"
+            )
     if "mlp" in fits:
         stretch = models["mlp"]["test_accuracy"] >= 0.988 and statistics.median(fits["mlp"]) <= 60
-        lines.append(f"| stretch: mlp test accuracy ≥ 0.988 with fit ≤ 60 s | {models['mlp']['test_accuracy']:.4f}, "
-                     f"fit {spread(fits['mlp'], '{:.1f}')} s | {verdict(stretch)} |")
+        lines.append(
+            f"| stretch: mlp test accuracy ≥ 0.988 with fit ≤ 60 s | {models['mlp']['test_accuracy']:.4f}, "
+            f"fit {spread(fits['mlp'], '{:.1f}')} s | {verdict(stretch)} |"
+        )
     if "floor" in r:
         per_epoch, floor_s = epoch_figures(r)
         ratio = statistics.median(per_epoch) / floor_s
-        lines.append(f"| mlp fit per epoch ≤ 2.0 × compute floor | {spread(per_epoch)} s per epoch = {ratio:.2f} × "
-                     f"the floor of {floor_s:.3g} s | {verdict(ratio <= 2.0)} |")
-    lines.append(f"| `dvc repro` from scratch (the pipeline) ≤ 2.5 min | {r['full']['dvc_repro_s'] / 60:.1f} min "
-                 f"| {verdict(r['full']['dvc_repro_s'] <= 150)} |")
+        lines.append(
+            f"| mlp fit per epoch ≤ 2.0 × compute floor | {spread(per_epoch)} s per epoch = {ratio:.2f} × "
+            f"the floor of {floor_s:.3g} s | {verdict(ratio <= 2.0)} |"
+        )
+    lines.append(
+        f"| `dvc repro` from scratch (the pipeline) ≤ 2.5 min | {r['full']['dvc_repro_s'] / 60:.1f} min "
+        f"| {verdict(r['full']['dvc_repro_s'] <= 150)} |"
+    )
     if "first_run" in r:
         first = r["first_run"]["make_setup_s"] + r["first_run"]["make_repro_s"]
-        lines.append(f"| fresh clone: `make repro` ≤ 4 min in all | {first / 60:.1f} min (setup "
-                     f"{r['first_run']['make_setup_s']:.0f} s, pipeline {r['first_run']['make_repro_s']:.0f} s) | "
-                     f"{verdict(first <= 240)} |")
+        lines.append(
+            f"| fresh clone: `make repro` ≤ 4 min in all | {first / 60:.1f} min (setup "
+            f"{r['first_run']['make_setup_s']:.0f} s, pipeline {r['first_run']['make_repro_s']:.0f} s) | "
+            f"{verdict(first <= 240)} |"
+        )
     stage_walls = {f"`{stage}`": [x["wall_s"] for x in runs] for stage, runs in r["other_stages"].items()}
     stage_walls["`preprocess`"] = [x["wall_s"] for x in r["preprocess"]]
     stage_walls |= {f"`evaluate {name}`": [x["wall_s"]] for name, x in zip(models, r["evaluate"])}
     slowest = max(stage_walls, key=lambda k: statistics.median(stage_walls[k]))
     over = [k for k, v in stage_walls.items() if statistics.median(v) > 6]
-    lines.append(f"| each non-training stage ≤ 6 s | slowest {slowest}: {spread(stage_walls[slowest])} s"
-                 f"{'; over: ' + ', '.join(over) if over else ''} | {verdict(not over)} |")
+    lines.append(
+        f"| each non-training stage ≤ 6 s | slowest {slowest}: {spread(stage_walls[slowest])} s"
+        f"{'; over: ' + ', '.join(over) if over else ''} | {verdict(not over)} |"
+    )
     for name in models:
         ratios = [p["ratio"] for p in pairs[name]]
-        lines.append(f"| {name} train stage ≤ 1.10 × bare Keras | {spread(ratios)} × | {verdict(statistics.median(ratios) <= 1.10)} |")
+        lines.append(
+            f"| {name} train stage ≤ 1.10 × bare Keras | {spread(ratios)} × | {verdict(statistics.median(ratios) <= 1.10)} |"
+        )
     for name in models:
         share = [p["stage_mlflow_log_s"] / p["stage_fit_s"] * 100 for p in pairs[name]]
-        lines.append(f"| {name}: MLflow logging ≤ 3 % of fit | {spread(share)} % | {verdict(statistics.median(share) <= 3)} |")
+        lines.append(
+            f"| {name}: MLflow logging ≤ 3 % of fit | {spread(share)} % | {verdict(statistics.median(share) <= 3)} |"
+        )
     lines += [
         f"| no-op `dvc repro` ≤ 2 s | {spread(r['noop_repro_s'])} s | {verdict(statistics.median(r['noop_repro_s']) <= 2)} |",
         f"| `--help` ≤ 0.5 s | {spread(r['startup']['cli_help'])} s | {verdict(statistics.median(r['startup']['cli_help']) <= 0.5)} |",
     ]
-    peak = max([r["full"]["dvc_repro_peak_rss_bytes"]] + [p["stage_peak_rss_bytes"] for ps in pairs.values() for p in ps]
-               + [s["peak_rss_bytes"] for s in r["preprocess"] + r["evaluate"]])
+    peak = max(
+        [r["full"]["dvc_repro_peak_rss_bytes"]]
+        + [p["stage_peak_rss_bytes"] for ps in pairs.values() for p in ps]
+        + [s["peak_rss_bytes"] for s in r["preprocess"] + r["evaluate"]]
+    )
     prep = [s["wall_s"] for s in r["preprocess"]]
     lines += [
         f"| peak RSS of any stage ≤ 1.5 GiB | {peak / GIB:.2f} GiB | {verdict(peak <= 1.5 * GIB)} |",
@@ -372,40 +444,64 @@ def report(r: dict, quick: bool) -> str:
     for name in models:
         cores = [p["stage_fit_cpu_s"] / p["stage_fit_s"] for p in pairs[name]]
         busy = statistics.median(cores) >= 0.8 * m["cores"]
-        lines.append(f"| {name}: all {m['cores']} cores busy in fit (CPU s / wall s) | {spread(cores)} | {verdict(busy)} |")
+        lines.append(
+            f"| {name}: all {m['cores']} cores busy in fit (CPU s / wall s) | {spread(cores)} | {verdict(busy)} |"
+        )
 
-    lines += ["", "## Default models through the real pipeline", "",
-              f"`dvc repro` from scratch: {r['full']['dvc_repro_s']:.0f} s, peak RSS {r['full']['dvc_repro_peak_rss_bytes'] / GIB:.2f} GiB "
-              "(the largest stage). Test accuracy (from the evaluate stage), fit time, fit CPU time and "
-              "MLflow logging time as the train stage logged them to MLflow (first run: `dvc repro`, then each pair's stage run).", "",
-              "| model | test accuracy | epochs | fit s | cores busy in fit | MLflow logging s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Default models through the real pipeline",
+        "",
+        f"`dvc repro` from scratch: {r['full']['dvc_repro_s']:.0f} s, peak RSS {r['full']['dvc_repro_peak_rss_bytes'] / GIB:.2f} GiB "
+        "(the largest stage). Test accuracy (from the evaluate stage), fit time, fit CPU time and "
+        "MLflow logging time as the train stage logged them to MLflow (first run: `dvc repro`, then each pair's stage run).",
+        "",
+        "| model | test accuracy | epochs | fit s | cores busy in fit | MLflow logging s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, s in models.items():
         runs = [{"fit_s": s["fit_s"], "cpu": s["fit_cpu_s"], "log": s["mlflow_log_s"]}] + [
-            {"fit_s": p["stage_fit_s"], "cpu": p["stage_fit_cpu_s"], "log": p["stage_mlflow_log_s"]} for p in pairs[name]]
-        lines.append(f"| {name} | {s['test_accuracy']:.4f} | {s['epochs_trained']} | {spread([x['fit_s'] for x in runs], '{:.1f}')} | "
-                     f"{spread([x['cpu'] / x['fit_s'] for x in runs])} | {spread([x['log'] for x in runs], '{:.3f}')} |")
+            {"fit_s": p["stage_fit_s"], "cpu": p["stage_fit_cpu_s"], "log": p["stage_mlflow_log_s"]}
+            for p in pairs[name]
+        ]
+        lines.append(
+            f"| {name} | {s['test_accuracy']:.4f} | {s['epochs_trained']} | {spread([x['fit_s'] for x in runs], '{:.1f}')} | "
+            f"{spread([x['cpu'] / x['fit_s'] for x in runs])} | {spread([x['log'] for x in runs], '{:.3f}')} |"
+        )
 
-    lines += ["", "## Train stage vs a bare Keras script, pair by pair", "",
-              "`python -m mnist_pipeline train MODEL` against `python bench/bare_keras.py MODEL --epochs N` (same model, "
-              "data, epochs and batch size, plain Keras, no MLflow; N = the epochs the stage trained), both started as "
-              "a new process, alternating which goes first. Wall time of the whole process.", "",
-              "| model | stage s | bare s | ratio | stage fit s | bare fit s | stage cores busy | bare cores busy | stage / bare peak RSS GiB |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Train stage vs a bare Keras script, pair by pair",
+        "",
+        "`python -m mnist_pipeline train MODEL` against `python bench/bare_keras.py MODEL --epochs N` (same model, "
+        "data, epochs and batch size, plain Keras, no MLflow; N = the epochs the stage trained), both started as "
+        "a new process, alternating which goes first. Wall time of the whole process.",
+        "",
+        "| model | stage s | bare s | ratio | stage fit s | bare fit s | stage cores busy | bare cores busy | stage / bare peak RSS GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, ps in pairs.items():
         col = lambda key, f="{:.1f}": spread([p[key] for p in ps], f)  # noqa: E731
         lines.append(
             f"| {name} | {col('stage_wall_s')} | {col('bare_wall_s')} | {col('ratio', '{:.3f}')} | {col('stage_fit_s')} | "
             f"{col('bare_fit_s')} | {spread([p['stage_fit_cpu_s'] / p['stage_fit_s'] for p in ps])} | "
             f"{spread([p['bare_fit_cpu_s'] / p['bare_fit_s'] for p in ps])} | "
-            f"{max(p['stage_peak_rss_bytes'] for p in ps) / GIB:.2f} / {max(p['bare_peak_rss_bytes'] for p in ps) / GIB:.2f} |")
+            f"{max(p['stage_peak_rss_bytes'] for p in ps) / GIB:.2f} / {max(p['bare_peak_rss_bytes'] for p in ps) / GIB:.2f} |"
+        )
 
     log = r["logging"]
     fit = {name: statistics.median(fits[name]) for name in fits}
-    lines += ["", "## MLflow logging", "",
-              "The train stage logs each epoch's four metrics in one `log_batch` call (`log_metrics`), nothing per step. "
-              f"The same call timed {len(log['sqlite'])} times here against the SQLite store and a local `mlflow server` "
-              "(SQLite backend, started by the runner on 127.0.0.1):", "",
-              "| store | ms per epoch call | per training (× epochs) as % of the median fit |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "## MLflow logging",
+        "",
+        "The train stage logs each epoch's four metrics in one `log_batch` call (`log_metrics`), nothing per step. "
+        f"The same call timed {len(log['sqlite'])} times here against the SQLite store and a local `mlflow server` "
+        "(SQLite backend, started by the runner on 127.0.0.1):",
+        "",
+        "| store | ms per epoch call | per training (× epochs) as % of the median fit |",
+        "| --- | --- | --- |",
+    ]
     for store in ("sqlite", "server"):
         per = statistics.median(log[store])
         shares = ", ".join(f"{name} {per * models[name]['epochs_trained'] / fit[name] * 100:.2f} %" for name in models)
@@ -414,46 +510,65 @@ def report(r: dict, quick: bool) -> str:
     if "floor" in r:
         _, floor_s = epoch_figures(r)
         f = r["floor"]
-        lines += ["", "## Speed levers: the mlp's seconds per epoch", "",
-                  f"The compute floor of one epoch: {f['epoch_gflop']:.0f} GFLOP (6 FLOPs per multiply-add for each of "
-                  f"{f['train']:,} training images, 2 for each of {f['validation']:,} validation images) at this machine's "
-                  f"float32 matmul rate, {spread(r['matmul_gflops'], '{:.0f}')} GFLOP/s (numpy, 2048², measured before and "
-                  f"after the levers) = **{floor_s:.2f} s**.", "",
-                  "`python bench/levers.py mlp --data … [lever]`: the mlp of params.yaml in plain Keras, each setting "
-                  "a new process, the settings' order alternating per repeat; steady epochs only (the first traces the "
-                  "graph). The pipeline's train stage uses steps_per_execution 16, and bfloat16 where the CPU has it "
-                  f"natively (this one: {'yes' if r.get('native_bfloat16') else 'no'}).", "",
-                  "| lever | s per epoch | × floor | × baseline | cores busy | val accuracy after the epochs |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Speed levers: the mlp's seconds per epoch",
+            "",
+            f"The compute floor of one epoch: {f['epoch_gflop']:.0f} GFLOP (6 FLOPs per multiply-add for each of "
+            f"{f['train']:,} training images, 2 for each of {f['validation']:,} validation images) at this machine's "
+            f"float32 matmul rate, {spread(r['matmul_gflops'], '{:.0f}')} GFLOP/s (numpy, 2048², measured before and "
+            f"after the levers) = **{floor_s:.2f} s**.",
+            "",
+            "`python bench/levers.py mlp --data … [lever]`: the mlp of params.yaml in plain Keras, each setting "
+            "a new process, the settings' order alternating per repeat; steady epochs only (the first traces the "
+            "graph). The pipeline's train stage uses steps_per_execution 16, and bfloat16 where the CPU has it "
+            f"natively (this one: {'yes' if r.get('native_bfloat16') else 'no'}).",
+            "",
+            "| lever | s per epoch | × floor | × baseline | cores busy | val accuracy after the epochs |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         samples = r["levers"]
         base = statistics.median(t for run in samples[next(iter(samples))] for t in run["epoch_s"])
         for name, runs in samples.items():
             epoch_s = [t for run in runs for t in run["epoch_s"]]
-            lines.append(f"| {name} | {spread(epoch_s)} | {statistics.median(epoch_s) / floor_s:.2f} | "
-                         f"{statistics.median(epoch_s) / base:.2f} | {spread([c for run in runs for c in run['cores_busy']])} | "
-                         f"{spread([run['val_accuracy'] for run in runs], '{:.4f}')} |")
+            lines.append(
+                f"| {name} | {spread(epoch_s)} | {statistics.median(epoch_s) / floor_s:.2f} | "
+                f"{statistics.median(epoch_s) / base:.2f} | {spread([c for run in runs for c in run['cores_busy']])} | "
+                f"{spread([run['val_accuracy'] for run in runs], '{:.4f}')} |"
+            )
         if not r.get("jax"):
             lines.append("\nJAX is not installed here, so its rows are missing (`pip install jax` to measure them).")
         if r.get("float32"):
             b, f32 = r["float32"]["bfloat16"], r["float32"]["float32"]
-            lines += ["", "Mixed precision's cost in accuracy: the default mlp through the pipeline (`dvc repro`) with "
-                      "`precision: auto` (bfloat16 here) and with `precision: float32`:", "",
-                      "| precision | test accuracy | fit s | epochs |", "| --- | --- | --- | --- |",
-                      f"| bfloat16 (auto) | {b['test_accuracy']:.4f} | {b['fit_seconds']:.1f} | {b['epochs_trained']:.0f} |",
-                      f"| float32 | {f32['test_accuracy']:.4f} | {f32['fit_seconds']:.1f} | {f32['epochs_trained']:.0f} |"]
+            lines += [
+                "",
+                "Mixed precision's cost in accuracy: the default mlp through the pipeline (`dvc repro`) with "
+                "`precision: auto` (bfloat16 here) and with `precision: float32`:",
+                "",
+                "| precision | test accuracy | fit s | epochs |",
+                "| --- | --- | --- | --- |",
+                f"| bfloat16 (auto) | {b['test_accuracy']:.4f} | {b['fit_seconds']:.1f} | {b['epochs_trained']:.0f} |",
+                f"| float32 | {f32['test_accuracy']:.4f} | {f32['fit_seconds']:.1f} | {f32['epochs_trained']:.0f} |",
+            ]
 
     lines += ["", "## Start-up and other stages", "", "| what | command | seconds |", "| --- | --- | --- |"]
     for key, times in r["startup"].items():
-        cmd = " ".join(STARTUP[key]).replace(PYTHON, "python").replace("-c import", '-c "import') + ('"' * ("-c" in STARTUP[key]))
+        cmd = " ".join(STARTUP[key]).replace(PYTHON, "python").replace("-c import", '-c "import') + (
+            '"' * ("-c" in STARTUP[key])
+        )
         lines.append(f"| {key.replace('_', ' ')} | `{cmd}` | {spread(times)} |")
     lines.append(f"| no-op repro | `dvc repro` (nothing changed) | {spread(r['noop_repro_s'])} |")
-    lines.append(f"| preprocess | `python -m mnist_pipeline preprocess` | {spread(prep)}; peak RSS "
-                 f"{max(s['peak_rss_bytes'] for s in r['preprocess']) / GIB:.2f} GiB |")
+    lines.append(
+        f"| preprocess | `python -m mnist_pipeline preprocess` | {spread(prep)}; peak RSS "
+        f"{max(s['peak_rss_bytes'] for s in r['preprocess']) / GIB:.2f} GiB |"
+    )
     for stage, runs in r["other_stages"].items():
         lines.append(f"| {stage} | `python -m mnist_pipeline {stage}` | {spread([x['wall_s'] for x in runs])} |")
     for name, s in zip(models, r["evaluate"]):
-        lines.append(f"| evaluate {name} | `python -m mnist_pipeline evaluate {name}` | {s['wall_s']:.1f}; peak RSS "
-                     f"{s['peak_rss_bytes'] / GIB:.2f} GiB |")
+        lines.append(
+            f"| evaluate {name} | `python -m mnist_pipeline evaluate {name}` | {s['wall_s']:.1f}; peak RSS "
+            f"{s['peak_rss_bytes'] / GIB:.2f} GiB |"
+        )
     lines += ["", "Raw measurements: `results.json` beside this file.", ""]
     return "\n".join(lines)
 
@@ -461,18 +576,30 @@ def report(r: dict, quick: bool) -> str:
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--repeats", type=int, default=2, help="train-stage/bare-script pairs per model (default: 2)")
-    cli.add_argument("--quick", action="store_true", help="one tiny model, one repeat: checks the runner, measures nothing")
-    cli.add_argument("--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)")
-    cli.add_argument("--first-run", action="store_true",
-                     help="also time `make setup` and `make repro` in a fresh clone of this repository (3.3 min here)")
-    cli.add_argument("--out", type=Path, help="where RESULTS.md goes (default: bench/RESULTS.md, bench/quick/ for --quick)")
+    cli.add_argument(
+        "--quick", action="store_true", help="one tiny model, one repeat: checks the runner, measures nothing"
+    )
+    cli.add_argument(
+        "--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)"
+    )
+    cli.add_argument(
+        "--first-run",
+        action="store_true",
+        help="also time `make setup` and `make repro` in a fresh clone of this repository (3.3 min here)",
+    )
+    cli.add_argument(
+        "--out", type=Path, help="where RESULTS.md goes (default: bench/RESULTS.md, bench/quick/ for --quick)"
+    )
     args = cli.parse_args()
     out = args.out or REPO / "bench" / ("quick" if args.quick else "") / "RESULTS.md"
     repeats = 1 if args.quick else args.repeats
     light = 1 if args.quick else 5  # the cheap measurements: start-up, no-op repro
     started = time.perf_counter()
-    r = {"machine": machine(), "repeats": repeats,
-         "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources"}
+    r = {
+        "machine": machine(),
+        "repeats": repeats,
+        "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources",
+    }
     params = bench_params(args.quick, args.mnist)
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
         repo = make_repo(Path(tmp) / "repo", params)
@@ -484,7 +611,9 @@ def main() -> None:
         r["preprocess"] = stage_runs(repo, ["preprocess"], repeats=1 if args.quick else 3)
         # dvc repro's peak RSS covers evaluate too; run alone only for its own figure.
         r["evaluate"] = [] if args.quick else [stage_runs(repo, ["evaluate", name], 1)[0] for name in params["models"]]
-        r["other_stages"] = {stage: stage_runs(repo, [stage], light) for stage in ("check-params", "download", "summarize")}
+        r["other_stages"] = {
+            stage: stage_runs(repo, [stage], light) for stage in ("check-params", "download", "summarize")
+        }
         r["pairs"] = {}
         for name, model in r["full"]["models"].items():
             print(f"bench: {repeats} pair(s) train stage / bare Keras for {name}", flush=True)

@@ -44,9 +44,17 @@ def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) 
 def run_workers(repo: Path, study: str, workers: int) -> dict:
     """`workers` tune processes on one study at once; the wall time until the last one ends."""
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--study", study], cwd=repo,
-                              env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--study", study],
+            cwd=repo,
+            env=repo_env(repo, TF_CPP_MIN_LOG_LEVEL="3"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
     # The outputs go into tune.json: the throwaway repository's path as <repo>, not this machine's.
     outputs = [proc.communicate()[0].replace(str(repo), "<repo>") for proc in procs]
     wall = time.perf_counter() - started
@@ -62,9 +70,14 @@ def epochs_of(repo: Path, study: str, epochs: int) -> dict:
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     trained = sum(len(t.intermediate_values) for t in finished)
     possible = len(finished) * epochs
-    return {"trials": len(finished), "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
-            "epochs_trained": trained, "epochs_possible": possible, "saved_share": 1 - trained / possible,
-            "best_value": min(t.value for t in finished if t.value is not None)}
+    return {
+        "trials": len(finished),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
+        "epochs_trained": trained,
+        "epochs_possible": possible,
+        "saved_share": 1 - trained / possible,
+        "best_value": min(t.value for t in finished if t.value is not None),
+    }
 
 
 def report(r: dict, quick: bool, command: str) -> str:
@@ -86,19 +99,28 @@ def report(r: dict, quick: bool, command: str) -> str:
     ]
     for name, run in (("1", one), ("2", two)):
         e = run["epochs"]
-        lines.append(f"| {name} | {run['wall_s']:.0f} s | {e['trials']} ({e['pruned']}) | {e['epochs_trained']} / "
-                     f"{e['epochs_possible']} | {e['saved_share']:.0%} | {e['best_value']:.4f} |")
-    lines += ["", f"Two workers took {two['wall_s'] / one['wall_s']:.2f} × the time of one. Each worker pays "
-                  f"its own start-up (TensorFlow, MLflow, Optuna): on {m['cores']} cores two workers also share "
-                  f"them, and Keras keeps more than one core busy in a fit.",
-              "", "Raw measurements: `tune.json` beside this file.", ""]
+        lines.append(
+            f"| {name} | {run['wall_s']:.0f} s | {e['trials']} ({e['pruned']}) | {e['epochs_trained']} / "
+            f"{e['epochs_possible']} | {e['saved_share']:.0%} | {e['best_value']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Two workers took {two['wall_s'] / one['wall_s']:.2f} × the time of one. Each worker pays "
+        f"its own start-up (TensorFlow, MLflow, Optuna): on {m['cores']} cores two workers also share "
+        f"them, and Keras keeps more than one core busy in a fit.",
+        "",
+        "Raw measurements: `tune.json` beside this file.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--quick", action="store_true", help="4 tiny trials: checks the runner, measures nothing")
-    cli.add_argument("--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)")
+    cli.add_argument(
+        "--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)"
+    )
     cli.add_argument("--trials", type=int, default=12)
     cli.add_argument("--train-size", type=int, default=5000)
     cli.add_argument("--epochs", type=int, default=6)
@@ -107,8 +129,9 @@ def main() -> None:
     if args.quick:
         args.trials, args.train_size, args.epochs = 4, 400, 2
     out = args.out or REPO / "bench" / ("quick" if args.quick else "") / "TUNE.md"
-    command = "python bench/tune.py" + (" --quick" if args.quick else
-                                        f" --trials {args.trials} --train-size {args.train_size} --epochs {args.epochs}")
+    command = "python bench/tune.py" + (
+        " --quick" if args.quick else f" --trials {args.trials} --train-size {args.train_size} --epochs {args.epochs}"
+    )
     r = {"machine": machine(), "config": {"trials": args.trials, "train_size": args.train_size, "epochs": args.epochs}}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-tune-") as tmp:
         params, tune = study_params(args.mnist, args.trials, args.train_size, args.epochs)

@@ -11,14 +11,19 @@ from mnist_pipeline.stages import STAGES
 TOOLS = {
     "compare": Command("mnist_pipeline.tools.compare", "rank the finished runs in the tracking store (a leaderboard)"),
     "predict": Command("mnist_pipeline.tools.predict", "predict the digit in image files or .npy batches"),
-    "ui": Command("mnist_pipeline.tools.ui",
-                  "the MLflow UI on the tracking store; prints the link to the experiment's runs"),
-    "ci-report": Command("mnist_pipeline.tools.ci_report",
-                         "dvc repro what changed; Markdown report of it against --base"),
-    "mark-dead-runs": Command("mnist_pipeline.tools.mark_dead_runs",
-                              "mark KILLED the RUNNING MLflow runs whose process is gone"),
-    "tune": Command("mnist_pipeline.tuning.tune",
-                    "search models.MODEL's params with Optuna (tune.MODEL in tune.yaml); every trial an MLflow run"),
+    "ui": Command(
+        "mnist_pipeline.tools.ui", "the MLflow UI on the tracking store; prints the link to the experiment's runs"
+    ),
+    "ci-report": Command(
+        "mnist_pipeline.tools.ci_report", "dvc repro what changed; Markdown report of it against --base"
+    ),
+    "mark-dead-runs": Command(
+        "mnist_pipeline.tools.mark_dead_runs", "mark KILLED the RUNNING MLflow runs whose process is gone"
+    ),
+    "tune": Command(
+        "mnist_pipeline.tuning.tune",
+        "search models.MODEL's params with Optuna (tune.MODEL in tune.yaml); every trial an MLflow run",
+    ),
 }
 COMMANDS = STAGES | TOOLS
 

@@ -35,8 +35,9 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
     """Parse `argv` for one of `commands`, run it, and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--params", type=Path, default=PARAMS_FILE,
-                        help="parameters file; outputs go beside it (default: %(default)s)")
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_FILE, help="parameters file; outputs go beside it (default: %(default)s)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen, module = _chosen(argv, commands), None
     for name, command in commands.items():
@@ -60,14 +61,18 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
         if exc.errno not in DISK_ERRORS:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write{where}: {exc.strerror}; free space or fix permissions, then run again",
-              file=sys.stderr)
+        print(
+            f"error: cannot write{where}: {exc.strerror}; free space or fix permissions, then run again",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt as exc:
         signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         # A command that knows more about what it leaves says so in the exception (tune: which trial failed).
-        print(f"error: interrupted by {signum.name}; {str(exc) or 'no output was written, run the stage again'}",
-              file=sys.stderr)
+        print(
+            f"error: interrupted by {signum.name}; {str(exc) or 'no output was written, run the stage again'}",
+            file=sys.stderr,
+        )
         return 128 + signum
     return 0
 
@@ -94,8 +99,10 @@ def layout_of(args: argparse.Namespace) -> Layout:
 
 def at_least(minimum: int):
     """An argparse type: a whole number no smaller than `minimum`."""
+
     def number(text: str) -> int:
         if not text.isdigit() or int(text) < minimum:
             raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, at least {minimum}")
         return int(text)
+
     return number

@@ -49,8 +49,15 @@ class EvalReports:
 
     @property
     def all(self) -> tuple[Path, ...]:
-        return (self.metrics, self.per_class, self.predictions, self.confusion_csv, self.confusion_png,
-                self.classification_report, self.misclassified)
+        return (
+            self.metrics,
+            self.per_class,
+            self.predictions,
+            self.confusion_csv,
+            self.confusion_png,
+            self.classification_report,
+            self.misclassified,
+        )
 
 
 @dataclass(frozen=True)

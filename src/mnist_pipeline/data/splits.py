@@ -29,5 +29,7 @@ def load_split(processed_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     except (zipfile.BadZipFile, zlib.error, ValueError, KeyError, OSError, EOFError) as exc:
         # Cut short, overwritten or edited: DVC has the stage's copy, or the stage makes it again.
         out = f"{processed_dir.parent.name}/{processed_dir.name}"
-        raise PipelineError(f"{path}: not a readable split ({type(exc).__name__}: {first_line(exc)}); restore it "
-                            f"with `dvc checkout {out}` or rebuild it with `dvc repro -f preprocess`") from None
+        raise PipelineError(
+            f"{path}: not a readable split ({type(exc).__name__}: {first_line(exc)}); restore it "
+            f"with `dvc checkout {out}` or rebuild it with `dvc repro -f preprocess`"
+        ) from None

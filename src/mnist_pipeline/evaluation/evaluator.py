@@ -56,19 +56,23 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
     recorded = recorded_run(run_file)
     # Under `mlflow run -e evaluate`, MLflow has opened a run of its own and names it in MLFLOW_RUN_ID.
     choice = choose_run(run_file.run_id, recorded is not None, os.environ.get("MLFLOW_RUN_ID"))
-    problem = mismatch(name, file_sha256(model_file), run_file, recorded, experiment_id,
-                       logs_into_it=not choice.new)
+    problem = mismatch(name, file_sha256(model_file), run_file, recorded, experiment_id, logs_into_it=not choice.new)
     if problem:
         restore = f"{model_dir.parent.name}/{model_dir.name}"
-        raise PipelineError(f"{layout.run_file(name)}: {problem}; nothing was logged: restore the folder with "
-                            f"`dvc checkout {restore}` or retrain it with `dvc repro -f train@{name}`")
+        raise PipelineError(
+            f"{layout.run_file(name)}: {problem}; nothing was logged: restore the folder with "
+            f"`dvc checkout {restore}` or retrain it with `dvc repro -f train@{name}`"
+        )
     # The logged model lives in the store only when its run does.
     model_id = run_file.model_id if recorded else None
     scores, classes = score(model, name, x_test, y_test, reports.folder)
 
     if choice.warn:
-        log.warning("training run %s is not in %s; logging the evaluation as a new run", run_file.run_id,
-                    tracking_uri(layout.root))
+        log.warning(
+            "training run %s is not in %s; logging the evaluation as a new run",
+            run_file.run_id,
+            tracking_uri(layout.root),
+        )
     if choice.new:
         tags = run_tags(name, layout.root) | {"training_run_id": str(run_file.run_id)}
         run = active_run(run_id=choice.run_id, run_name=run_name(name), tags=tags)
@@ -79,14 +83,18 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
             log_params(training_params(name, params))
             if model_id:  # it evaluates a model another run logged
                 log_model_input(active.info.run_id, model_id)
-        log_evaluation(active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores,
-                       classes, reports)
+        log_evaluation(
+            active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores, classes, reports
+        )
     if model_id:
         registry.promote(params.registry, name, model_id, scores["accuracy"], run_file.run_id)
     elif params.registry.enabled:
-        why = (f"{layout.run_file(name)} names no logged model (its training did not log one); "
-               f"retrain it: dvc repro -f train@{name}"
-               if recorded else "the run that logged the model is not in this tracking store")
+        why = (
+            f"{layout.run_file(name)} names no logged model (its training did not log one); "
+            f"retrain it: dvc repro -f train@{name}"
+            if recorded
+            else "the run that logged the model is not in this tracking store"
+        )
         log.warning("%s: not registered: %s", name, why)
     log.info("%s: test accuracy %.4f, macro F1 %.4f", name, scores["accuracy"], scores["f1"])
     return scores
@@ -94,6 +102,7 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
 
 class RunFile(NamedTuple):
     """What models/<model>/mlflow_run.json records of the training that wrote the folder."""
+
     run_id: str | None
     model_id: str | None = None  # the model it logged (`m-…`)
     model_sha256: str | None = None  # of the model.keras it saved
@@ -101,6 +110,7 @@ class RunFile(NamedTuple):
 
 class Recorded(NamedTuple):
     """What the store holds of the run a run file names, and of the model it says that run logged."""
+
     model: str | None  # the run's `model` tag
     experiment_id: str
     model_sha256: str | None  # the run's model.sha256 tag
@@ -123,12 +133,14 @@ def recorded_run(run_file: RunFile) -> Recorded | None:
             logged_model = (found.name, found.source_run_id)
         except MlflowException:
             pass
-    return Recorded(run.data.tags.get("model"), run.info.experiment_id, run.data.tags.get(MODEL_DIGEST_TAG),
-                    logged_model)
+    return Recorded(
+        run.data.tags.get("model"), run.info.experiment_id, run.data.tags.get(MODEL_DIGEST_TAG), logged_model
+    )
 
 
-def mismatch(name: str, file_sha256: str, run_file: RunFile, recorded: Recorded | None, experiment_id: str,
-             logs_into_it: bool) -> str | None:
+def mismatch(
+    name: str, file_sha256: str, run_file: RunFile, recorded: Recorded | None, experiment_id: str, logs_into_it: bool
+) -> str | None:
     """Why the run file's run is not the training of this model file, or None when it is.
 
     The evaluation of one model must never land in another's run (the issue: a run file naming the
@@ -145,24 +157,32 @@ def mismatch(name: str, file_sha256: str, run_file: RunFile, recorded: Recorded 
     if not run_file.model_sha256:
         return "it records no digest of the model (an older version wrote it), so its run cannot be checked"
     if run_file.model_sha256 != file_sha256:
-        return (f"the model.keras beside it is not the one it records (sha256 {file_sha256[:12]}…, recorded "
-                f"{run_file.model_sha256[:12]}…)")
+        return (
+            f"the model.keras beside it is not the one it records (sha256 {file_sha256[:12]}…, recorded "
+            f"{run_file.model_sha256[:12]}…)"
+        )
     if recorded is None:
         return None  # trained against another store: evaluated into a new run, and nothing is registered
     if recorded.model_sha256 is None:
         return f"{run}, which records no digest of its model (its training did not finish logging)"
     if recorded.model_sha256 != file_sha256:
-        return (f"{run}, which saved another model.keras (sha256 {recorded.model_sha256[:12]}…, this one "
-                f"{file_sha256[:12]}…)")
+        return (
+            f"{run}, which saved another model.keras (sha256 {recorded.model_sha256[:12]}…, this one "
+            f"{file_sha256[:12]}…)"
+        )
     if run_file.model_id and recorded.logged_model != (name, run_file.run_id):
-        logged = (f"model {recorded.logged_model[0]!r} of run {recorded.logged_model[1]}" if recorded.logged_model
-                  else "not in the store")
+        logged = (
+            f"model {recorded.logged_model[0]!r} of run {recorded.logged_model[1]}"
+            if recorded.logged_model
+            else "not in the store"
+        )
         return f"{run} and logged model {run_file.model_id}, which is {logged}"
     return None
 
 
-def score(model, name: str, x_test: np.ndarray, y_test: np.ndarray,
-          out_dir: Path) -> tuple[dict[str, float], pd.DataFrame]:
+def score(
+    model, name: str, x_test: np.ndarray, y_test: np.ndarray, out_dir: Path
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Predict the test images, score the predictions, and write the reports into `out_dir`;
     return the headline scores and the per-class table. No MLflow here."""
     probabilities = model.predict(x_test, batch_size=1024, verbose=0)
@@ -190,8 +210,15 @@ def choose_run(recorded: str | None, recorded_exists: bool, launched: str | None
     return RunChoice(None, new=True, warn=True)
 
 
-def log_evaluation(run_id: str, test: tuple[np.ndarray, np.ndarray], test_file: Path, model_id: str | None,
-                   scores: dict[str, float], classes: pd.DataFrame, reports: EvalReports) -> None:
+def log_evaluation(
+    run_id: str,
+    test: tuple[np.ndarray, np.ndarray],
+    test_file: Path,
+    model_id: str | None,
+    scores: dict[str, float],
+    classes: pd.DataFrame,
+    reports: EvalReports,
+) -> None:
     """Into the active run: the test set as an input, the scores, and the reports as artifacts."""
     if os.environ.get("DVC_STAGE"):
         mlflow.set_tag("dvc.eval_stage", os.environ["DVC_STAGE"])
@@ -200,6 +227,12 @@ def log_evaluation(run_id: str, test: tuple[np.ndarray, np.ndarray], test_file: 
     # tab shows and sorts by them. Per-class scores stay with the run, where they fit.
     log_metrics(run_id, scoring.headline_names(scores), model_id=model_id, dataset=test_set)
     log_metrics(run_id, scoring.per_class_names(classes))
-    for artifact in (reports.metrics, reports.per_class, reports.confusion_png, reports.confusion_csv,
-                     reports.classification_report, reports.misclassified):
+    for artifact in (
+        reports.metrics,
+        reports.per_class,
+        reports.confusion_png,
+        reports.confusion_csv,
+        reports.classification_report,
+        reports.misclassified,
+    ):
         mlflow.log_artifact(str(artifact), artifact_path="evaluation")

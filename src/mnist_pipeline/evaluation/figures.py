@@ -22,15 +22,17 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     ConfusionMatrixDisplay(matrix, display_labels=range(len(matrix))).plot(
-        ax=ax, cmap="Blues", colorbar=True, values_format="d")
+        ax=ax, cmap="Blues", colorbar=True, values_format="d"
+    )
     ax.set(title=title, xlabel="predicted digit", ylabel="true digit")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def plot_misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path,
-                       model: str) -> None:
+def plot_misclassified(
+    images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, path: Path, model: str
+) -> None:
     """The test digits the model gets wrong, most confident mistakes first: true label, prediction
     and the probability the model gave it."""
     plt = _pyplot()
@@ -46,13 +48,16 @@ def plot_misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np
     fig, ax = plt.subplots(figsize=(columns * 1.1, rows * 1.35 + 0.6), dpi=100)
     for k, i in enumerate(shown):
         y, x = k // columns * cell_h + top, k % columns * cell_w + (cell_w - 28) // 2
-        mosaic[y:y + 28, x:x + 28] = images[i]
+        mosaic[y : y + 28, x : x + 28] = images[i]
         ax.text(x + 14, y - 3, f"{y_true[i]} → {y_pred[i]}  {confidence[i]:.2f}", fontsize=8, ha="center", va="bottom")
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     ax.axis("off")
     what = (f"the {len(shown)} most confident" if len(wrong) > len(shown) else "all") if len(wrong) else "none"
-    fig.suptitle(f"{model}: {len(wrong):,} of {len(y_true):,} test digits misclassified ({what} shown)\n"
-                 "each: true → predicted, probability of the prediction", fontsize=10)
+    fig.suptitle(
+        f"{model}: {len(wrong):,} of {len(y_true):,} test digits misclassified ({what} shown)\n"
+        "each: true → predicted, probability of the prediction",
+        fontsize=10,
+    )
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.65 / fig.get_figheight())
     fig.savefig(path)
     plt.close(fig)

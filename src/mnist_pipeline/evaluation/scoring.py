@@ -30,7 +30,8 @@ def headline(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     the ten digits). Short names: they are `dvc exp show` column headers (mlp.precision, …)."""
     y_pred = probabilities.argmax(axis=1)
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=DIGITS, average="macro", zero_division=0)
+        y_true, y_pred, labels=DIGITS, average="macro", zero_division=0
+    )
     scores = {
         "accuracy": accuracy_score(y_true, y_pred),
         "log_loss": log_loss(y_true, probabilities, labels=DIGITS),
@@ -43,26 +44,37 @@ def headline(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
     """One row per digit: precision, recall, F1 and support (the number of test images of it)."""
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=DIGITS, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=DIGITS, zero_division=0)
     table = pd.DataFrame({"digit": DIGITS, "precision": precision, "recall": recall, "f1": f1})
     return table.round(DECIMALS).assign(support=support.astype(int))
 
 
 def headline_names(scores: dict[str, float]) -> dict[str, float]:
     """MLflow names of the headline: test_accuracy, test_log_loss, test_macro_precision, …"""
-    return {f"test_{name}" if name in ("accuracy", "log_loss") else f"test_macro_{name}": value
-            for name, value in scores.items()}
+    return {
+        f"test_{name}" if name in ("accuracy", "log_loss") else f"test_macro_{name}": value
+        for name, value in scores.items()
+    }
 
 
 def per_class_names(classes: pd.DataFrame) -> dict[str, float]:
     """MLflow names of the per-class scores: precision_3, recall_3, f1_3, …"""
-    return {f"{score}_{row.digit}": float(getattr(row, score))
-            for row in classes.itertuples() for score in ("precision", "recall", "f1")}
+    return {
+        f"{score}_{row.digit}": float(getattr(row, score))
+        for row in classes.itertuples()
+        for score in ("precision", "recall", "f1")
+    }
 
 
-def write_reports(out_dir: Path, model: str, images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,
-                  scores: dict[str, float], classes: pd.DataFrame) -> None:
+def write_reports(
+    out_dir: Path,
+    model: str,
+    images: np.ndarray,
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    scores: dict[str, float],
+    classes: pd.DataFrame,
+) -> None:
     """Everything the evaluate stage declares, written together or not at all:
 
     metrics.json (headline, keyed by model so `dvc exp show` names the columns mlp.accuracy, …),
@@ -79,6 +91,7 @@ def write_reports(out_dir: Path, model: str, images: np.ndarray, y_true: np.ndar
         pd.DataFrame(matrix, index=pd.Index(DIGITS, name="actual"), columns=DIGITS).to_csv(files.confusion_csv)
         report = classification_report(y_true, y_pred, labels=DIGITS, digits=DECIMALS, zero_division=0)
         files.classification_report.write_text(report)
-        plot_confusion(matrix, files.confusion_png,
-                       f"{model}: confusion matrix, test set (accuracy {scores['accuracy']:.4f})")
+        plot_confusion(
+            matrix, files.confusion_png, f"{model}: confusion matrix, test set (accuracy {scores['accuracy']:.4f})"
+        )
         plot_misclassified(images, y_true, probabilities, files.misclassified, model)

@@ -11,8 +11,10 @@ here = Layout(Path())  # the paths as the help names them, relative to the repos
 STAGES = {
     "check-params": Command("mnist_pipeline.stages.check_params", "validate params.yaml (the first DVC stage)"),
     "download": Command("mnist_pipeline.stages.download", f"fetch and verify the four MNIST IDX files into {here.raw}"),
-    "preprocess": Command("mnist_pipeline.stages.preprocess",
-                          f"split train/validation into {here.processed}; summary in {here.data_reports}"),
+    "preprocess": Command(
+        "mnist_pipeline.stages.preprocess",
+        f"split train/validation into {here.processed}; summary in {here.data_reports}",
+    ),
     "train": Command("mnist_pipeline.stages.train", "train one model from params.yaml"),
     "evaluate": Command("mnist_pipeline.stages.evaluate", "evaluate one trained model"),
     "summarize": Command("mnist_pipeline.stages.summarize", f"every model's headline test scores into {here.metrics}"),

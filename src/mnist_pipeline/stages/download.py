@@ -44,8 +44,7 @@ def download(params: DownloadParams, out_dir: Path) -> str:
         log.info("MNIST from %s: 4 files verified by sha256, written to %s", name, out_dir)
         return name
     raise PipelineError(
-        "no source gave the canonical MNIST files:\n" + "\n".join(failures)
+        "no source gave the canonical MNIST files:\n"
+        + "\n".join(failures)
         + "\nfix: put the IDX files (or mnist.npz) in a folder and name it in params.yaml download.sources"
     )
-
-

@@ -12,12 +12,17 @@ TAKES_OVERRIDES = True  # --epochs 2 --learning_rate=0.01: any key of models.MOD
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("Any key of models.MODEL can be overridden for this run: --epochs 2 --hidden_units '[256, 256]' "
-                     "(what `mlflow run -P key=value` passes). The overrides are logged as the run's params; "
-                     "params.yaml is not changed.")
+    parser.epilog = (
+        "Any key of models.MODEL can be overridden for this run: --epochs 2 --hidden_units '[256, 256]' "
+        "(what `mlflow run -P key=value` passes). The overrides are logged as the run's params; "
+        "params.yaml is not changed."
+    )
     parser.add_argument("model", help="a key under `models` in params.yaml")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="then evaluate it into the same MLflow run (the MLproject's `train` entry point)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:

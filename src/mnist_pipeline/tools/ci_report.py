@@ -72,8 +72,12 @@ class Side:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
     parser.add_argument("--output", type=Path, help="write the report here (default: stdout)")
-    parser.add_argument("--embed-images", action=argparse.BooleanOptionalAction, default=True,
-                        help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)")
+    parser.add_argument(
+        "--embed-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -86,8 +90,10 @@ def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool
     root = layout.root
     base_commit = git_output(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
     if not base_commit:
-        raise PipelineError(f"--base {base}: no such commit in {root}; fetch it first "
-                            "(git fetch origin main) or name another branch, tag or commit")
+        raise PipelineError(
+            f"--base {base}: no such commit in {root}; fetch it first "
+            "(git fetch origin main) or name another branch, tag or commit"
+        )
     head = git_output(root, "rev-parse", "--short", "HEAD")
     # Params or code changed and not committed (dvc.lock, which the repro rewrites, does not count).
     changes = " + uncommitted changes" if git_dirty(root) else ""
@@ -114,20 +120,28 @@ def run_repro(root: Path) -> Repro:
         if process.poll() is None:
             process.terminate()
     if process.wait():
-        raise PipelineError(f"dvc repro failed with exit code {process.returncode} (its output is above); "
-                            "fix the failing stage and run ci-report again; no report was written")
+        raise PipelineError(
+            f"dvc repro failed with exit code {process.returncode} (its output is above); "
+            "fix the failing stage and run ci-report again; no report was written"
+        )
     log = "".join(lines)
-    found = sorted((m.start(), m.group(1), outcome) for outcome, pattern in _OUTCOMES.items()
-                   for m in pattern.finditer(log))
+    found = sorted(
+        (m.start(), m.group(1), outcome) for outcome, pattern in _OUTCOMES.items() for m in pattern.finditer(log)
+    )
     return Repro({stage: outcome for _, stage, outcome in found})
 
 
 def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: Layout, images_dir: Path | None) -> str:
     models = repro.models()
-    summary = [f"**{label}:** {', '.join(m for m, s in models.items() if s == status)}."
-               for status, label in (("retrained", "Retrained"), ("re-evaluated", "Re-evaluated"),
-                                     ("restored", "Restored from DVC's run cache, not trained again"))
-               if status in models.values()]
+    summary = [
+        f"**{label}:** {', '.join(m for m, s in models.items() if s == status)}."
+        for status, label in (
+            ("retrained", "Retrained"),
+            ("re-evaluated", "Re-evaluated"),
+            ("restored", "Restored from DVC's run cache, not trained again"),
+        )
+        if status in models.values()
+    ]
     if not summary:
         ran = ", ".join(repro.changed())
         summary = [f"**No model retrained** (stages run: {ran})." if ran else f"**{NOTHING_TO_RETRAIN}**"]
@@ -136,16 +150,24 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
 
     old = lock_side(layout.root, base)
     new = Side("workspace", flat_params(yaml.safe_load((layout.root / "dvc.lock").read_text())))
-    lines += [f"Parameters and metrics on each side are as its `dvc.lock` records them: the base's as committed "
-              f"in {base_name}, the workspace's after this `dvc repro`.", ""]
+    lines += [
+        f"Parameters and metrics on each side are as its `dvc.lock` records them: the base's as committed "
+        f"in {base_name}, the workspace's after this `dvc repro`.",
+        "",
+    ]
     if not old.has_lock:
-        lines += [f"> {base_name} has no `dvc.lock`: the pipeline never ran there, so every parameter and "
-                  "metric is new.", ""]
+        lines += [
+            f"> {base_name} has no `dvc.lock`: the pipeline never ran there, so every parameter and metric is new.",
+            "",
+        ]
     elif stale := stale_params(layout.root, base, old):
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
-        lines += [f"> {base_name} changed its params without a `dvc repro` ({', '.join(f'`{k}`' for k in stale[:3])}"
-                  f"{more}): its `dvc.lock` and metrics are still those of the values before, which the base "
-                  "column shows.", ""]
+        lines += [
+            f"> {base_name} changed its params without a `dvc repro` ({', '.join(f'`{k}`' for k in stale[:3])}"
+            f"{more}): its `dvc.lock` and metrics are still those of the values before, which the base "
+            "column shows.",
+            "",
+        ]
 
     lines += ["### Stages", "", "| stage | outcome |", "| --- | --- |"]
     lines += [f"| `{stage}` | {outcome} |" for stage, outcome in repro.outcomes.items()]
@@ -153,9 +175,12 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
     metrics, warning = dvc_diff(layout.root, "metrics", base)
     lines += ["### Metrics vs the base", "", metrics or "No metric differs from the base.", ""]
     if warning:
-        lines += [f"> DVC could not read the base's metrics ({base}): they are neither in the local DVC cache nor "
-                  "on a DVC remote. Push them from main (`dvc push`) or restore the cache; see README, "
-                  "\"CI retraining\".", ""]
+        lines += [
+            f"> DVC could not read the base's metrics ({base}): they are neither in the local DVC cache nor "
+            "on a DVC remote. Push them from main (`dvc push`) or restore the cache; see README, "
+            '"CI retraining".',
+            "",
+        ]
     for model, status in models.items():
         lines += model_section(model, status, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
@@ -212,9 +237,11 @@ def _show(value) -> str:
 
 def params_table(old: Side, new: Side) -> str:
     """The params that differ, as `dvc params diff --md` lays them out (empty when none)."""
-    rows = [[*name.split(":", 1), old.params.get(name, "-"), new.params.get(name, "-")]
-            for name in dict.fromkeys([*old.params, *new.params])
-            if old.params.get(name) != new.params.get(name)]
+    rows = [
+        [*name.split(":", 1), old.params.get(name, "-"), new.params.get(name, "-")]
+        for name in dict.fromkeys([*old.params, *new.params])
+        if old.params.get(name) != new.params.get(name)
+    ]
     return markdown_table(["Path", "Param", old.label, new.label], rows) if rows else ""
 
 
@@ -231,12 +258,20 @@ def model_section(model: str, status: str, layout: Layout, images_dir: Path | No
     with open(reports.per_class, newline="") as f:
         per_class = list(csv.DictReader(f))
     origin = " (the run that trained it earlier)" if status == "restored" else ""
-    lines = [f"### {model} ({status})", "",
-             f"Test accuracy {headline['accuracy']:.4f}, macro F1 {headline['f1']:.4f}. "
-             f"MLflow run{origin}: {run_link(layout.model_dir(model), layout.root)}.", "",
-             "| digit | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['digit']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | {float(r['f1']):.4f} "
-              f"| {r['support']} |" for r in per_class]
+    lines = [
+        f"### {model} ({status})",
+        "",
+        f"Test accuracy {headline['accuracy']:.4f}, macro F1 {headline['f1']:.4f}. "
+        f"MLflow run{origin}: {run_link(layout.model_dir(model), layout.root)}.",
+        "",
+        "| digit | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['digit']} | {float(r['precision']):.4f} | {float(r['recall']):.4f} | {float(r['f1']):.4f} "
+        f"| {r['support']} |"
+        for r in per_class
+    ]
     for image, what in ((reports.confusion_png, "confusion matrix"), (reports.misclassified, "misclassified digits")):
         if not image.is_file():
             continue
@@ -282,4 +317,3 @@ def dvc_diff(root: Path, kind: str, base: str) -> tuple[str, bool]:
 def _dvc(*args: str) -> list[str]:
     """This environment's DVC, whatever PATH holds."""
     return [sys.executable, "-m", "dvc", *args]
-

@@ -29,23 +29,32 @@ GAP = "  "
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment in params.yaml)")
     parser.add_argument("--model", help="only runs of this model (a key under `models`)")
-    parser.add_argument("--sort-by", default="test_accuracy", metavar="METRIC",
-                        help="any logged metric (default: %(default)s); losses sort lowest first")
+    parser.add_argument(
+        "--sort-by",
+        default="test_accuracy",
+        metavar="METRIC",
+        help="any logged metric (default: %(default)s); losses sort lowest first",
+    )
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lowest first")
     order.add_argument("--descending", dest="ascending", action="store_false", help="highest first")
     parser.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     parser.add_argument("--limit", type=at_least(1), metavar="N", help="show the best N runs")
-    parser.add_argument("--width", type=at_least(40), metavar="N",
-                        help="text columns to fill (default: the terminal's width, at least 120)")
+    parser.add_argument(
+        "--width",
+        type=at_least(40),
+        metavar="N",
+        help="text columns to fill (default: the terminal's width, at least 120)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     params, root = load_params(args.params), layout_of(args).root
     check_store(root)
     mlflow.set_tracking_uri(tracking_uri(root))
-    board = leaderboard(args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending,
-                        args.limit)
+    board = leaderboard(
+        args.experiment or params.mlflow.experiment, args.model, args.sort_by, args.ascending, args.limit
+    )
     if board.empty:  # one line, exit 0; on stderr for csv and markdown, so a file stays empty
         print(board.empty, file=sys.stdout if args.format == "text" else sys.stderr)
     else:
@@ -61,15 +70,22 @@ class Board:
     empty: str = ""  # why `runs` is empty, in one line
 
 
-def leaderboard(experiment: str, model: str | None = None, sort_by: str = "test_accuracy",
-                ascending: bool | None = None, limit: int | None = None) -> Board:
+def leaderboard(
+    experiment: str,
+    model: str | None = None,
+    sort_by: str = "test_accuracy",
+    ascending: bool | None = None,
+    limit: int | None = None,
+) -> Board:
     """The finished runs of `experiment` (of `model` only, if given), best first; `ascending`
     defaults to True for losses only."""
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         names = ", ".join(sorted(e.name for e in mlflow.search_experiments())) or "none"
-        raise PipelineError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()} (experiments there: "
-                            f"{names}); name one with --experiment, or run the pipeline first (dvc repro)")
+        raise PipelineError(
+            f"no experiment {experiment!r} in {mlflow.get_tracking_uri()} (experiments there: "
+            f"{names}); name one with --experiment, or run the pipeline first (dvc repro)"
+        )
     runs = mlflow.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", output_format="list")
     # A tuning study's runs (tag tune.study) are scored on validation data only: no test scores to rank.
     runs = [run for run in runs if "tune.study" not in run.data.tags]
@@ -78,8 +94,10 @@ def leaderboard(experiment: str, model: str | None = None, sort_by: str = "test_
         runs = [run for run in runs if run.data.tags.get("model") == model]
     if not runs:
         if model and models:
-            why = (f"no finished runs of model {model!r} in experiment {experiment!r}; "
-                   f"models with finished runs there: {', '.join(models)}")
+            why = (
+                f"no finished runs of model {model!r} in experiment {experiment!r}; "
+                f"models with finished runs there: {', '.join(models)}"
+            )
         else:
             why = f"no finished runs in experiment {experiment!r} yet; run the pipeline first (dvc repro)"
         return Board([], [], [], why)
@@ -120,10 +138,16 @@ def cells(board: Board, missing: str, number: str) -> list[list[str]]:
     rows = []
     for rank, run in enumerate(board.runs, 1):
         params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-        rows.append([str(rank), tags.get("model", missing), run.info.run_name or missing,
-                     *(params.get(name, missing) for name in board.params),
-                     *(format(metrics[name], number) if name in metrics else missing for name in board.metrics),
-                     run.info.run_id])
+        rows.append(
+            [
+                str(rank),
+                tags.get("model", missing),
+                run.info.run_name or missing,
+                *(params.get(name, missing) for name in board.params),
+                *(format(metrics[name], number) if name in metrics else missing for name in board.metrics),
+                run.info.run_id,
+            ]
+        )
     return rows
 
 
@@ -152,8 +176,12 @@ def text_table(board: Board, rows: list[list[str]], right: list[bool], width: in
         if sum(widths[j] for j in shown) + len(GAP) * len(shown) + widths[i] <= width:
             shown.append(i)
     shown.sort()
-    lines = [GAP.join(cell.rjust(widths[i]) if right[i] else cell.ljust(widths[i]) for i, cell in
-                      ((i, line[i]) for i in shown)).rstrip() for line in [names, *rows]]
+    lines = [
+        GAP.join(
+            cell.rjust(widths[i]) if right[i] else cell.ljust(widths[i]) for i, cell in ((i, line[i]) for i in shown)
+        ).rstrip()
+        for line in [names, *rows]
+    ]
     hidden = [names[i] for i in optional if i not in shown]
     if hidden:
         needed = sum(widths) + len(GAP) * (len(widths) - 1)

@@ -8,11 +8,13 @@ from mnist_pipeline.core.params import load_params
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Mark KILLED every RUNNING run in the tracking store whose process is gone "
-                          "(killed with SIGKILL, out of memory, a machine that rebooted): on this machine, "
-                          "no process with its PID and start time; from another machine, no heartbeat for "
-                          "10 minutes. Prints one line per run it marks. Each train or evaluate stage does "
-                          "the same for its own model's runs.")
+    parser.description = (
+        "Mark KILLED every RUNNING run in the tracking store whose process is gone "
+        "(killed with SIGKILL, out of memory, a machine that rebooted): on this machine, "
+        "no process with its PID and start time; from another machine, no heartbeat for "
+        "10 minutes. Prints one line per run it marks. Each train or evaluate stage does "
+        "the same for its own model's runs."
+    )
 
 
 def run(args: argparse.Namespace) -> None:

@@ -25,11 +25,20 @@ MAX_NPY_BYTES = 256 << 20  # 70,000 float32 images fit; an array larger than thi
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)")
-    parser.add_argument("--model", default=str(Layout(Path()).model_dir("mlp")), metavar="SOURCE",
-                        help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
-                             "or models:/mnist-mlp@champion (default: %(default)s)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="PNG/JPEG/… images of any size and mode, or .npy arrays (28, 28), (N, 28, 28), (N, 784)",
+    )
+    parser.add_argument(
+        "--model",
+        default=str(Layout(Path()).model_dir("mlp")),
+        metavar="SOURCE",
+        help="a .keras file or models/<name> folder, runs:/<run id>/mlp, models:/<model id>, "
+        "or models:/mnist-mlp@champion (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,8 +86,10 @@ def read_npy(path: Path) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise InputError(f"{path}: array of {array.dtype}; expected pixel intensities 0–255 (uint8)")
     if array.nbytes > MAX_NPY_BYTES:
-        raise InputError(f"{path}: {len(array):,} images of {array.dtype}, {array.nbytes / 2**20:,.0f} MiB; predict "
-                         f"reads at most {MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files")
+        raise InputError(
+            f"{path}: {len(array):,} images of {array.dtype}, {array.nbytes / 2**20:,.0f} MiB; predict "
+            f"reads at most {MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files"
+        )
     array = np.array(array)  # now read it
     if not np.isfinite(array).all():
         raise InputError(f"{path}: the array holds NaN or infinite values; expected pixel intensities 0–255")
@@ -86,12 +97,16 @@ def read_npy(path: Path) -> np.ndarray:
     if low < 0 or high > 255:
         raise InputError(f"{path}: values from {low} to {high}; expected pixel intensities 0–255 (uint8)")
     if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
-        raise InputError(f"{path}: values from {low} to {high} look scaled to [0, 1]; "
-                         "the model takes 0–255: multiply by 255")
+        raise InputError(
+            f"{path}: values from {low} to {high} look scaled to [0, 1]; the model takes 0–255: multiply by 255"
+        )
     blank = np.flatnonzero(array.max(axis=(1, 2)) - array.min(axis=(1, 2)) < BLANK)
     if len(blank):
-        which = "the image is" if len(array) == 1 else (
-            f"{len(blank):,} of its {len(array):,} images are" if len(blank) > 1 else "one of its images is")
+        which = (
+            "the image is"
+            if len(array) == 1
+            else (f"{len(blank):,} of its {len(array):,} images are" if len(blank) > 1 else "one of its images is")
+        )
         first = "" if len(array) == 1 else f", the first [{blank[0]}]"
         raise InputError(f"{path}: {which} blank (one colour{first}); nothing to read")
     return np.rint(array).astype(np.uint8)
@@ -115,8 +130,10 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def too_large(path: Path, size: str) -> str:
-    return (f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} pixels: "
-            "shrink it (a digit needs a few hundred pixels a side)")
+    return (
+        f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} pixels: "
+        "shrink it (a digit needs a few hundred pixels a side)"
+    )
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
@@ -150,7 +167,7 @@ def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
     if gray.max() < BLANK:
         raise InputError(f"{path}: the image is blank (one colour); nothing to read")
     rows, cols = np.nonzero(gray > 0.25 * gray.max())
-    digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    digit = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = BOX / max(digit.shape)
     size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
     small = np.asarray(Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), np.float32)
@@ -161,7 +178,7 @@ def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
     left = round(SIDE / 2 - (mass_cols * small).sum() / total)
     top, left = (int(np.clip(top, 0, SIDE - small.shape[0])), int(np.clip(left, 0, SIDE - small.shape[1])))
     canvas = np.zeros((SIDE, SIDE), np.float32)
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
@@ -180,15 +197,20 @@ def load_model(source: str, root: Path):
         if path.is_dir() and (path / MODEL_FILE).is_file():
             path = path / MODEL_FILE
         if path.is_file() and path.suffix == ".keras":
-            fix = (restore_fix(path.parent) if path.resolve().parent.parent == (root / "models").resolve()
-                   else "give a model saved by Keras 3 (model.save('name.keras'))")
+            fix = (
+                restore_fix(path.parent)
+                if path.resolve().parent.parent == (root / "models").resolve()
+                else "give a model saved by Keras 3 (model.save('name.keras'))"
+            )
             try:
                 return load_keras(path, fix)
             except PipelineError as exc:  # a model named on the command line: the user's input, exit 2
                 raise InputError(str(exc)) from None
         if not (path / "MLmodel").is_file():
-            raise InputError(f"{source}: no model there; give a .keras file, a folder holding {MODEL_FILE} or an "
-                             "MLmodel, runs:/<run id>/mlp or models:/<name>@champion")
+            raise InputError(
+                f"{source}: no model there; give a .keras file, a folder holding {MODEL_FILE} or an "
+                "MLmodel, runs:/<run id>/mlp or models:/<name>@champion"
+            )
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -198,7 +220,9 @@ def load_model(source: str, root: Path):
     try:
         return mlflow.tensorflow.load_model(source)
     except MlflowException as exc:
-        raise InputError(f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {first_line(exc)}") from None
+        raise InputError(
+            f"{source}: cannot load the model from {mlflow.get_tracking_uri()}: {first_line(exc)}"
+        ) from None
 
 
 def predict(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,8 +30,10 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Serve the MLflow UI on the project's tracking store and print the link to the "
-                          "experiment's training runs once it answers; Ctrl-C stops it.")
+    parser.description = (
+        "Serve the MLflow UI on the project's tracking store and print the link to the "
+        "experiment's training runs once it answers; Ctrl-C stops it."
+    )
     parser.add_argument("--port", type=port_number, default=5000, help="port to serve on (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
 
@@ -57,8 +59,13 @@ def ui(experiment: str, root: Path, host: str, port: int) -> None:
     check_port(host, port)  # before anything starts: the reason would be lost in the server's output
     check_store(root)
     experiment_id = ensure_experiment(experiment, root)  # so that the link leads somewhere
-    code = serve(uri, host, port, f"MLflow UI on the runs of experiment '{experiment}' (Ctrl-C stops it):\n"
-                                  f"http://{in_url(host)}:{port}{RUNS_PAGE.format(experiment_id)}")
+    code = serve(
+        uri,
+        host,
+        port,
+        f"MLflow UI on the runs of experiment '{experiment}' (Ctrl-C stops it):\n"
+        f"http://{in_url(host)}:{port}{RUNS_PAGE.format(experiment_id)}",
+    )
     if code:
         raise PipelineError(f"the MLflow UI stopped with exit code {code}; its messages are above")
 
@@ -70,10 +77,28 @@ def serve(uri: str, host: str, port: int, ready_message: str) -> int:
     # SIGTERM. In the terminal's group the server got Ctrl-C twice (mlflow's CLI forwards it to
     # uvicorn) and ended with a traceback.
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri,
-         "--host", host, "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"],
-        env=os.environ | QUIET_SERVER | {"PYTHONWARNINGS": warnings}, start_new_session=True,
-        preexec_fn=stop_with_parent)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--registry-store-uri",
+            uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--uvicorn-opts",
+            "--log-level warning",
+        ],
+        env=os.environ | QUIET_SERVER | {"PYTHONWARNINGS": warnings},
+        start_new_session=True,
+        preexec_fn=stop_with_parent,
+    )
     signal.signal(signal.SIGHUP, signal.default_int_handler)  # the terminal closed: stop as for Ctrl-C
     try:
         if wait_until_up(f"http://{in_url(host)}:{port}/health", server):
@@ -107,10 +132,14 @@ def check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PipelineError(f"port {port} on {host} is in use by another program; "
-                                    f"pick another: make ui PORT={free_port_after(family, address)}") from None
-            raise PipelineError(f"cannot listen on port {port} of {host}: {exc.strerror}; "
-                                "pick another port (make ui PORT=5001) or --host 127.0.0.1") from None
+                raise PipelineError(
+                    f"port {port} on {host} is in use by another program; "
+                    f"pick another: make ui PORT={free_port_after(family, address)}"
+                ) from None
+            raise PipelineError(
+                f"cannot listen on port {port} of {host}: {exc.strerror}; "
+                "pick another port (make ui PORT=5001) or --host 127.0.0.1"
+            ) from None
 
 
 def free_port_after(family: int, address: tuple) -> int:

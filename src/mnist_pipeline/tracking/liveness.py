@@ -133,8 +133,9 @@ def end_dead_runs(experiment_ids: list[str], model: str | None = None) -> list[t
                 # Read again: a run whose process was only silent may have ended on its own meanwhile.
                 if client.get_run(run.info.run_id).info.status != "RUNNING":
                     continue
-                client.set_tag(run.info.run_id, PROCESS_TAG + "ended_by",
-                               f"{processes.host()} pid {os.getpid()}: {why}")
+                client.set_tag(
+                    run.info.run_id, PROCESS_TAG + "ended_by", f"{processes.host()} pid {os.getpid()}: {why}"
+                )
                 client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED), end_time=last_seen)
             except MlflowException as exc:  # e.g. a server that lets nobody else end another user's run
                 log.warning("could not mark run %s KILLED (%s): %s", run.info.run_id, why, first_line(exc))
@@ -172,8 +173,11 @@ def mark_dead_runs(root: Path) -> list[str]:
     experiments = {e.experiment_id: e.name for e in MlflowClient().search_experiments()}
     if not experiments:
         return []
-    return [f"{experiments[run.info.experiment_id]}  {run.data.tags.get('model', '-')}  {run.info.run_name}  "
-            f"{run.info.run_id}: KILLED, {why}" for run, why in end_dead_runs(list(experiments))]
+    return [
+        f"{experiments[run.info.experiment_id]}  {run.data.tags.get('model', '-')}  {run.info.run_name}  "
+        f"{run.info.run_id}: KILLED, {why}"
+        for run, why in end_dead_runs(list(experiments))
+    ]
 
 
 def _end_run_or_warn(status: int) -> None:
@@ -183,5 +187,10 @@ def _end_run_or_warn(status: int) -> None:
     try:
         mlflow.end_run(RunStatus.to_string(status))  # MLflow forgets the active run before it calls the store
     except Exception as exc:
-        log.warning("could not mark run %s %s in %s (%s); it stays RUNNING there", run_id,
-                    RunStatus.to_string(status), mlflow.get_tracking_uri(), store_error(exc))
+        log.warning(
+            "could not mark run %s %s in %s (%s); it stays RUNNING there",
+            run_id,
+            RunStatus.to_string(status),
+            mlflow.get_tracking_uri(),
+            store_error(exc),
+        )

@@ -39,22 +39,36 @@ def promote(params: RegistryParams, model: str, model_id: str, accuracy: float, 
     client = MlflowClient()
     logged = client.get_logged_model(model_id)
     if (logged.name, logged.source_run_id) != (model, run_id):
-        raise PipelineError(f"logged model {model_id} is model {logged.name!r} of run {logged.source_run_id}, not "
-                            f"{model!r} of run {run_id}: not registered as {name} under that run's test accuracy")
+        raise PipelineError(
+            f"logged model {model_id} is model {logged.name!r} of run {logged.source_run_id}, not "
+            f"{model!r} of run {run_id}: not registered as {name} under that run's test accuracy"
+        )
     if accuracy < params.min_accuracy:
-        log.info("%s: test accuracy %.4f is below registry.min_accuracy %.4f; not registered",
-                 model, accuracy, params.min_accuracy)
+        log.info(
+            "%s: test accuracy %.4f is below registry.min_accuracy %.4f; not registered",
+            model,
+            accuracy,
+            params.min_accuracy,
+        )
         return None
     best = champion_accuracy(client, name)
     # `not best >= accuracy` rather than `accuracy > best`: a champion without the tag (NaN) loses.
     if best is not None and best >= accuracy:
-        log.info("%s: test accuracy %.4f does not beat %s@%s (%.4f); not registered",
-                 model, accuracy, name, ALIAS, best)
+        log.info(
+            "%s: test accuracy %.4f does not beat %s@%s (%.4f); not registered", model, accuracy, name, ALIAS, best
+        )
         return None
     # From the logged model itself: MLflow records its run as the version's source run. (A runs:/
     # URI makes MLflow look for run artifacts, find none, and warn before it falls back to this.)
     version = mlflow.register_model(f"models:/{model_id}", name, tags={ACCURACY_TAG: str(accuracy)})
     client.set_registered_model_alias(name, ALIAS, version.version)
-    log.info("%s: registered %s version %s as @%s (test accuracy %.4f, was %s)", model, name,
-             version.version, ALIAS, accuracy, "none" if best is None else f"{best:.4f}")
+    log.info(
+        "%s: registered %s version %s as @%s (test accuracy %.4f, was %s)",
+        model,
+        name,
+        version.version,
+        ALIAS,
+        accuracy,
+        "none" if best is None else f"{best:.4f}",
+    )
     return version.version

@@ -50,7 +50,9 @@ def read_run_file(model_dir: Path) -> dict[str, str]:
         if not (isinstance(ids, dict) and all(isinstance(value, str) for value in ids.values())):
             raise ValueError("not an object of ids")
     except ValueError as exc:  # edited or damaged: DVC has the stage's copy, or training writes it again
-        raise PipelineError(f"{path}: not the run file the train stage writes ({first_line(exc)}); restore it "
-                            f"with `dvc checkout {model_dir.parent.name}/{model_dir.name}` or retrain with "
-                            f"`dvc repro -f train@{model_dir.name}`") from None
+        raise PipelineError(
+            f"{path}: not the run file the train stage writes ({first_line(exc)}); restore it "
+            f"with `dvc checkout {model_dir.parent.name}/{model_dir.name}` or retrain with "
+            f"`dvc repro -f train@{model_dir.name}`"
+        ) from None
     return ids

@@ -27,8 +27,11 @@ def run_name(model: str) -> str:
 
 def run_tags(model: str, root: Path) -> dict[str, str]:
     tags = {"model": model}
-    for env, tag in (("DVC_STAGE", "dvc.stage"), ("DVC_EXP_NAME", "dvc.exp_name"),
-                     ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev")):
+    for env, tag in (
+        ("DVC_STAGE", "dvc.stage"),
+        ("DVC_EXP_NAME", "dvc.exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     commit = git_output(root, "rev-parse", "HEAD")
@@ -60,8 +63,9 @@ def training_params(model: str, params: Params) -> dict:
     return {"model": model} | params.model(model).model_dump() | data
 
 
-def log_training_inputs(name: str, params: Params, dtype: str, processed: Path, train: tuple,
-                        validation: tuple) -> None:
+def log_training_inputs(
+    name: str, params: Params, dtype: str, processed: Path, train: tuple, validation: tuple
+) -> None:
     """What a training run (the train stage's, or a tuning trial's) records before its fit: the
     params, the compute dtype `precision: auto` chose on this machine, and its two datasets."""
     log_params(training_params(name, params))
@@ -84,8 +88,9 @@ def _param_value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None,
-                dataset=None) -> None:
+def log_metrics(
+    run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None, dataset=None
+) -> None:
     """All metrics of one step in a single call: one round trip to a remote server, not one each.
 
     With `model_id` and `dataset` (an mlflow.data Dataset the run logged as an input) the metrics

@@ -94,7 +94,9 @@ def check_store(root: Path) -> None:
         with lock, fail_fast():
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # whatever the store's client raises, the user's fix is the same
-        raise PipelineError(f"cannot use the MLflow tracking store {uri}: {first_line(exc)[:500]}; fix: {fix}") from None
+        raise PipelineError(
+            f"cannot use the MLflow tracking store {uri}: {first_line(exc)[:500]}; fix: {fix}"
+        ) from None
 
 
 def store_root(root: Path) -> Path:
@@ -159,18 +161,23 @@ def check_artifact_home(experiment_id: str, root: Path) -> None:
         return
     old, how = where.parent, "copied" if where.exists() else "moved"
     anew = f"cd {_quoted(here)} && mv mlflow.db mlflow.db.{how}" + (
-        f" && mv mlruns mlruns.{how}" if (here / "mlruns").exists() else "")
+        f" && mv mlruns mlruns.{how}" if (here / "mlruns").exists() else ""
+    )
     problem = f"the MLflow store {here / 'mlflow.db'} keeps experiment {experiment_id}'s artifacts in {where}"
     if how == "moved":
         link = f"mkdir -p {_quoted(old)} && ln -s {_quoted(here / 'mlruns')} {_quoted(where)}"
-        raise PipelineError(f"{problem}, which is gone: the repository was moved from {old}; fix: link the old "
-                            f"artifact folder to this one ({link}), or start a new store here ({anew})")
+        raise PipelineError(
+            f"{problem}, which is gone: the repository was moved from {old}; fix: link the old "
+            f"artifact folder to this one ({link}), or start a new store here ({anew})"
+        )
     story, original = f"the store came from {old}", ""
     if (old / "mlflow.db").is_file():
         story = f"the store was copied from {old}"
         original = f", or log into the original's: export MLFLOW_TRACKING_URI={_quoted(f'sqlite:///{old}/mlflow.db')}"
-    raise PipelineError(f"{problem}, outside this repository: {story}, and new runs would write their models "
-                        f"there; fix: give this copy a store of its own ({anew}){original}")
+    raise PipelineError(
+        f"{problem}, outside this repository: {story}, and new runs would write their models "
+        f"there; fix: give this copy a store of its own ({anew}){original}"
+    )
 
 
 def _quoted(path: Path) -> str:

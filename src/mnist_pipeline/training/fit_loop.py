@@ -55,7 +55,8 @@ class StopOnDivergence(keras.callbacks.Callback):
             raise PipelineError(
                 f"{self.name} diverged at epoch {self.epoch}{where}: the {what} is {loss}; the learning rate "
                 f"({self.training.learning_rate:g} with {self.training.optimizer}) is likely too high: lower "
-                f"models.{self.name}.learning_rate and train again; no model was saved")
+                f"models.{self.name}.learning_rate and train again; no model was saved"
+            )
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -113,18 +114,30 @@ class Fitted(NamedTuple):
     why: str  # why that one: restored by early stopping, or the last
 
 
-def fit(model: keras.Model, params: LogisticParams | MLPParams, train: tuple[np.ndarray, np.ndarray],
-        validation: tuple[np.ndarray, np.ndarray], callbacks: list[keras.callbacks.Callback] = ()) -> Fitted:
+def fit(
+    model: keras.Model,
+    params: LogisticParams | MLPParams,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    callbacks: list[keras.callbacks.Callback] = (),
+) -> Fitted:
     """Fit a built model on (images, labels) as `params` say: epochs, batch size, and early stopping
     on validation loss that keeps the best epoch's weights. No files and no MLflow here: the
     caller's `callbacks` log what it wants."""
     callbacks, early_stopping = list(callbacks), None
     if params.early_stopping_patience:
         early_stopping = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True)
+            monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
+        )
         callbacks.append(early_stopping)
-    history = model.fit(*train, validation_data=validation, epochs=params.epochs, batch_size=params.batch_size,
-                        callbacks=callbacks, verbose=2)
+    history = model.fit(
+        *train,
+        validation_data=validation,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        callbacks=callbacks,
+        verbose=2,
+    )
     curves = pd.DataFrame(history.history).rename_axis("epoch").reset_index()
     curves["epoch"] += 1
     return Fitted(curves, *kept_epoch(curves, early_stopping))

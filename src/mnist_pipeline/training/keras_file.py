@@ -19,8 +19,9 @@ def load_keras(path: Path, fix: str):
     import keras
 
     if not zipfile.is_zipfile(path):  # Keras says "File not found" for a file that is there
-        raise PipelineError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is "
-                            f"damaged or cut short); {fix}")
+        raise PipelineError(
+            f"{path}: not a Keras model file (a .keras file is a zip archive; this one is damaged or cut short); {fix}"
+        )
     try:
         return keras.models.load_model(path)
     except Exception as exc:  # a damaged archive surfaces as KeyError, OSError, JSON or config errors, …

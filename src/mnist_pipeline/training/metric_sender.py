@@ -84,9 +84,13 @@ class MetricSender:
                 with self.lock:
                     if self.down_from is None:
                         self.down_from = steps[0]
-                        log.warning("the tracking store %s did not answer at epoch %d (%s); training goes on and "
-                                    "keeps the metrics to send when it answers", self.uri, steps[0],
-                                    store_error(exc))
+                        log.warning(
+                            "the tracking store %s did not answer at epoch %d (%s); training goes on and "
+                            "keeps the metrics to send when it answers",
+                            self.uri,
+                            steps[0],
+                            store_error(exc),
+                        )
                     if self.closing:
                         return
                     self.lock.wait(self.retry_s)  # the end of training wakes it for a last try
@@ -95,8 +99,11 @@ class MetricSender:
                 while self.pending and self.pending[0][0] in steps:  # not those `put` dropped meanwhile
                     self.pending.popleft()
                 if self.down_from is not None and not self.pending:
-                    log.info("the tracking store %s answers again: the metrics of %s were sent late", self.uri,
-                             epochs(range(self.down_from, steps[-1] + 1)))
+                    log.info(
+                        "the tracking store %s answers again: the metrics of %s were sent late",
+                        self.uri,
+                        epochs(range(self.down_from, steps[-1] + 1)),
+                    )
                     self.down_from = None
 
 

@@ -45,14 +45,14 @@ def architecture(params: LogisticParams | MLPParams, dtype: str = "float32") -> 
     x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
     if isinstance(params, MLPParams):
         for i, units in enumerate(params.hidden_units, start=1):
-            x = keras.layers.Dense(units, params.activation, kernel_regularizer=regularizer, name=f"hidden_{i}",
-                                   dtype=dtype)(x)
+            x = keras.layers.Dense(
+                units, params.activation, kernel_regularizer=regularizer, name=f"hidden_{i}", dtype=dtype
+            )(x)
             if params.dropout:
                 x = keras.layers.Dropout(params.dropout, name=f"dropout_{i}", dtype=dtype)(x)
     # Softmax output, so the loss takes probabilities (from_logits=False) and so does a served model.
     # In float32 under mixed precision too: the probabilities and the loss need its range.
-    outputs = keras.layers.Dense(N_CLASSES, "softmax", kernel_regularizer=regularizer, name="digit",
-                                 dtype="float32")(x)
+    outputs = keras.layers.Dense(N_CLASSES, "softmax", kernel_regularizer=regularizer, name="digit", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=params.type)
 
 

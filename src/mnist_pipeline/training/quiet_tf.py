@@ -55,8 +55,12 @@ def import_tensorflow():
 def start_up_noise(lines: list[str]) -> list[bool]:
     """Which of these stderr lines are TensorFlow's start-up chatter."""
     no_driver = any(NO_CUDA_DRIVER in line for line in lines)
-    return [line.rstrip("\n") == ABSL_PREAMBLE or bool(ABSL_INFO.match(line))
-            or (no_driver and bool(CUINIT_FAILED.match(line))) for line in lines]
+    return [
+        line.rstrip("\n") == ABSL_PREAMBLE
+        or bool(ABSL_INFO.match(line))
+        or (no_driver and bool(CUINIT_FAILED.match(line)))
+        for line in lines
+    ]
 
 
 @contextmanager
@@ -99,8 +103,9 @@ def save_model(model, path, mlflow_model, code_paths=None, **kwargs):
     """mlflow.tensorflow.save_model, then this file shipped in the model and named its pyfunc loader."""
     import mlflow
 
-    mlflow.tensorflow.save_model(model, path, mlflow_model=mlflow_model, code_paths=[__file__, *(code_paths or [])],
-                                 **kwargs)
+    mlflow.tensorflow.save_model(
+        model, path, mlflow_model=mlflow_model, code_paths=[__file__, *(code_paths or [])], **kwargs
+    )
     mlflow_model.flavors["python_function"]["loader_module"] = Path(__file__).stem
     mlflow_model.save(Path(path) / "MLmodel")
 

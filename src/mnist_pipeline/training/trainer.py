@@ -45,8 +45,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
     uri = tracking_uri(layout.root)
 
     # Entered before the run, so that ending the run (FAILED, KILLED) also fails fast while it holds.
-    with ExitStack() as store_down, \
-            active_run(run_name=run_name(name), tags=run_tags(name, layout.root)) as run:
+    with ExitStack() as store_down, active_run(run_name=run_name(name), tags=run_tags(name, layout.root)) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s (%s) in %s", run_id, run.info.run_name, uri)
         log_training_inputs(name, params, dtype, layout.processed, train_set, validation)
@@ -56,8 +55,13 @@ def train(name: str, params: Params, layout: Layout) -> str:
         epoch_metrics = EpochMetrics(sender)
         started, cpu_started = time.perf_counter(), time.process_time()
         with sender, stop_on_signal:
-            fitted = fit(model, model_params, train_set, validation,
-                         callbacks=[stop_on_signal, StopOnDivergence(name, model_params), epoch_metrics])
+            fitted = fit(
+                model,
+                model_params,
+                train_set,
+                validation,
+                callbacks=[stop_on_signal, StopOnDivergence(name, model_params), epoch_metrics],
+            )
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
         curves, model = fitted.curves, for_inference(model, model_params)
@@ -67,42 +71,59 @@ def train(name: str, params: Params, layout: Layout) -> str:
             model.save(tmp / MODEL_FILE)
             digest = file_sha256(tmp / MODEL_FILE)
             write_run_file(tmp, run_id, model_sha256=digest)
+
         def incomplete(what_happened: str, not_logged: str) -> PipelineError:
             return PipelineError(
                 f"MLflow run {run_id} is incomplete: {uri} {what_happened}, so {not_logged} not logged; the model is "
                 f"saved in {layout.model_dir(name).relative_to(layout.root)} and its history in "
                 f"{layout.history(name).relative_to(layout.root)}; fix: once the store answers, run "
-                f"`dvc repro train@{name}` to train and log it again")
+                f"`dvc repro train@{name}` to train and log it again"
+            )
 
         if sender.unsent:  # the store did not take the last try either: it is down
-            raise incomplete(f"did not answer from epoch {sender.unsent[0]}",
-                             f"the metrics of {epochs(sender.unsent)}, the fit's summary and the model were")
+            raise incomplete(
+                f"did not answer from epoch {sender.unsent[0]}",
+                f"the metrics of {epochs(sender.unsent)}, the fit's summary and the model were",
+            )
         store_down.close()  # it answered the last epoch: the usual retries for the rest
 
         best = curves.loc[curves["val_loss"].idxmin()]
         not_logged = ["the fit's summary", "the model"]
         try:
-            log_metrics(run_id, {
-                "fit_seconds": fit_seconds,
-                "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
-                "mlflow_log_seconds": epoch_metrics.seconds,
-                "epochs_trained": len(curves),
-                "best_epoch": best["epoch"],
-                "best_val_loss": best["val_loss"],
-                "best_val_accuracy": best["val_accuracy"],
-            })
+            log_metrics(
+                run_id,
+                {
+                    "fit_seconds": fit_seconds,
+                    "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
+                    "mlflow_log_seconds": epoch_metrics.seconds,
+                    "epochs_trained": len(curves),
+                    "best_epoch": best["epoch"],
+                    "best_val_loss": best["val_loss"],
+                    "best_val_accuracy": best["val_accuracy"],
+                },
+            )
             mlflow.set_tag(MODEL_DIGEST_TAG, digest)  # evaluation checks the file it loads against it
             not_logged.pop(0)
             model_id = log_model(model, name, validation[0][:5])
         except (MlflowException, OSError) as exc:  # the store failed after the fit, after MLflow's retries
             store_down.enter_context(fail_fast())
-            raise incomplete(f"failed after the fit ({store_error(exc)})",
-                             f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'}") from None
+            raise incomplete(
+                f"failed after the fit ({store_error(exc)})",
+                f"{' and '.join(not_logged)} {'were' if len(not_logged) > 1 else 'was'}",
+            ) from None
         write_run_file(layout.model_dir(name), run_id, model_id, digest)
     kept = curves.iloc[fitted.kept_epoch - 1]
-    log.info("%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
-             name, len(curves), model_params.epochs, fit_seconds, kept["epoch"], fitted.why, kept["val_accuracy"],
-             kept["val_loss"])
+    log.info(
+        "%s: %d of %d epochs in %.1f s; kept the weights of epoch %d (%s): val_accuracy %.4f, val_loss %.4f",
+        name,
+        len(curves),
+        model_params.epochs,
+        fit_seconds,
+        kept["epoch"],
+        fitted.why,
+        kept["val_accuracy"],
+        kept["val_loss"],
+    )
     return run_id
 
 

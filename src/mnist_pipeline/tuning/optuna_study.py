@@ -84,19 +84,26 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval is marked experimental
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
         except ImportError as exc:
-            raise PipelineError(f"cannot open the study storage {shown(url)}: its database driver is not installed "
-                                f"({first_line(exc.__cause__ or exc)}); install it, e.g. pip install 'psycopg[binary]' "
-                                f"for postgresql://") from None
+            raise PipelineError(
+                f"cannot open the study storage {shown(url)}: its database driver is not installed "
+                f"({first_line(exc.__cause__ or exc)}); install it, e.g. pip install 'psycopg[binary]' "
+                f"for postgresql://"
+            ) from None
         except sqlalchemy.exc.ArgumentError as exc:
-            raise PipelineError(f"--storage {shown(url)}: not a database URL ({first_line(exc)}); give one such as "
-                                f"sqlite:///optuna.db or postgresql://user@host/optuna") from None
+            raise PipelineError(
+                f"--storage {shown(url)}: not a database URL ({first_line(exc)}); give one such as "
+                f"sqlite:///optuna.db or postgresql://user@host/optuna"
+            ) from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == 4 or isinstance(exc, sqlalchemy.exc.OperationalError) and not url.startswith("sqlite"):
-                raise PipelineError(f"cannot use the study storage {shown(url)}: {first_line(exc.orig or exc)[:300]}; "
-                                    f"fix: start the database or correct --storage") from None
+                raise PipelineError(
+                    f"cannot use the study storage {shown(url)}: {first_line(exc.orig or exc)[:300]}; "
+                    f"fix: start the database or correct --storage"
+                ) from None
             time.sleep(1 + attempt)
 
 
@@ -123,11 +130,18 @@ def definition(name: str, params: Params, tune: TuneParams) -> dict:
         base.pop(key)
     if tune.epochs:
         base["epochs"] = tune.epochs
-    return json.loads(json.dumps({
-        "model": name, "models": base, "data": params.data.model_dump(), "objective": tune.objective,
-        "pruner": [tune.pruner, tune.startup_trials, tune.warmup_epochs],
-        "space": {key: d.model_dump(exclude_defaults=True) for key, d in tune.space.items()},
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "model": name,
+                "models": base,
+                "data": params.data.model_dump(),
+                "objective": tune.objective,
+                "pruner": [tune.pruner, tune.startup_trials, tune.warmup_epochs],
+                "space": {key: d.model_dump(exclude_defaults=True) for key, d in tune.space.items()},
+            }
+        )
+    )
 
 
 def differences(made_for: dict, here: dict) -> list[str]:
@@ -145,8 +159,14 @@ def differences(made_for: dict, here: dict) -> list[str]:
     return found
 
 
-def open_study(storage, study_name: str, tune: TuneParams, search: dict, make_parent: Callable[[], str],
-               wait_s: float = PARENT_WAIT_S) -> tuple[optuna.Study, bool]:
+def open_study(
+    storage,
+    study_name: str,
+    tune: TuneParams,
+    search: dict,
+    make_parent: Callable[[], str],
+    wait_s: float = PARENT_WAIT_S,
+) -> tuple[optuna.Study, bool]:
     """The study `study_name`, created if new; and whether this worker created it.
 
     Of the workers that start a new study at once, the database lets one create it; that one makes
@@ -155,11 +175,17 @@ def open_study(storage, study_name: str, tune: TuneParams, search: dict, make_pa
     `tune.seed`: workers with one seed would draw the same values.
     """
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, direction=direction(tune),
-                                    sampler=optuna.samplers.TPESampler(seed=tune.seed), pruner=pruner(tune))
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction=direction(tune),
+            sampler=optuna.samplers.TPESampler(seed=tune.seed),
+            pruner=pruner(tune),
+        )
     except DuplicatedStudyError:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.TPESampler(),
-                                  pruner=pruner(tune))
+        study = optuna.load_study(
+            study_name=study_name, storage=storage, sampler=optuna.samplers.TPESampler(), pruner=pruner(tune)
+        )
     else:
         try:
             study.set_user_attr(SEARCH_ATTR, search)
@@ -171,18 +197,24 @@ def open_study(storage, study_name: str, tune: TuneParams, search: dict, make_pa
     deadline = time.monotonic() + wait_s
     while PARENT_ATTR not in study.user_attrs:
         if time.monotonic() > deadline:
-            raise PipelineError(f"study {study_name!r} has no MLflow parent run after {wait_s:.0f} s: the worker that "
-                                f"created it stopped first, or it was not made by this command; start a new study "
-                                f"with --study NAME")
+            raise PipelineError(
+                f"study {study_name!r} has no MLflow parent run after {wait_s:.0f} s: the worker that "
+                f"created it stopped first, or it was not made by this command; start a new study "
+                f"with --study NAME"
+            )
         time.sleep(0.5)
     made_for = study.user_attrs.get(SEARCH_ATTR, {})
     if made_for != search:
-        raise PipelineError(f"study {study_name!r} was made for another search ({', '.join(differences(made_for, search))} "
-                            f"differ from this params.yaml and tune.yaml); run the workers with the same two files, "
-                            f"or start a new study with --study NAME")
+        raise PipelineError(
+            f"study {study_name!r} was made for another search ({', '.join(differences(made_for, search))} "
+            f"differ from this params.yaml and tune.yaml); run the workers with the same two files, "
+            f"or start a new study with --study NAME"
+        )
     if study.direction.name.lower() != direction(tune):
-        raise PipelineError(f"study {study_name!r} {study.direction.name.lower()}s its objective, this tune.yaml "
-                            f"asks to {direction(tune)} {tune.objective}; start a new study with --study NAME")
+        raise PipelineError(
+            f"study {study_name!r} {study.direction.name.lower()}s its objective, this tune.yaml "
+            f"asks to {direction(tune)} {tune.objective}; start a new study with --study NAME"
+        )
     return study, False
 
 
@@ -239,8 +271,9 @@ def draw(trial: optuna.Trial, tune: TuneParams, model: LogisticParams | MLPParam
             options = [json.dumps(c) if isinstance(c, (list, dict)) else c for c in space.choices]
             values[key] = space.choices[options.index(trial.suggest_categorical(key, options))]
         elif field_type(model, key) is int:
-            values[key] = trial.suggest_int(key, int(space.low), int(space.high), step=int(space.step or 1),
-                                            log=space.log)
+            values[key] = trial.suggest_int(
+                key, int(space.low), int(space.high), step=int(space.step or 1), log=space.log
+            )
         else:
             value = trial.suggest_float(key, space.low, space.high, step=space.step, log=space.log)
             if space.step is None:
@@ -286,5 +319,6 @@ def trial_line(trial: FrozenTrial, objective: str, best: bool) -> str:
 
 def try_command(name: str, values: dict) -> str:
     """The `dvc exp run` line that trains the pipeline with `values`, ready to paste into a shell."""
-    return "dvc exp run " + " ".join(f"-S {shlex.quote(f'models.{name}.{key}={text(value)}')}"
-                                     for key, value in values.items())
+    return "dvc exp run " + " ".join(
+        f"-S {shlex.quote(f'models.{name}.{key}={text(value)}')}" for key, value in values.items()
+    )

@@ -35,7 +35,9 @@ class Distribution(Strict):
     @classmethod
     def a_mapping(cls, data):
         if not isinstance(data, dict):
-            raise PydanticCustomError("tune_distribution", "give a range {low: ..., high: ...} or a list {choices: [...]}")
+            raise PydanticCustomError(
+                "tune_distribution", "give a range {low: ..., high: ...} or a list {choices: [...]}"
+            )
         return data
 
     @model_validator(mode="after")
@@ -84,8 +86,9 @@ def load_tuning(params_path: Path, params: Params) -> dict[str, TuneParams]:
     path = Path(params_path).parent / TUNE_FILE
     raw = parse_mapping(read_capped(path, f"copy the shipped {TUNE_FILE} beside {Path(params_path).name}"), path)
     if set(raw) != {"tune"}:
-        raise ParamsError(f"{path}: expected one section, tune (a search per model); found "
-                          f"{', '.join(map(str, raw)) or 'none'}")
+        raise ParamsError(
+            f"{path}: expected one section, tune (a search per model); found {', '.join(map(str, raw)) or 'none'}"
+        )
     return checked_tuning(raw["tune"], params, str(path))
 
 
@@ -103,8 +106,10 @@ def search_for(tunes: dict[str, TuneParams], params: Params, name: str) -> TuneP
     params.model(name)
     if name not in tunes:
         sections = f" (it has {', '.join(tunes)})" if tunes else ""
-        raise ParamsError(f"{TUNE_FILE} has no tune.{name} section{sections}; add one with the search space "
-                          f"(see `tune: mlp:` in the shipped {TUNE_FILE})")
+        raise ParamsError(
+            f"{TUNE_FILE} has no tune.{name} section{sections}; add one with the search space "
+            f"(see `tune: mlp:` in the shipped {TUNE_FILE})"
+        )
     return tunes[name]
 
 
@@ -122,25 +127,39 @@ def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
             return f"{where}: a model's type cannot be tuned; tune another model (a key under models) instead"
         if key not in keys:
             match = difflib.get_close_matches(key, keys, n=1)
-            hint = f"did you mean {match[0]!r}?" if match else f"allowed here: the keys of models.{name}: {', '.join(keys)}"
+            hint = (
+                f"did you mean {match[0]!r}?"
+                if match
+                else f"allowed here: the keys of models.{name}: {', '.join(keys)}"
+            )
             return f"unknown key {where!r}; {hint}"
         if key == "epochs" and tune.epochs is not None:
             return f"tune.{name}.epochs and {where}: both set the trials' epochs; keep one"
         annotation = field_type(model, key)
         if distribution.choices is None and annotation not in (int, float):
-            return (f"{where}: {key} is not a number, so it takes choices, not a range: e.g. "
-                    f"{{choices: {short([getattr(model, key)])}}}")
-        if distribution.choices is None and annotation is int and not all(
-                float(v).is_integer() for v in (distribution.low, distribution.high, distribution.step or 1)):
+            return (
+                f"{where}: {key} is not a number, so it takes choices, not a range: e.g. "
+                f"{{choices: {short([getattr(model, key)])}}}"
+            )
+        if (
+            distribution.choices is None
+            and annotation is int
+            and not all(float(v).is_integer() for v in (distribution.low, distribution.high, distribution.step or 1))
+        ):
             return f"{where}: {key} takes whole numbers; give low, high (and step) without a fraction"
-        values = ([(f"choices[{i}]", v) for i, v in enumerate(distribution.choices)] if distribution.choices is not None
-                  else [("low", distribution.low), ("high", distribution.high)])
+        values = (
+            [(f"choices[{i}]", v) for i, v in enumerate(distribution.choices)]
+            if distribution.choices is not None
+            else [("low", distribution.low), ("high", distribution.high)]
+        )
         for part, value in values:
             try:
                 checked = type(model).model_validate(model.model_dump() | {key: value})
             except ValidationError as exc:
                 return f"{where}.{part} = {short(value)}: {exc.errors()[0]['msg']} (as models.{name}.{key})"
             if isinstance(checked, MLPParams) and (weights := mlp_weights(checked.hidden_units)) > MAX_WEIGHTS:
-                return (f"{where}.{part} = {short(value)}: {weights:,} weights, more than the limit of "
-                        f"{MAX_WEIGHTS:,}; use fewer or smaller layers")
+                return (
+                    f"{where}.{part} = {short(value)}: {weights:,} weights, more than the limit of "
+                    f"{MAX_WEIGHTS:,}; use fewer or smaller layers"
+                )
     return None

@@ -63,8 +63,17 @@ class ReportToTrial(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def tune(name: str, params: Params, tuning: TuneParams, layout: Layout, params_file: Path, trials: int | None = None,
-         storage: str | None = None, study_name: str | None = None, apply: bool = False) -> None:
+def tune(
+    name: str,
+    params: Params,
+    tuning: TuneParams,
+    layout: Layout,
+    params_file: Path,
+    trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    apply: bool = False,
+) -> None:
     """Run the study `study_name` (default: the model's name) until it has `trials` finished trials
     (default: tune.<name>.trials), with any other workers on the same storage; print its best values,
     or write them into `params_file` with `apply`."""
@@ -79,15 +88,22 @@ def tune(name: str, params: Params, tuning: TuneParams, layout: Layout, params_f
     study_storage = optuna_study.open_storage(url)
     experiment_id = use_experiment(params.mlflow.experiment, layout.root)
     client = MlflowClient()
-    study, _ = optuna_study.open_study(study_storage, study_name, tuning, optuna_study.definition(name, params, tuning),
-                                 lambda: create_parent(client, experiment_id, study_name, url, name, params, tuning))
+    study, _ = optuna_study.open_study(
+        study_storage,
+        study_name,
+        tuning,
+        optuna_study.definition(name, params, tuning),
+        lambda: create_parent(client, experiment_id, study_name, url, name, params, tuning),
+    )
     parent_id = study.user_attrs[optuna_study.PARENT_ATTR]
     try:
         parent = client.get_run(parent_id)
     except MlflowException:
-        raise PipelineError(f"study {study_name!r} logs under MLflow run {parent_id}, which {mlflow.get_tracking_uri()} "
-                            f"does not hold: every worker of a study must log to the same tracking store "
-                            f"(MLFLOW_TRACKING_URI)") from None
+        raise PipelineError(
+            f"study {study_name!r} logs under MLflow run {parent_id}, which {mlflow.get_tracking_uri()} "
+            f"does not hold: every worker of a study must log to the same tracking store "
+            f"(MLFLOW_TRACKING_URI)"
+        ) from None
 
     ran = 0
     if optuna_study.finished(study) < target:
@@ -100,8 +116,9 @@ def tune(name: str, params: Params, tuning: TuneParams, layout: Layout, params_f
     best, changed = best_trial(study), None
     if apply:
         if best is None:
-            raise PipelineError(f"study {study_name!r} has no complete trial, so nothing to apply; run trials first "
-                                f"(--trials N)")
+            raise PipelineError(
+                f"study {study_name!r} has no complete trial, so nothing to apply; run trials first (--trials N)"
+            )
         changed = apply_values(params_file, name, best.user_attrs.get(optuna_study.VALUES_ATTR, best.params))
     print(closing_lines(name, study, tuning, url, ran, target, params_file, changed))
 
@@ -109,20 +126,38 @@ def tune(name: str, params: Params, tuning: TuneParams, layout: Layout, params_f
 class Worker:
     """This process's share of the study: one trial after another until the study has its number."""
 
-    def __init__(self, name: str, params: Params, tuning: TuneParams, layout: Layout, study: optuna.Study,
-                 parent_id: str, train_set, validation, target: int):
+    def __init__(
+        self,
+        name: str,
+        params: Params,
+        tuning: TuneParams,
+        layout: Layout,
+        study: optuna.Study,
+        parent_id: str,
+        train_set,
+        validation,
+        target: int,
+    ):
         self.name, self.params, self.tuning, self.layout = name, params, tuning, layout
         self.study, self.parent_id, self.target = study, parent_id, target
         self.train_set, self.validation = train_set, validation
         self.uri = tracking_uri(layout.root)
         # Every trial builds a model of its own, so Keras traces its step functions again, as it should;
         # TensorFlow's warning about retracing says nothing else.
-        logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in
-                                                  record.getMessage())
+        logging.getLogger("tensorflow").addFilter(
+            lambda record: "triggered tf.function retracing" not in record.getMessage()
+        )
         self.current: int | None = None  # the number of the trial training now
         self.ran = 0  # trials this worker finished
-        self.bar = tqdm(total=target, initial=min(optuna_study.finished(study), target), unit="trial", file=sys.stderr,
-                        disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+        self.bar = tqdm(
+            total=target,
+            initial=min(optuna_study.finished(study), target),
+            unit="trial",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def run(self) -> int:
         """Train trials until the study has its number; return how many this worker finished."""
@@ -133,9 +168,11 @@ class Worker:
             if self.current is None:
                 raise
             # Optuna has marked the trial FAIL, and active_run its MLflow run KILLED, on the way out.
-            raise type(exc)(f"trial {self.current} of study {self.study.study_name!r} is marked failed and its "
-                            f"MLflow run KILLED; the study's other workers carry on, and running the command "
-                            f"again continues it") from None
+            raise type(exc)(
+                f"trial {self.current} of study {self.study.study_name!r} is marked failed and its "
+                f"MLflow run KILLED; the study's other workers carry on, and running the command "
+                f"again continues it"
+            ) from None
         finally:
             self.bar.close()
 
@@ -154,35 +191,56 @@ class Worker:
         dtype = compute_dtype(trial_model)
         model_net = build(trial_model, math.ceil(len(self.train_set[1]) / trial_model.batch_size), dtype)
         tags = run_tags(self.name, self.layout.root) | {
-            "tune.study": self.study.study_name, "tune.trial": str(trial.number)}
+            "tune.study": self.study.study_name,
+            "tune.trial": str(trial.number),
+        }
         pruned = None
-        with active_run(run_name=f"{self.study.study_name}-trial-{trial.number}", tags=tags,
-                                 parent_run_id=self.parent_id) as run:
+        with active_run(
+            run_name=f"{self.study.study_name}-trial-{trial.number}", tags=tags, parent_run_id=self.parent_id
+        ) as run:
             run_id = run.info.run_id
             trial.set_user_attr(optuna_study.RUN_ATTR, run_id)
-            log_training_inputs(self.name, trial_params, dtype, self.layout.processed, self.train_set,
-                                         self.validation)
+            log_training_inputs(self.name, trial_params, dtype, self.layout.processed, self.train_set, self.validation)
             sender, stop_on_signal = MetricSender(self.uri, run_id), StopOnSignal()
             report = ReportToTrial(trial, self.tuning.objective)
             # Keras's line per epoch, for every trial, would bury the line per trial: the epochs are in MLflow.
             with sender, stop_on_signal, contextlib.redirect_stdout(io.StringIO()):
                 try:
-                    fitted = fit(model_net, trial_model, self.train_set, self.validation,
-                                 callbacks=[stop_on_signal, StopOnDivergence(self.name, trial_model),
-                                            EpochMetrics(sender), report])
+                    fitted = fit(
+                        model_net,
+                        trial_model,
+                        self.train_set,
+                        self.validation,
+                        callbacks=[
+                            stop_on_signal,
+                            StopOnDivergence(self.name, trial_model),
+                            EpochMetrics(sender),
+                            report,
+                        ],
+                    )
                 except PipelineError as exc:  # StopOnDivergence: hopeless values, which the search should learn
                     pruned = first_line(exc).split(";")[0].removeprefix(f"{self.name} ")
             if sender.unsent:
-                raise PipelineError(f"the tracking store {self.uri} did not take the metrics of {epochs(sender.unsent)} "
-                                    f"of trial {trial.number} (run {run_id}); fix the store and run the command again")
+                raise PipelineError(
+                    f"the tracking store {self.uri} did not take the metrics of {epochs(sender.unsent)} "
+                    f"of trial {trial.number} (run {run_id}); fix the store and run the command again"
+                )
             if pruned is None and report.pruned_at is not None:
                 pruned = f"at epoch {report.pruned_at}"
             if pruned is None:
                 kept = fitted.curves.iloc[fitted.kept_epoch - 1]
                 value = float(kept[self.tuning.objective])
-                log_metrics(run_id, {"epochs_trained": len(fitted.curves), "best_epoch": fitted.kept_epoch,
-                                              f"trial_{self.tuning.objective}": value})
-            mlflow.set_tags({"tune.state": "pruned" if pruned else "complete"} | ({"tune.pruned": pruned} if pruned else {}))
+                log_metrics(
+                    run_id,
+                    {
+                        "epochs_trained": len(fitted.curves),
+                        "best_epoch": fitted.kept_epoch,
+                        f"trial_{self.tuning.objective}": value,
+                    },
+                )
+            mlflow.set_tags(
+                {"tune.state": "pruned" if pruned else "complete"} | ({"tune.pruned": pruned} if pruned else {})
+            )
         self.current = None
         if pruned:
             trial.set_user_attr(optuna_study.PRUNED_ATTR, pruned)
@@ -204,16 +262,32 @@ class Worker:
         self.bar.refresh()
 
 
-def create_parent(client: MlflowClient, experiment_id: str, study_name: str, url: str, name: str, params: Params,
-                  tuning: TuneParams) -> str:
+def create_parent(
+    client: MlflowClient, experiment_id: str, study_name: str, url: str, name: str, params: Params, tuning: TuneParams
+) -> str:
     """The study's MLflow run: the search as params, the study and its storage (no password) as tags.
     It holds no process tags: it outlives any one worker. Stays RUNNING until the study has its trials."""
-    run = client.create_run(experiment_id, run_name=f"tune-{study_name}", tags={
-        "tune.study": study_name, "tune.storage": optuna_study.shown(url), "tune.model": name,
-        "tune.objective": tuning.objective})
-    shown = {"model": name, "objective": tuning.objective, "direction": optuna_study.direction(tuning),
-             "pruner": tuning.pruner, "startup_trials": tuning.startup_trials, "warmup_epochs": tuning.warmup_epochs,
-             "epochs": tuning.epochs or params.model(name).epochs, "sampler": "TPE", "seed": tuning.seed}
+    run = client.create_run(
+        experiment_id,
+        run_name=f"tune-{study_name}",
+        tags={
+            "tune.study": study_name,
+            "tune.storage": optuna_study.shown(url),
+            "tune.model": name,
+            "tune.objective": tuning.objective,
+        },
+    )
+    shown = {
+        "model": name,
+        "objective": tuning.objective,
+        "direction": optuna_study.direction(tuning),
+        "pruner": tuning.pruner,
+        "startup_trials": tuning.startup_trials,
+        "warmup_epochs": tuning.warmup_epochs,
+        "epochs": tuning.epochs or params.model(name).epochs,
+        "sampler": "TPE",
+        "seed": tuning.seed,
+    }
     for key, space in tuning.space.items():
         shown[f"space.{key}"] = describe(space)
     client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in shown.items()])
@@ -224,7 +298,11 @@ def describe(space) -> str:
     """A space as a param: `0.0003..0.01 log`, `0..0.5`, `[[256], [512, 512]]`."""
     if space.choices is not None:
         return str(space.choices)
-    return f"{space.low:g}..{space.high:g}" + (" log" if space.log else "") + (f" step {space.step:g}" if space.step else "")
+    return (
+        f"{space.low:g}..{space.high:g}"
+        + (" log" if space.log else "")
+        + (f" step {space.step:g}" if space.step else "")
+    )
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -252,7 +330,9 @@ def mark_best(client: MlflowClient, parent_id: str, best: optuna.trial.FrozenTri
     log_metrics(parent_id, {f"best_{objective}": best.value}, step=best.number)
 
 
-def update_parent_run(client: MlflowClient, study: optuna.Study, parent_id: str, tuning: TuneParams, target: int) -> None:
+def update_parent_run(
+    client: MlflowClient, study: optuna.Study, parent_id: str, tuning: TuneParams, target: int
+) -> None:
     """The parent run as the study stands: the best trial, the counts, Optuna's optimisation history
     and parameter importances as images; FINISHED once the study has its trials and none is training."""
     trials = study.get_trials(deepcopy=False)
@@ -260,16 +340,22 @@ def update_parent_run(client: MlflowClient, study: optuna.Study, parent_id: str,
     best = best_trial(study)
     if best is not None:
         mark_best(client, parent_id, best, tuning.objective)
-    log_metrics(parent_id, {
-        "trials_complete": sum(t.state == TrialState.COMPLETE for t in trials),
-        "trials_pruned": sum(t.state == TrialState.PRUNED for t in trials)})
+    log_metrics(
+        parent_id,
+        {
+            "trials_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "trials_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        },
+    )
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display (as figures.py)
     import matplotlib.pyplot as plt
 
-    for artifact, plot in (("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
-                           ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances)):
+    for artifact, plot in (
+        ("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
+        ("param_importances.png", optuna.visualization.matplotlib.plot_param_importances),
+    ):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -291,26 +377,43 @@ def update_parent_run(client: MlflowClient, study: optuna.Study, parent_id: str,
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
-def closing_lines(name: str, study: optuna.Study, tuning: TuneParams, url: str, ran: int, target: int, params_file: Path,
-            changed: dict | None) -> str:
+def closing_lines(
+    name: str,
+    study: optuna.Study,
+    tuning: TuneParams,
+    url: str,
+    ran: int,
+    target: int,
+    params_file: Path,
+    changed: dict | None,
+) -> str:
     """The lines a worker ends with: the study's state, its best trial, and the params.yaml change
     (`changed` by --apply: {key: (old, new)}; None: the commands that would make or try it)."""
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     of = f" of {target}" if target else ""
-    lines = [f"study {study.study_name!r} in {optuna_study.shown(url)}: {complete + pruned}{of} trials finished "
-             f"({complete} complete, {pruned} pruned); this worker ran {ran}"]
+    lines = [
+        f"study {study.study_name!r} in {optuna_study.shown(url)}: {complete + pruned}{of} trials finished "
+        f"({complete} complete, {pruned} pruned); this worker ran {ran}"
+    ]
     best = best_trial(study)
     if best is None:
         return "\n".join(lines + ["no complete trial yet"])
     values = best.user_attrs.get(optuna_study.VALUES_ATTR, best.params)
-    lines.append(f"best: trial {best.number}, {tuning.objective} {best.value:.4f} "
-                 f"(MLflow run {best.user_attrs.get(optuna_study.RUN_ATTR, '-')})")
+    lines.append(
+        f"best: trial {best.number}, {tuning.objective} {best.value:.4f} "
+        f"(MLflow run {best.user_attrs.get(optuna_study.RUN_ATTR, '-')})"
+    )
     lines += [f"  {key}: {optuna_study.text(value)}" for key, value in values.items()]
     if changed:
-        lines.append(f"{params_file}: " + ", ".join(
-            f"models.{name}.{key} {optuna_study.text(old)} -> {optuna_study.text(new)}" for key, (old, new) in changed.items()))
+        lines.append(
+            f"{params_file}: "
+            + ", ".join(
+                f"models.{name}.{key} {optuna_study.text(old)} -> {optuna_study.text(new)}"
+                for key, (old, new) in changed.items()
+            )
+        )
         lines.append(f"`dvc repro` now retrains {name} with them")
     elif changed is not None:
         lines.append(f"{params_file} already holds them")

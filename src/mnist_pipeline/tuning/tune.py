@@ -9,20 +9,31 @@ from mnist_pipeline.tuning.schema import load_tuning, search_for
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Run an Optuna study over the search space in tune.MODEL of tune.yaml: each trial trains "
-                          "MODEL as the train stage does and scores it on the validation split. Workers started "
-                          "anywhere with the same --storage and --study share the study. Prints a line per trial and "
-                          "the best values; --apply writes them into params.yaml.")
+    parser.description = (
+        "Run an Optuna study over the search space in tune.MODEL of tune.yaml: each trial trains "
+        "MODEL as the train stage does and scores it on the validation split. Workers started "
+        "anywhere with the same --storage and --study share the study. Prints a line per trial and "
+        "the best values; --apply writes them into params.yaml."
+    )
     parser.add_argument("model", help="a key under `tune` in tune.yaml (and under `models` in params.yaml)")
-    parser.add_argument("--trials", type=at_least(0), metavar="N",
-                        help="finished trials the study should reach, all workers together "
-                             "(default: tune.MODEL.trials); 0 runs none")
-    parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage the study's workers share, e.g. postgresql://user@host/optuna "
-                             "(default: sqlite:///optuna.db at the repository root)")
+    parser.add_argument(
+        "--trials",
+        type=at_least(0),
+        metavar="N",
+        help="finished trials the study should reach, all workers together (default: tune.MODEL.trials); 0 runs none",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage the study's workers share, e.g. postgresql://user@host/optuna "
+        "(default: sqlite:///optuna.db at the repository root)",
+    )
     parser.add_argument("--study", metavar="NAME", help="the study's name (default: MODEL)")
-    parser.add_argument("--apply", action="store_true",
-                        help="write the best trial's values into params.yaml (models.MODEL), keeping its comments")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="write the best trial's values into params.yaml (models.MODEL), keeping its comments",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
