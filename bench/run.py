@@ -26,9 +26,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import REPO, make_repo, repo_env, shipped_params, small_params, store_uri, tracking_server, write_params  # noqa: E402
+from harness import REPO, make_repo, repo_env, shipped_params, small_params, store_uri, tracking_server, write_params
 
-from mnist_pipeline.core.layout import Layout  # noqa: E402
+from mnist_pipeline.core.layout import Layout
 
 PYTHON = sys.executable
 GIB = 1024**3

@@ -25,10 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, make_repo, repo_env, sh, shipped_params  # noqa: E402
-from run import machine  # noqa: E402
+from harness import REPO, make_repo, repo_env, sh, shipped_params
+from run import machine
 
-from mnist_pipeline.tuning import optuna_study  # noqa: E402
+from mnist_pipeline.tuning import optuna_study
 
 
 def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
