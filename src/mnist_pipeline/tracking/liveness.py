@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -87,7 +87,7 @@ def process_tags() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Heartbeat:
@@ -161,7 +161,7 @@ def why_dead(tags: dict[str, str]) -> tuple[str | None, int | None]:
     if gone:
         return f"its process ({where}) is gone", last_seen
     if gone is None and beat is not None:
-        silent = datetime.now(timezone.utc) - beat
+        silent = datetime.now(UTC) - beat
         if silent.total_seconds() > STALE_AFTER_S:
             return f"no heartbeat from its process ({where}) for {silent.total_seconds() / 60:.0f} min", last_seen
     return None, None

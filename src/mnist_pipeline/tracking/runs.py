@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -22,7 +22,7 @@ from mnist_pipeline.core.params import Params
 def run_name(model: str) -> str:
     """Explicit names: MLflow's generated ones come from `random`, which the seed makes repeat."""
     exp = os.environ.get("DVC_EXP_NAME")
-    return f"{model}-{exp}" if exp else f"{model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    return f"{model}-{exp}" if exp else f"{model}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 def run_tags(model: str, root: Path) -> dict[str, str]:

@@ -99,7 +99,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 f"sqlite:///optuna.db or postgresql://user@host/optuna"
             ) from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            if attempt == 4 or isinstance(exc, sqlalchemy.exc.OperationalError) and not url.startswith("sqlite"):
+            if attempt == 4 or (isinstance(exc, sqlalchemy.exc.OperationalError) and not url.startswith("sqlite")):
                 raise PipelineError(
                     f"cannot use the study storage {shown(url)}: {first_line(exc.orig or exc)[:300]}; "
                     f"fix: start the database or correct --storage"
