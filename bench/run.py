@@ -11,6 +11,7 @@ min-max spread. Accuracy does not depend on load: the same params give the same 
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -208,7 +209,7 @@ def epoch_gflop(params: dict, train_images: int, validation_images: int) -> floa
     """The arithmetic of one epoch of a dense model: 2 FLOPs per multiply-add forward, 4 backward
     (the gradients of the inputs and of the weights), forward only for the validation images."""
     units = [28 * 28, *params.get("hidden_units", []), 10]
-    macs = sum(a * b for a, b in zip(units, units[1:]))
+    macs = sum(a * b for a, b in itertools.pairwise(units))
     return (6 * macs * train_images + 2 * macs * validation_images) / 1e9
 
 
@@ -411,7 +412,8 @@ def report(r: dict, quick: bool) -> str:
         )
     stage_walls = {f"`{stage}`": [x["wall_s"] for x in runs] for stage, runs in r["other_stages"].items()}
     stage_walls["`preprocess`"] = [x["wall_s"] for x in r["preprocess"]]
-    stage_walls |= {f"`evaluate {name}`": [x["wall_s"]] for name, x in zip(models, r["evaluate"])}
+    # --quick evaluates no model on its own: r["evaluate"] is empty then, and zip() yields nothing.
+    stage_walls |= {f"`evaluate {name}`": [x["wall_s"]] for name, x in zip(models, r["evaluate"], strict=False)}
     slowest = max(stage_walls, key=lambda k: statistics.median(stage_walls[k]))
     over = [k for k, v in stage_walls.items() if statistics.median(v) > 6]
     lines.append(
@@ -564,7 +566,7 @@ def report(r: dict, quick: bool) -> str:
     )
     for stage, runs in r["other_stages"].items():
         lines.append(f"| {stage} | `python -m mnist_pipeline {stage}` | {spread([x['wall_s'] for x in runs])} |")
-    for name, s in zip(models, r["evaluate"]):
+    for name, s in zip(models, r["evaluate"], strict=False):  # none under --quick, as above
         lines.append(
             f"| evaluate {name} | `python -m mnist_pipeline evaluate {name}` | {s['wall_s']:.1f}; peak RSS "
             f"{s['peak_rss_bytes'] / GIB:.2f} GiB |"

@@ -58,7 +58,7 @@ def run_workers(repo: Path, study: str, workers: int) -> dict:
     # The outputs go into tune.json: the throwaway repository's path as <repo>, not this machine's.
     outputs = [proc.communicate()[0].replace(str(repo), "<repo>") for proc in procs]
     wall = time.perf_counter() - started
-    for proc, output in zip(procs, outputs):
+    for proc, output in zip(procs, outputs, strict=True):
         if proc.returncode:
             sys.exit(f"bench: a worker of study {study} exited {proc.returncode}:\n{output[-4000:]}")
     return {"workers": workers, "wall_s": wall, "outputs": outputs}

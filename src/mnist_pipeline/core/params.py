@@ -2,6 +2,7 @@
 the limits that keep a hostile file cheap, and the rules between keys."""
 
 import difflib
+import itertools
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -201,4 +202,4 @@ def _across_fields(params: Params) -> str | None:
 def mlp_weights(hidden_units: list[int]) -> int:
     """Weights and biases of an MLP from 784 pixels through `hidden_units` to 10 digits."""
     sizes = [28 * 28, *hidden_units, 10]
-    return sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))

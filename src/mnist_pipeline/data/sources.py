@@ -161,7 +161,7 @@ def inflate(data: bytes, limit: int, name: str) -> bytes:
 
 
 def from_arrays(out: Path, train_x, train_y, test_x, test_y) -> None:
-    for name, array in zip(idx.FILENAMES, (train_x, train_y, test_x, test_y)):
+    for name, array in zip(idx.FILENAMES, (train_x, train_y, test_x, test_y), strict=True):
         (out / name).write_bytes(idx.encode(np.asarray(array)))
 
 

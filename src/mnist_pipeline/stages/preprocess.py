@@ -39,7 +39,7 @@ def load_raw(raw_dir: Path) -> dict[str, np.ndarray]:
         data = path.read_bytes()
         idx.verify(name, data)
         arrays.append(idx.decode(data, name))
-    return dict(zip(("train_x", "train_y", "test_x", "test_y"), arrays))
+    return dict(zip(("train_x", "train_y", "test_x", "test_y"), arrays, strict=True))
 
 
 def split(raw: dict[str, np.ndarray], params: DataParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -247,9 +247,9 @@ def params_table(old: Side, new: Side) -> str:
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """Padded, so that it reads in a terminal as well as rendered."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [header, ["-" * w for w in widths], *rows]
-    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines)
 
 
 def model_section(model: str, status: str, layout: Layout, images_dir: Path | None) -> list[str]:

@@ -169,7 +169,9 @@ def text_table(board: Board, rows: list[list[str]], right: list[bool], width: in
     and the metrics always show, then as many params as fit, then the run id; a last line names
     what was left out and how to see it."""
     names = columns(board)
-    widths = [max(len(cell) for cell in [name, *column]) for name, column in zip(names, zip(*rows))]
+    widths = [
+        max(len(cell) for cell in [name, *column]) for name, column in zip(names, zip(*rows, strict=True), strict=True)
+    ]
     optional = [i for i, name in enumerate(names) if name in board.params or name == "run_id"]
     shown = [i for i in range(len(names)) if i not in optional]
     for i in optional:  # params in order of interest, then the run id

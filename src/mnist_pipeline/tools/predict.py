@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     digits, probabilities = predict(load_model(args.model, layout_of(args).root), images)
     width = max(len(name) for name in names)
     print(f"{'input':<{width}}  digit  probability")
-    for name, digit, probability in zip(names, digits, probabilities):
+    for name, digit, probability in zip(names, digits, probabilities, strict=True):
         print(f"{name:<{width}}  {digit:>5}  {probability:>11.4f}")
 
 

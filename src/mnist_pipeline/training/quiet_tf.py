@@ -86,7 +86,7 @@ def stderr_filtered(is_noise):
             os.close(real)
             captured.seek(0)
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line, noise in zip(lines, is_noise(lines)) if not noise]
+            kept = [line for line, noise in zip(lines, is_noise(lines), strict=True) if not noise]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
 
