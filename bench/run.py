@@ -483,7 +483,7 @@ def report(r: dict, quick: bool) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, ps in pairs.items():
-        col = lambda key, f="{:.1f}": spread([p[key] for p in ps], f)  # noqa: E731
+        col = lambda key, f="{:.1f}", ps=ps: spread([p[key] for p in ps], f)  # noqa: E731
         lines.append(
             f"| {name} | {col('stage_wall_s')} | {col('bare_wall_s')} | {col('ratio', '{:.3f}')} | {col('stage_fit_s')} | "
             f"{col('bare_fit_s')} | {spread([p['stage_fit_cpu_s'] / p['stage_fit_s'] for p in ps])} | "
