@@ -120,7 +120,8 @@ def from_folder(folder: Path, out: Path) -> None:
         return
     if (folder / "mnist.npz").is_file():
         check_size(folder / "mnist.npz", NPZ_LIMIT)
-        return from_npz(folder / "mnist.npz", out)
+        from_npz(folder / "mnist.npz", out)
+        return
     missing = sorted(set(idx.FILENAMES) - set(found))
     raise PipelineError(f"{folder} has neither {', '.join(missing)} (plain or .gz) nor mnist.npz")
 

@@ -279,7 +279,7 @@ def model_section(model: str, status: str, layout: Layout, images_dir: Path | No
             lines += ["", f"![{model} {what}]({os.path.relpath(image, images_dir)})"]
         else:
             lines += ["", f"{what.capitalize()}: `{image.relative_to(layout.root)}`."]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def run_link(model_dir: Path, root: Path) -> str:

@@ -105,6 +105,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                     f"fix: start the database or correct --storage"
                 ) from None
             time.sleep(1 + attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def pruner(tune: TuneParams) -> optuna.pruners.BasePruner:

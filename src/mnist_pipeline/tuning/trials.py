@@ -399,7 +399,7 @@ def closing_lines(
     ]
     best = best_trial(study)
     if best is None:
-        return "\n".join(lines + ["no complete trial yet"])
+        return "\n".join([*lines, "no complete trial yet"])
     values = best.user_attrs.get(optuna_study.VALUES_ATTR, best.params)
     lines.append(
         f"best: trial {best.number}, {tuning.objective} {best.value:.4f} "
