@@ -36,7 +36,7 @@ def download(params: DownloadParams, out_dir: Path) -> str:
                 fetch_to(source, tmp, params.timeout_s)
                 for filename in idx.FILENAMES:
                     idx.verify_file(tmp / filename)
-        except Exception as exc:  # any failure of one source means: try the next, and report why
+        except Exception as exc:  # noqa: BLE001 - any failure of one source means: try the next, and report why
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PipelineError) else str(exc)
             log.warning("%s failed: %s", name, reason)
             failures.append(f"  - {name}: {reason}")

@@ -295,7 +295,7 @@ def run_link(model_dir: Path, root: Path) -> str:
 
     try:
         experiment_id = MlflowClient(uri).get_run(run_id).info.experiment_id
-    except Exception:  # the link is a convenience: the id alone still finds the run
+    except Exception:  # noqa: BLE001 - the link is a convenience: the id alone still finds the run
         return f"`{run_id}`"
     # Never publish credentials that the URI may carry.
     server = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))

@@ -186,7 +186,7 @@ def _end_run_or_warn(status: int) -> None:
     run_id = mlflow.active_run().info.run_id
     try:
         mlflow.end_run(RunStatus.to_string(status))  # MLflow forgets the active run before it calls the store
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a store error must not hide the one being raised: warn instead
         log.warning(
             "could not mark run %s %s in %s (%s); it stays RUNNING there",
             run_id,

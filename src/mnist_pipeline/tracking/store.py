@@ -93,7 +93,7 @@ def check_store(root: Path) -> None:
         # One quick try for this call only; the usual retries after it.
         with lock, fail_fast():
             MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # whatever the store's client raises, the user's fix is the same
+    except Exception as exc:  # noqa: BLE001 - whatever the store's client raises, the user's fix is the same
         raise PipelineError(
             f"cannot use the MLflow tracking store {uri}: {first_line(exc)[:500]}; fix: {fix}"
         ) from None

@@ -24,5 +24,5 @@ def load_keras(path: Path, fix: str):
         )
     try:
         return keras.models.load_model(path)
-    except Exception as exc:  # a damaged archive surfaces as KeyError, OSError, JSON or config errors, …
+    except Exception as exc:  # noqa: BLE001 - a damaged archive surfaces as KeyError, OSError, JSON or config errors, …
         raise PipelineError(f"{path}: Keras cannot load it ({type(exc).__name__}: {first_line(exc)}); {fix}") from None

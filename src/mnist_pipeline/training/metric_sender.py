@@ -80,7 +80,7 @@ class MetricSender:
                     batch += metrics
             try:  # outside the lock: `put` must never wait on the store
                 self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-            except Exception as exc:  # whatever the store's client raises, the steps are kept for the next try
+            except Exception as exc:  # noqa: BLE001 - whatever the store's client raises, the steps are kept for the next try
                 with self.lock:
                     if self.down_from is None:
                         self.down_from = steps[0]
