@@ -337,7 +337,10 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     """Median and min-max of repeated measurements."""
     if len(values) == 1:
         return fmt.format(values[0]) + " (1 run)"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))}, {len(values)} runs)"
+    return (
+        f"{fmt.format(statistics.median(values))} "
+        f"({fmt.format(min(values))}–{fmt.format(max(values))}, {len(values)} runs)"
+    )
 
 
 def epoch_figures(r: dict) -> tuple[list[float], float]:
@@ -423,7 +426,8 @@ def report(r: dict, quick: bool) -> str:
     for name in models:
         ratios = [p["ratio"] for p in pairs[name]]
         lines.append(
-            f"| {name} train stage ≤ 1.10 × bare Keras | {spread(ratios)} × | {verdict(statistics.median(ratios) <= 1.10)} |"
+            f"| {name} train stage ≤ 1.10 × bare Keras | {spread(ratios)} × "
+            f"| {verdict(statistics.median(ratios) <= 1.10)} |"
         )
     for name in models:
         share = [p["stage_mlflow_log_s"] / p["stage_fit_s"] * 100 for p in pairs[name]]
@@ -431,8 +435,10 @@ def report(r: dict, quick: bool) -> str:
             f"| {name}: MLflow logging ≤ 3 % of fit | {spread(share)} % | {verdict(statistics.median(share) <= 3)} |"
         )
     lines += [
-        f"| no-op `dvc repro` ≤ 2 s | {spread(r['noop_repro_s'])} s | {verdict(statistics.median(r['noop_repro_s']) <= 2)} |",
-        f"| `--help` ≤ 0.5 s | {spread(r['startup']['cli_help'])} s | {verdict(statistics.median(r['startup']['cli_help']) <= 0.5)} |",
+        f"| no-op `dvc repro` ≤ 2 s | {spread(r['noop_repro_s'])} s "
+        f"| {verdict(statistics.median(r['noop_repro_s']) <= 2)} |",
+        f"| `--help` ≤ 0.5 s | {spread(r['startup']['cli_help'])} s "
+        f"| {verdict(statistics.median(r['startup']['cli_help']) <= 0.5)} |",
     ]
     peak = max(
         [r["full"]["dvc_repro_peak_rss_bytes"]]
@@ -454,9 +460,11 @@ def report(r: dict, quick: bool) -> str:
         "",
         "## Default models through the real pipeline",
         "",
-        f"`dvc repro` from scratch: {r['full']['dvc_repro_s']:.0f} s, peak RSS {r['full']['dvc_repro_peak_rss_bytes'] / GIB:.2f} GiB "
+        f"`dvc repro` from scratch: {r['full']['dvc_repro_s']:.0f} s, "
+        f"peak RSS {r['full']['dvc_repro_peak_rss_bytes'] / GIB:.2f} GiB "
         "(the largest stage). Test accuracy (from the evaluate stage), fit time, fit CPU time and "
-        "MLflow logging time as the train stage logged them to MLflow (first run: `dvc repro`, then each pair's stage run).",
+        "MLflow logging time as the train stage logged them to MLflow "
+        "(first run: `dvc repro`, then each pair's stage run).",
         "",
         "| model | test accuracy | epochs | fit s | cores busy in fit | MLflow logging s |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -467,7 +475,8 @@ def report(r: dict, quick: bool) -> str:
             for p in pairs[name]
         ]
         lines.append(
-            f"| {name} | {s['test_accuracy']:.4f} | {s['epochs_trained']} | {spread([x['fit_s'] for x in runs], '{:.1f}')} | "
+            f"| {name} | {s['test_accuracy']:.4f} | {s['epochs_trained']} "
+            f"| {spread([x['fit_s'] for x in runs], '{:.1f}')} | "
             f"{spread([x['cpu'] / x['fit_s'] for x in runs])} | {spread([x['log'] for x in runs], '{:.3f}')} |"
         )
 
@@ -479,16 +488,19 @@ def report(r: dict, quick: bool) -> str:
         "data, epochs and batch size, plain Keras, no MLflow; N = the epochs the stage trained), both started as "
         "a new process, alternating which goes first. Wall time of the whole process.",
         "",
-        "| model | stage s | bare s | ratio | stage fit s | bare fit s | stage cores busy | bare cores busy | stage / bare peak RSS GiB |",
+        "| model | stage s | bare s | ratio | stage fit s | bare fit s | stage cores busy | bare cores busy "
+        "| stage / bare peak RSS GiB |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, ps in pairs.items():
         col = lambda key, f="{:.1f}", ps=ps: spread([p[key] for p in ps], f)  # noqa: E731
         lines.append(
-            f"| {name} | {col('stage_wall_s')} | {col('bare_wall_s')} | {col('ratio', '{:.3f}')} | {col('stage_fit_s')} | "
+            f"| {name} | {col('stage_wall_s')} | {col('bare_wall_s')} | {col('ratio', '{:.3f}')} "
+            f"| {col('stage_fit_s')} | "
             f"{col('bare_fit_s')} | {spread([p['stage_fit_cpu_s'] / p['stage_fit_s'] for p in ps])} | "
             f"{spread([p['bare_fit_cpu_s'] / p['bare_fit_s'] for p in ps])} | "
-            f"{max(p['stage_peak_rss_bytes'] for p in ps) / GIB:.2f} / {max(p['bare_peak_rss_bytes'] for p in ps) / GIB:.2f} |"
+            f"{max(p['stage_peak_rss_bytes'] for p in ps) / GIB:.2f} / "
+            f"{max(p['bare_peak_rss_bytes'] for p in ps) / GIB:.2f} |"
         )
 
     log = r["logging"]

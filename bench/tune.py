@@ -94,7 +94,8 @@ def report(r: dict, quick: bool, command: str) -> str:
         f"{r['config']['train_size']:,} training images, {r['config']['epochs']} epochs per trial, median pruner "
         f"(3 startup trials, 1 warm-up epoch); SQLite study storage and MLflow store in the repository.",
         "",
-        "| workers | wall time | trials (pruned) | epochs trained / all trials to the end | pruning saved | best val_loss |",
+        "| workers | wall time | trials (pruned) | epochs trained / all trials to the end | pruning saved "
+        "| best val_loss |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, run in (("1", one), ("2", two)):
