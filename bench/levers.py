@@ -80,7 +80,7 @@ def main() -> None:
         import tensorflow as tf
 
         train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(y_train), seed=p["seed"])
-        fit_args = (train.batch(batch).prefetch(tf.data.AUTOTUNE),)
+        fit_args: tuple[object, ...] = (train.batch(batch).prefetch(tf.data.AUTOTUNE),)
         fit_kwargs = {"validation_data": tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch)}
     else:
         fit_args, fit_kwargs = (x_train, y_train), {"validation_data": (x_val, y_val), "batch_size": batch}

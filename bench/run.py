@@ -289,7 +289,7 @@ def levers(repo: Path, model: str, repeats: int, quick: bool, jax: bool) -> dict
     """Steady seconds per epoch under each lever setting (the JAX ones with `jax` installed); the order
     of settings alternates per repeat."""
     names = QUICK_LEVERS if quick else [n for n in LEVERS if "JAX" not in n or jax]
-    samples = {name: [] for name in names}
+    samples: dict[str, list[dict]] = {name: [] for name in names}
     for i in range(repeats):
         for name in names if i % 2 == 0 else names[::-1]:
             cmd = [
@@ -609,7 +609,7 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     light = 1 if args.quick else 5  # the cheap measurements: start-up, no-op repro
     started = time.perf_counter()
-    r = {
+    r: dict = {
         "machine": machine(),
         "repeats": repeats,
         "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources",

@@ -6,6 +6,7 @@ import reprlib
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from mnist_pipeline.core.errors import ParamsError
 
@@ -31,7 +32,7 @@ def field_type(model: BaseModel, key: str):
     return _unwrap(type(model).model_fields[key].annotation)
 
 
-def _describe(error: dict[str, Any], raw: dict, root: type[BaseModel]) -> tuple[str, tuple | None]:
+def _describe(error: ErrorDetails, raw: dict, root: type[BaseModel]) -> tuple[str, tuple | None]:
     """One line naming the key, the value given and what is allowed; and the location of a
     missing key that the line explains too (the key an unknown key is a misspelling of)."""
     kind = error["type"]
@@ -81,7 +82,8 @@ def _follow(loc, root: type[BaseModel]) -> tuple[list, Any]:
     Pydantic puts the tag of a discriminated union into the location (models.mlp.mlp.dropout);
     the user wrote no such key, so it is dropped.
     """
-    node, parent, parts = root, None, []
+    node: object = root  # a model class, then whatever annotation the next key has
+    parent, parts = None, []
     for part in loc:
         node = _unwrap(node)
         if get_origin(node) is Union:

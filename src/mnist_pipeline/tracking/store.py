@@ -5,7 +5,7 @@ import logging
 import os
 import shlex
 import urllib.parse
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from unittest.mock import patch
 
@@ -77,7 +77,7 @@ def check_store(root: Path) -> None:
     """
     uri = tracking_uri(root)
     fix = "start the server or correct MLFLOW_TRACKING_URI (unset it to use the local sqlite store)"
-    lock = nullcontext()
+    lock: AbstractContextManager[object] = nullcontext()
     if uri.startswith("sqlite:///"):
         db_file = Path(uri.removeprefix("sqlite:///").split("?")[0])
         try:
@@ -180,5 +180,5 @@ def check_artifact_home(experiment_id: str, root: Path) -> None:
     )
 
 
-def _quoted(path: Path) -> str:
+def _quoted(path: Path | str) -> str:
     return shlex.quote(str(path))

@@ -4,6 +4,7 @@ callbacks that make it safe to run unattended (divergence, signals) and visible 
 import math
 import signal
 import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
@@ -119,7 +120,7 @@ def fit(
     params: LogisticParams | MLPParams,
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
-    callbacks: list[keras.callbacks.Callback] = (),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> Fitted:
     """Fit a built model on (images, labels) as `params` say: epochs, batch size, and early stopping
     on validation loss that keeps the best epoch's weights. No files and no MLflow here: the

@@ -72,7 +72,8 @@ class MetricSender:
                     self.lock.wait()
                 if not self.pending:
                     return
-                steps, batch = [], []
+                steps: list[int] = []
+                batch: list[Metric] = []
                 for step, metrics in self.pending:
                     if batch and len(batch) + len(metrics) > BATCH:
                         break

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import optuna
@@ -75,7 +76,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     CREATE fails: it tries again and finds them. The heartbeat lets a worker tell a trial whose
     worker died from one still training.
     """
-    engine_kwargs = {}
+    engine_kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 60}}  # SQLite has one writer: wait for it, as mlflow.db does
     elif url.startswith("postgresql"):
@@ -118,7 +119,7 @@ def pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def direction(tune: TuneParams) -> str:
+def direction(tune: TuneParams) -> Literal["minimize", "maximize"]:
     return "minimize" if tune.objective == "val_loss" else "maximize"
 
 
