@@ -187,7 +187,7 @@ def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
         repo, f"sqlite:///{repo / 'server.db'}", str(repo / "server-artifacts"), "--workers", "1", env=repo_env(repo)
     ) as uri:
         result["server"] = per_call(uri)
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
     return result | {"epochs": epochs}
 
 

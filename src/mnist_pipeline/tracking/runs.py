@@ -114,8 +114,9 @@ def log_model_input(run_id: str, model_id: str) -> None:
 
 
 def digest(x: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))
-    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+    # numpy's stubs give ndarray the buffer protocol (__buffer__) on Python >= 3.12 only.
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(x)).cast("B"))  # type: ignore[arg-type]
+    h.update(memoryview(np.ascontiguousarray(y)).cast("B"))  # type: ignore[arg-type]
     return h.hexdigest()[:16]
 
 

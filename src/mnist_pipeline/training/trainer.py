@@ -87,7 +87,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
             )
         store_down.close()  # it answered the last epoch: the usual retries for the rest
 
-        best = curves.loc[curves["val_loss"].idxmin()]
+        # pandas-stubs type idxmin() as Hashable, which no overload of .loc takes; it is a row label.
+        best = curves.loc[curves["val_loss"].idxmin()]  # type: ignore[call-overload]
         not_logged = ["the fit's summary", "the model"]
         try:
             log_metrics(
