@@ -47,7 +47,7 @@ def split(raw: dict[str, np.ndarray], params: DataParams) -> dict[str, tuple[np.
     x, y = raw["train_x"], raw["train_y"]
     if params.validation_size + (params.train_size or 0) > len(y):
         raise PipelineError(
-            f"data.validation_size + data.train_size = {params.validation_size + params.train_size} "
+            f"data.validation_size + data.train_size = {params.validation_size + (params.train_size or 0)} "
             f"exceeds the {len(y)} training images; lower one of them in params.yaml"
         )
     train_idx, val_idx = train_test_split(

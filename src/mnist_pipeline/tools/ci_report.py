@@ -298,7 +298,9 @@ def run_link(model_dir: Path, root: Path) -> str:
     except Exception:  # noqa: BLE001 - the link is a convenience: the id alone still finds the run
         return f"`{run_id}`"
     # Never publish credentials that the URI may carry.
-    server = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+    server = urlunsplit(
+        (parts.scheme, (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), parts.path, "", "")
+    )
     return f"[`{run_id}`]({server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
 
 

@@ -175,5 +175,5 @@ def in_url(host: str) -> str:
 def public(uri: str) -> str:
     """A server's URL without the credentials it may carry."""
     parts = urlsplit(uri)
-    netloc = in_url(parts.hostname) + (f":{parts.port}" if parts.port else "")
+    netloc = in_url(parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
