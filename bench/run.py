@@ -78,7 +78,9 @@ def model_run(repo: Path, model: str):
 
     from mnist_pipeline.tracking.run_file import read_run_id
 
-    return MlflowClient(store_uri(repo)).get_run(read_run_id(Layout(repo).model_dir(model)))
+    run_id = read_run_id(Layout(repo).model_dir(model))
+    assert run_id, f"no run file for {model}: the pipeline ran before this"
+    return MlflowClient(store_uri(repo)).get_run(run_id)
 
 
 # --- the measurements -----------------------------------------------------------------------

@@ -49,6 +49,7 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
     if extra and not getattr(module, "TAKES_OVERRIDES", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    assert module is not None  # parse_known_args has exited unless argv named a command
     signal.signal(signal.SIGTERM, _raise_interrupt)
     faulthandler.enable()  # a crash in TensorFlow's C++ (SIGSEGV, SIGABRT) still prints the Python stack
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

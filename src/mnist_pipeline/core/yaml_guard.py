@@ -61,6 +61,7 @@ def _screen(text: str, source: str) -> None:
     nesting, very long values, and a key given twice (YAML keeps the last one silently)."""
     open_nodes: list[list] = []  # per open collection: [keys seen (None in a list), nodes read]
     for event in yaml.parse(text, Loader=_Loader):
+        assert event.start_mark is not None  # the parser marks every event it emits
         at = f"{source}: line {event.start_mark.line + 1}"
         if getattr(event, "anchor", None):  # &name, or *name (an AliasEvent)
             raise ParamsError(

@@ -87,6 +87,7 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
             active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores, classes, reports
         )
     if model_id:
+        assert run_file.run_id is not None  # model_id is kept only when the store holds the run file's run
         registry.promote(params.registry, name, model_id, scores["accuracy"], run_file.run_id)
     elif params.registry.enabled:
         why = (

@@ -112,6 +112,7 @@ def run_repro(root: Path) -> Repro:
     """`dvc repro`, its output streamed to stderr (the CI log) and read for each stage's outcome."""
     process = subprocess.Popen(_dvc("repro"), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
+    assert process.stdout is not None  # stdout=PIPE
     try:
         for line in process.stdout:
             sys.stderr.write(line)

@@ -183,7 +183,9 @@ def mark_dead_runs(root: Path) -> list[str]:
 def _end_run_or_warn(status: int) -> None:
     """End the active run as `status`; when the store does not answer, say so rather than let its
     error hide the one being raised."""
-    run_id = mlflow.active_run().info.run_id
+    run = mlflow.active_run()
+    assert run is not None  # called inside the run it ends
+    run_id = run.info.run_id
     try:
         mlflow.end_run(RunStatus.to_string(status))  # MLflow forgets the active run before it calls the store
     except Exception as exc:  # noqa: BLE001 - a store error must not hide the one being raised: warn instead

@@ -86,7 +86,9 @@ def log_params(params: dict) -> None:
     `mlflow run -P epochs=2` logs the user's spelling before the command starts; MLflow refuses
     a second value for a key, even "0.01" after "1e-2".
     """
-    logged = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    run = mlflow.active_run()
+    assert run is not None  # called inside the run it logs into
+    logged = MlflowClient().get_run(run.info.run_id).data.params
     mlflow.log_params({key: _param_value(value) for key, value in params.items() if key not in logged})
 
 

@@ -273,10 +273,12 @@ def draw(trial: optuna.Trial, tune: TuneParams, model: LogisticParams | MLPParam
             options = [json.dumps(c) if isinstance(c, (list, dict)) else c for c in space.choices]
             values[key] = space.choices[options.index(trial.suggest_categorical(key, options))]
         elif field_type(model, key) is int:
+            assert space.low is not None and space.high is not None  # a range (Distribution.one_kind)
             values[key] = trial.suggest_int(
                 key, int(space.low), int(space.high), step=int(space.step or 1), log=space.log
             )
         else:
+            assert space.low is not None and space.high is not None  # a range (Distribution.one_kind)
             value = trial.suggest_float(key, space.low, space.high, step=space.step, log=space.log)
             if space.step is None:
                 value = min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), space.low), space.high)

@@ -141,12 +141,10 @@ def _tune_problem(params: Params, name: str, tune: TuneParams) -> str | None:
                 f"{where}: {key} is not a number, so it takes choices, not a range: e.g. "
                 f"{{choices: {short([getattr(model, key)])}}}"
             )
-        if (
-            distribution.choices is None
-            and annotation is int
-            and not all(float(v).is_integer() for v in (distribution.low, distribution.high, distribution.step or 1))
-        ):
-            return f"{where}: {key} takes whole numbers; give low, high (and step) without a fraction"
+        if distribution.choices is None and annotation is int:
+            assert distribution.low is not None and distribution.high is not None  # a range (Distribution.one_kind)
+            if not all(float(v).is_integer() for v in (distribution.low, distribution.high, distribution.step or 1)):
+                return f"{where}: {key} takes whole numbers; give low, high (and step) without a fraction"
         values = (
             [(f"choices[{i}]", v) for i, v in enumerate(distribution.choices)]
             if distribution.choices is not None

@@ -256,7 +256,7 @@ class Worker:
         is_best = best is not None and best.number == trial.number
         tqdm.write(optuna_study.trial_line(trial, self.tuning.objective, is_best), file=sys.stdout)
         sys.stdout.flush()
-        if is_best:
+        if is_best and best is not None:
             mark_best(MlflowClient(), self.parent_id, best, self.tuning.objective)
         self.bar.n = min(optuna_study.finished(study), self.target)
         self.bar.refresh()
@@ -327,6 +327,7 @@ def mark_best(client: MlflowClient, parent_id: str, best: optuna.trial.FrozenTri
     tags |= {f"best.{key}": optuna_study.text(value) for key, value in values.items()}
     for key, value in tags.items():
         client.set_tag(parent_id, key, value)
+    assert best.value is not None  # the study's best trial is a complete one
     log_metrics(parent_id, {f"best_{objective}": best.value}, step=best.number)
 
 
@@ -351,6 +352,7 @@ def update_parent_run(
 
     matplotlib.use("Agg")  # files only, no display (as figures.py)
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     for artifact, plot in (
         ("optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history),
@@ -366,6 +368,7 @@ def update_parent_run(
         # Optuna marks its matplotlib plots experimental: that warning says nothing to the user. Any
         # other (too few trials to rank the params) means the plot would say nothing either.
         doubts = [w for w in caught if not issubclass(w.category, ExperimentalWarning)]
+        assert isinstance(axes.figure, Figure)  # Optuna draws each plot on a figure of its own
         if doubts:
             log.info("no %s yet: %s", artifact, doubts[0].message)
         else:
