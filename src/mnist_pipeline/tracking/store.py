@@ -132,6 +132,8 @@ def ensure_experiment(name: str, root: Path) -> str:
             return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it first
             experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # no: the store refused for another reason, which this error says
+                raise
     mark_model_training(client, experiment.experiment_id)
     return experiment.experiment_id
 

@@ -101,8 +101,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             ) from None
         except sqlalchemy.exc.SQLAlchemyError as exc:
             if attempt == 4 or (isinstance(exc, sqlalchemy.exc.OperationalError) and not url.startswith("sqlite")):
+                cause = getattr(exc, "orig", None) or exc  # the driver's error, on the errors that carry one
                 raise PipelineError(
-                    f"cannot use the study storage {shown(url)}: {first_line(exc.orig or exc)[:300]}; "
+                    f"cannot use the study storage {shown(url)}: {first_line(cause)[:300]}; "
                     f"fix: start the database or correct --storage"
                 ) from None
             time.sleep(1 + attempt)
