@@ -79,10 +79,11 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
 
 
 def _chosen(argv: list[str], commands: dict[str, Command]) -> str | None:
-    """The command `argv` names: its first word that is not an option or the value of --params."""
+    """The command `argv` names: its first word that is not an option or the value of --params
+    (or of an abbreviation such as --par, which argparse takes for --params)."""
     words = iter(argv)
     for word in words:
-        if word == "--params":
+        if len(word) > 2 and "--params".startswith(word):
             next(words, None)
         elif not word.startswith("-"):
             return word if word in commands else None
