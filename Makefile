@@ -27,7 +27,7 @@ test: system-packages $(STAMP)
 
 # No network, no system packages, no trained model (tests/conftest.py says which tests).
 test-fast: $(STAMP)
-	python -m pytest --fast
+	python -m pytest --fast tests/unit
 
 system-packages:
 	PYTHON=$(PYTHON) tests/system-packages
