@@ -34,8 +34,9 @@ def stage_deps(repo: Path) -> set[str]:
     return {dep["path"] for stage in locked.values() for dep in stage["deps"]}
 
 
-def would_run(repo: Path) -> list[str]:
-    return stages_run(sh(repo, "dvc", "repro", "--dry", env=repo_env(repo)).stdout)
+def would_run(repo: Path, *flags: str) -> list[str]:
+    """The stages `dvc repro --dry` would run (with --force-downstream: and all that follow them)."""
+    return stages_run(sh(repo, "dvc", "repro", "--dry", *flags, env=repo_env(repo)).stdout)
 
 
 def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(trained_repo):
@@ -54,13 +55,19 @@ def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(train
         assert would_run(trained_repo) == []
 
 
-@pytest.mark.parametrize(("module", "expected"), [
-    ("stages/preprocess.py", ["preprocess", *(f"{s}@{m}" for m in MODELS for s in ("train", "evaluate")), "summarize"]),
-    ("stages/train.py", [*(f"{s}@{m}" for m in MODELS for s in ("train", "evaluate")), "summarize"]),
-    ("evaluation/scoring.py", [*(f"evaluate@{m}" for m in MODELS), "summarize"]),
-    ("stages/summarize.py", ["summarize"]),
+TRAIN, EVALUATE = [f"train@{m}" for m in MODELS], [f"evaluate@{m}" for m in MODELS]
+
+
+@pytest.mark.parametrize(("module", "changed", "follow"), [
+    ("stages/preprocess.py", ["preprocess"], [*TRAIN, *EVALUATE, "summarize"]),
+    ("stages/train.py", TRAIN, [*EVALUATE, "summarize"]),
+    ("evaluation/scoring.py", EVALUATE, ["summarize"]),
+    ("stages/summarize.py", ["summarize"], []),
 ])
-def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(trained_repo, module, expected):
+def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(trained_repo, module, changed, follow):
+    """`dvc repro --dry` names the stages whose own deps changed; what follows them runs once their
+    outputs change, which --force-downstream shows without training."""
     with commented(trained_repo, [f"src/mnist_pipeline/{module}"]):
-        assert sorted(would_run(trained_repo)) == sorted(expected)
+        assert sorted(would_run(trained_repo)) == sorted(changed)
+        assert sorted(would_run(trained_repo, "--force-downstream")) == sorted(changed + follow)
     assert would_run(trained_repo) == []
