@@ -79,9 +79,21 @@ def test_a_misspelt_key_with_other_problems_still_counts_them(tmp_path, defaults
         load_params(write(tmp_path, defaults))
 
 
-def readme_errors() -> list[str]:
-    """Every params.yaml error line README.md quotes."""
-    return re.findall(r"^error: params\.yaml: .*$", (REPO / "README.md").read_text(), flags=re.MULTILINE)
+# The pages that quote what the commands print: the README and the docs site's pages. The
+# parameters page holds the params.yaml errors; the experiments page the rejected `dvc exp run`.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PARAMETERS_PAGE = REPO / "docs" / "parameters.md"
+EXPERIMENTS_PAGE = REPO / "docs" / "experiments.md"
+
+
+def page_errors(page: Path) -> list[str]:
+    """Every params.yaml error line `page` quotes."""
+    return re.findall(r"^error: params\.yaml: .*$", page.read_text(), flags=re.MULTILINE)
+
+
+def quoted_errors() -> list[str]:
+    """Every params.yaml error line the README and the docs pages quote."""
+    return [error for page in PAGES for error in page_errors(page)]
 
 
 def params_that_give(error: str) -> dict:
@@ -99,13 +111,13 @@ def params_that_give(error: str) -> dict:
         *path, key = found[1].split(".")
         reduce(lambda node, key: node[key], path, params)[key] = yaml.safe_load(found[2])
     else:
-        raise AssertionError(f"README.md quotes an error this test cannot reproduce: {error}")
+        raise AssertionError(f"a page quotes an error this test cannot reproduce: {error}")
     return params
 
 
-def test_every_params_error_the_readme_quotes_is_what_check_params_prints(tmp_path):
-    quoted = readme_errors()
-    assert len(quoted) >= 3
+def test_every_params_error_the_docs_quote_is_what_check_params_prints(tmp_path):
+    assert len(page_errors(PARAMETERS_PAGE)) >= 3
+    quoted = quoted_errors()
     for error in quoted:
         write(tmp_path, params_that_give(error))
         done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "check-params"], cwd=tmp_path,
@@ -113,27 +125,27 @@ def test_every_params_error_the_readme_quotes_is_what_check_params_prints(tmp_pa
         assert (done.returncode, done.stderr) == (2, error + "\n")
 
 
-def readme_session(command: str) -> list[str]:
-    """The output README.md shows under `$ command`, up to the end of its code block."""
-    text = (REPO / "README.md").read_text()
+def page_session(page: Path, command: str) -> list[str]:
+    """The output `page` shows under `$ command`, up to the end of its code block."""
+    text = page.read_text()
     block = text[text.index(f"$ {command}\n") + len(command) + 3:]
     return block[:block.index("```")].splitlines()
 
 
 @pytest.mark.slow  # a git + DVC repository and five `dvc exp` commands: 10-20 s
 def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tmp_path):
-    """What README.md ("Experiments and sweeps") says: DVC writes the -S value into params.yaml and
-    leaves it there when check_params rejects it; only that line changes (params.yaml is laid out
-    as DVC writes it); `dvc repro` fails until `git checkout params.yaml`; a misspelt key, --temp
-    and --queue leave the file alone."""
+    """What docs/experiments.md ("Experiments and sweeps") says: DVC writes the -S value into
+    params.yaml and leaves it there when check_params rejects it; only that line changes (params.yaml
+    is laid out as DVC writes it); `dvc repro` fails until `git checkout params.yaml`; a misspelt
+    key, --temp and --queue leave the file alone."""
     repo = make_repo(tmp_path / "repo", small_params(tmp_path, "exp-rejected"))
     shipped = (REPO / "params.yaml").read_text()
     (repo / "params.yaml").write_text(shipped)
     sh(repo, "git", "commit", "-qam", "the shipped params.yaml")
     command = "dvc exp run -S models.mlp.epochs=ten"
-    expected = readme_session(command)
+    expected = page_session(EXPERIMENTS_PAGE, command)
     error = expected[3]
-    assert error in readme_errors()
+    assert error in quoted_errors()
 
     for refused in (["--temp", "-S", "models.mlp.epochs=ten"], ["-S", "models.mlp.dropuot=0.3"]):
         assert sh(repo, "dvc", "exp", "run", *refused, check=False).returncode != 0
@@ -145,7 +157,7 @@ def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tm
     done = subprocess.run(command.split(), cwd=repo, env=repo_env(repo), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     assert done.returncode != 0
-    # As README.md shows it, but for the experiment's name, which DVC draws at random, and DVC's
+    # As docs/experiments.md shows it, but for the experiment's name, which DVC draws at random, and DVC's
     # warnings that it has no outputs to restore: this repository never ran the pipeline.
     shown = [line for line in done.stdout.strip().splitlines() if not line.startswith("WARNING: No file hash info")]
     assert [re.sub(r"'[a-z]+-[a-z]+'", "'based-tell'", line) for line in shown] == expected, done.stdout
