@@ -8,7 +8,7 @@ PORT ?= 5000
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast system-packages ui lock clean
+.PHONY: setup repro test test-fast system-packages ui docs lock clean
 
 setup: $(STAMP)
 
@@ -35,9 +35,13 @@ system-packages:
 ui: $(STAMP)
 	python -m mnist_pipeline ui --port $(PORT)
 
+# The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or anchor fails it.
+docs: $(STAMP)
+	python -m mkdocs build --strict --site-dir site
+
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; python -m pip freeze --exclude-editable | grep -v '^mnist-pipeline'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -178,7 +178,7 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     tests that add runs to it must not assume a number of runs.
     """
     root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
-    # Kept for tests/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
+    # Kept for tests/unit/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
     with open(root / REPRO_LOG, "w") as log:
         done = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log,
                               stderr=subprocess.STDOUT)

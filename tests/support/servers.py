@@ -1,6 +1,6 @@
 """Real servers for tests, each on a free port of 127.0.0.1, started and stopped by the same code:
 a throwaway PostgreSQL cluster, an S3-compatible endpoint (moto) and an MLflow tracking server
-that keeps runs in PostgreSQL and proxies artifacts to the bucket, as in docs/TEAM.md."""
+that keeps runs in PostgreSQL and proxies artifacts to the bucket, as in docs/team.md."""
 
 import glob
 import os
@@ -81,7 +81,7 @@ def boto3_credentials() -> dict[str, str]:
 
 @contextmanager
 def mlflow_server(log_dir: Path, backend_uri: str, artifacts: str, s3_url: str) -> Iterator[str]:
-    """`mlflow server` as docs/TEAM.md runs it; only the server holds the S3 endpoint and keys."""
+    """`mlflow server` as docs/team.md runs it; only the server holds the S3 endpoint and keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env |= S3_CREDENTIALS | {"MLFLOW_S3_ENDPOINT_URL": s3_url}
     with tracking_server(log_dir, backend_uri, artifacts, "--serve-artifacts", env=env) as url:

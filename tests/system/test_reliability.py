@@ -1,5 +1,5 @@
 """Bad input, faults and concurrency, each with real processes, files and tracking stores.
-docs/RELIABILITY.md lists what each test proves."""
+docs/reliability.md lists what each test proves."""
 
 import hashlib
 import os

@@ -16,7 +16,7 @@ from tests.support.harness import assert_reads_clean, free_port, repo_env, runni
 def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):
     x, _ = load_split(Layout(trained_repo).processed, "test")
     port = free_port()
-    # The README's command, as a user types it.
+    # The command docs/registry.md shows, as a user types it.
     serve = [str(Path(venv_bin()) / "mlflow"), "models", "serve", "-m", "models:/mnist-logistic@champion",
              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo), COLUMNS="120")

@@ -1,7 +1,7 @@
 """The tracking server goes away in the middle of a real train stage (its process group killed once the
 first epoch's metrics are in its store): training goes on, the model and its history are written, and
 the stage ends in seconds saying what was not logged; when the server comes back during the fit, the
-metrics kept meanwhile are sent and the run ends complete. docs/RELIABILITY.md, row 4b."""
+metrics kept meanwhile are sent and the run ends complete. docs/reliability.md, row 4b."""
 
 import os
 import re
@@ -137,7 +137,7 @@ def test_a_server_that_dies_mid_fit_costs_the_record_not_the_model(tmp_path):
     assert read_model_sha256(model_dir) == file_sha256(model_dir / "model.keras")
     # The store holds the epochs before the outage, and the run as the stage left it: it could not end it.
     # The epoch whose request was in flight at the kill may be stored too, unanswered, so counted as not
-    # logged (docs/RELIABILITY.md, 4b): with faster epochs the kill can land in that window.
+    # logged (docs/reliability.md, 4b): with faster epochs the kill can land in that window.
     assert logged_epochs(server.db) in (list(range(1, first)), list(range(1, first + 1)))
     with sqlite3.connect(server.db) as store:
         assert store.execute("select status from runs where run_uuid = ?", (run_id,)).fetchone() == ("RUNNING",)

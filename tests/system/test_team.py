@@ -1,4 +1,4 @@
-"""Team scale, as docs/TEAM.md sets it up: an MLflow server on PostgreSQL with artifacts proxied to
+"""Team scale, as docs/team.md sets it up: an MLflow server on PostgreSQL with artifacts proxied to
 an S3-compatible bucket, and a DVC remote in the same bucket. The pipeline is the one a laptop
 runs; only MLFLOW_TRACKING_URI and the DVC remote differ."""
 

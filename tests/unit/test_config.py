@@ -83,10 +83,21 @@ def test_a_misspelt_key_with_other_problems_still_counts_them(tmp_path, defaults
         load_params(write(tmp_path, defaults))
 
 
+# The pages that quote what the commands print: the README and the docs site's pages. The
+# parameters page holds the params.yaml errors; the experiments page the rejected `dvc exp run`.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PARAMETERS_PAGE = REPO / "docs" / "parameters.md"
+EXPERIMENTS_PAGE = REPO / "docs" / "experiments.md"
 
-def readme_errors() -> list[str]:
-    """Every params.yaml error line README.md quotes."""
-    return re.findall(r"^error: params\.yaml: .*$", (REPO / "README.md").read_text(), flags=re.MULTILINE)
+
+def page_errors(page: Path) -> list[str]:
+    """Every params.yaml error line `page` quotes."""
+    return re.findall(r"^error: params\.yaml: .*$", page.read_text(), flags=re.MULTILINE)
+
+
+def quoted_errors() -> list[str]:
+    """Every params.yaml error line the README and the docs pages quote."""
+    return [error for page in PAGES for error in page_errors(page)]
 
 
 
@@ -105,14 +116,13 @@ def params_that_give(error: str) -> dict:
         *path, key = found[1].split(".")
         reduce(lambda node, key: node[key], path, params)[key] = yaml.safe_load(found[2])
     else:
-        raise AssertionError(f"README.md quotes an error this test cannot reproduce: {error}")
+        raise AssertionError(f"a page quotes an error this test cannot reproduce: {error}")
     return params
 
 
-
-def test_every_params_error_the_readme_quotes_is_what_check_params_prints(tmp_path):
-    quoted = readme_errors()
-    assert len(quoted) >= 3
+def test_every_params_error_the_docs_quote_is_what_check_params_prints(tmp_path):
+    assert len(page_errors(PARAMETERS_PAGE)) >= 3
+    quoted = quoted_errors()
     for error in quoted:
         write(tmp_path, params_that_give(error))
         done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "check-params"], cwd=tmp_path,

@@ -1,6 +1,6 @@
 """Each download source's reader, on small synthetic files in MNIST's formats (IDX, gzipped IDX,
 Keras' mnist.npz, the classic pickle in a wheel): what comes out is the IDX bytes that went in.
-No real MNIST, so these run in the fast tier; tests/test_download.py checks the canonical bytes
+No real MNIST, so these run in the fast tier; tests/unit/test_download.py checks the canonical bytes
 (idx.verify) end to end."""
 
 import gzip

@@ -1,4 +1,4 @@
-"""The logs people read: `dvc repro`, `predict` (the served model's log: tests/test_serving.py) carry
+"""The logs people read: `dvc repro`, `predict` (the served model's log: tests/system/test_serving.py) carry
 no TensorFlow start-up lines and no colour codes, keep Keras's line per epoch, and say true things."""
 
 

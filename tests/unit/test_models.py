@@ -45,8 +45,8 @@ def test_rescaling_lives_in_the_model():
 
 
 def test_auto_precision_is_bfloat16_only_for_an_mlp_on_a_cpu_that_has_it_natively():
-    """README: `auto` is bfloat16 for an mlp on a CPU with AVX512_BF16 or AMX (and no GPU), else
-    float32; a logistic model stays float32."""
+    """docs/parameters.md (`models.<name>.precision`): `auto` is bfloat16 for an mlp on a CPU with
+    AVX512_BF16 or AMX (and no GPU), else float32; a logistic model stays float32."""
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split()) \
         if cpuinfo.exists() else set()
