@@ -37,7 +37,7 @@ ui: $(STAMP)
 
 # The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or anchor fails it.
 docs: $(STAMP)
-	python -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir site
 
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; python -m pip freeze --exclude-editable | grep -v '^mnist-pipeline'; } > requirements.lock.new
