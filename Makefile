@@ -8,7 +8,7 @@ PORT ?= 5000
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint system-packages ui lock clean
+.PHONY: setup repro test test-fast lint system-packages ui docs lock clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ test: system-packages $(STAMP)
 
 # No network, no system packages, no trained model (tests/conftest.py says which tests).
 test-fast: $(STAMP)
-	python -m pytest --fast
+	python -m pytest --fast tests/unit
 
 # Linter, formatter and type checker, configured in pyproject.toml (.pre-commit-config.yaml runs the same).
 lint: $(STAMP)
@@ -41,9 +41,13 @@ system-packages:
 ui: $(STAMP)
 	python -m mnist_pipeline ui --port $(PORT)
 
+# The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or anchor fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir site
+
 lock: $(STAMP)
 	{ head -n 2 requirements.lock; python -m pip freeze --exclude-editable | grep -v '^mnist-pipeline'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

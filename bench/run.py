@@ -2,8 +2,8 @@
 
 Everything runs in a temporary copy of the repository, never in your workspace:
 
-    python bench/run.py                 # the default models, full data; ~15 min on 2 cores
-    python bench/run.py --quick         # a tiny configuration in a minute: checks the runner works
+    python -m bench.run                 # the default models, full data; ~15 min on 2 cores
+    python -m bench.run --quick         # a tiny configuration in a minute: checks the runner works
 
 Timings on a shared machine are noisy, so the pipeline's train stage is compared with a bare
 Keras script pair by pair (alternating which goes first), and every figure is a median with its
@@ -26,10 +26,17 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import REPO, make_repo, repo_env, shipped_params, small_params, store_uri, tracking_server, write_params
-
 from mnist_pipeline.core.layout import Layout
+from tests.support.harness import (
+    REPO,
+    make_repo,
+    repo_env,
+    shipped_params,
+    small_params,
+    store_uri,
+    tracking_server,
+    write_params,
+)
 
 PYTHON = sys.executable
 GIB = 1024**3
@@ -166,7 +173,6 @@ def train_pairs(repo: Path, model: str, epochs: int, repeats: int) -> list[dict]
 
 def logging_costs(repo: Path, epochs: int, calls: int) -> dict:
     """Seconds per epoch-metrics call (the train stage's own function) against SQLite and a local server."""
-    sys.path.insert(0, str(repo / "src"))
     import mlflow
 
     from mnist_pipeline.tracking.runs import log_metrics
@@ -365,7 +371,7 @@ def report(r: dict, quick: bool) -> str:
     lines = [
         "# Benchmark results" + (" (QUICK smoke run: tiny data, not results)" if quick else ""),
         "",
-        f"`python bench/run.py{' --quick' if quick else ''} --repeats {r['repeats']}` at commit `{m['commit']}`, "
+        f"`python -m bench.run{' --quick' if quick else ''} --repeats {r['repeats']}` at commit `{m['commit']}`, "
         f"{m['date']}, {r['total_s'] / 60:.1f} min in all.",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, no GPU; Python {m['python']}, "

@@ -1,8 +1,8 @@
 """Benchmark `tune` (issue 14): a small study's wall time with one worker and with two, and the share
 of epochs that pruning saved; writes bench/TUNE.md (+ tune.json).
 
-    python bench/tune.py --mnist ~/.keras/datasets     # 12 trials of mlp, 5,000 images, 6 epochs
-    python bench/tune.py --quick --mnist DIR           # 4 tiny trials: checks the runner, measures nothing
+    python -m bench.tune --mnist ~/.keras/datasets     # 12 trials of mlp, 5,000 images, 6 epochs
+    python -m bench.tune --quick --mnist DIR           # 4 tiny trials: checks the runner, measures nothing
 
 Everything runs in a temporary copy of the repository. Both studies search the shipped tune.mlp
 space with the same pruner (median, 3 startup trials, 1 warm-up epoch); each has a study of its own
@@ -23,12 +23,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, make_repo, repo_env, sh, shipped_params
-from run import machine
-
+from bench.run import machine
 from mnist_pipeline.tuning import optuna_study
+from tests.support.harness import REPO, make_repo, repo_env, sh, shipped_params
 
 
 def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
@@ -130,7 +127,7 @@ def main() -> None:
     if args.quick:
         args.trials, args.train_size, args.epochs = 4, 400, 2
     out = args.out or REPO / "bench" / ("quick" if args.quick else "") / "TUNE.md"
-    command = "python bench/tune.py" + (
+    command = "python -m bench.tune" + (
         " --quick" if args.quick else f" --trials {args.trials} --train-size {args.train_size} --epochs {args.epochs}"
     )
     r = {"machine": machine(), "config": {"trials": args.trials, "train_size": args.train_size, "epochs": args.epochs}}

@@ -3,14 +3,14 @@ test-fast`, `pytest --fast`) leaves out each test that needs MNIST itself (downl
 package index), the shared trained repository, Chromium, or sits in a module marked e2e or load:
 such a test is marked `slow` here, by the fixtures it uses, so a new test lands in its tier by
 itself. Under --fast nothing may reach beyond this machine, and a test that takes more than
-FAST_BUDGET_S fails, naming the fix. The helpers shared with bench/run.py live in harness.py."""
+FAST_BUDGET_S fails, naming the fix. The tests sit by kind: tests/unit is the fast tier, tests/system
+drives real DVC, MLflow, servers and browsers, and tests/support holds the helpers that the tests and
+bench/ import (one way: `from tests.support.harness import ...`)."""
 
 import gzip
 import http.server
-import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,33 +19,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# The tests import the shared helpers from here (`from conftest import make_repo`) or from harness.
-from harness import (  # noqa: F401
-    CHROMIUM,
-    REPO,
-    REPRO_LOG,
-    SCREENSHOTS,
-    TF_START_UP,
-    TRAINED_EXPERIMENT,
-    assert_reads_clean,
-    copy_project,
-    free_port,
-    make_repo,
-    repo_env,
-    running,
-    sh,
-    small_params,
-    stages_run,
-    store_uri,
-    tracking_server,
-    venv_bin,
-    write_params,
-)
-
 from mnist_pipeline.core.params import PypiSource
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.sources import fetch
+from tests.support.harness import (
+    CHROMIUM,
+    REPRO_LOG,
+    SCREENSHOTS,
+    TRAINED_EXPERIMENT,
+    make_repo,
+    refuse_the_network,
+    repo_env,
+    small_params,
+)
 
+# Fixtures that tests in both tiers use, by name: clean_env, no_tracking_env, store.
+pytest_plugins = ["tests.support.tiny", "tests.support.stores"]
+TESTS = Path(__file__).resolve().parent
 SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_repo", "browser", "page"}
 SLOW_MARKS = ("slow", "e2e", "load")
 FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
@@ -64,18 +54,23 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # xdist reads the groups in its own hook of this name, which would run first
 def pytest_collection_modifyitems(config, items):
-    """Mark the slow tests (and, under --fast, leave them out). Under pytest-xdist (`-n 2 --dist
+    """Mark the slow tests (and, under --fast, leave them out); refuse a test in the folder of the
+    other tier, naming where it belongs. Under pytest-xdist (`-n 2 --dist
     loadgroup`, see pyproject.toml) each module's tests stay on one worker with their module
     fixtures, and all the tests of the shared trained repository on one, which then builds it once."""
-    fast, slow = [], []
+    fast, slow, misplaced = [], [], []
     for item in items:
-        if SLOW_FIXTURES & set(item.fixturenames) or any(item.get_closest_marker(m) for m in SLOW_MARKS):
+        is_slow = bool(SLOW_FIXTURES & set(item.fixturenames)) or any(item.get_closest_marker(m) for m in SLOW_MARKS)
+        if is_slow:
             item.add_marker(pytest.mark.slow)
-            slow.append(item)
-        else:
-            fast.append(item)
+        (slow if is_slow else fast).append(item)
+        belongs = "system" if is_slow else "unit"
+        if Path(item.path).relative_to(TESTS).parts[0] != belongs:
+            misplaced.append(f"{item.nodeid} is {'slow' if is_slow else 'fast'}: move it to tests/{belongs}")
         group = "trained_repo" if "trained_repo" in item.fixturenames else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+    if misplaced:
+        raise pytest.UsageError("tests/unit holds the fast tier and tests/system the rest; " + "; ".join(misplaced))
     if config.getoption("fast") and slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = fast
@@ -101,37 +96,6 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = (f"{item.nodeid} took {item.stash[SPENT]:.0f} s, more than the fast tier allows "
                                f"({FAST_BUDGET_S} s): make it faster, or mark it @pytest.mark.slow")
     return report
-
-
-def refuse_the_network() -> None:
-    """Connections beyond 127.0.0.1 and ::1 fail at once in this process, and subprocesses'
-    HTTP clients (urllib, requests, pip) are sent to a proxy on a closed port."""
-    def local(host) -> bool:
-        try:
-            return host in (None, "", "localhost") or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
-
-    def refuse(host):
-        raise ConnectionRefusedError(f"{host}: the fast tier has no network (mark the test @pytest.mark.slow)")
-
-    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
-
-    def getaddrinfo(host, *args, **kwargs):
-        return real_getaddrinfo(host, *args, **kwargs) if local(host) else refuse(host)
-
-    def connect(self, address):
-        inet = self.family in (socket.AF_INET, socket.AF_INET6)
-        return real_connect(self, address) if not inet or local(address[0]) else refuse(address[0])
-
-    def connect_ex(self, address):
-        inet = self.family in (socket.AF_INET, socket.AF_INET6)
-        return real_connect_ex(self, address) if not inet or local(address[0]) else refuse(address[0])
-
-    socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex = getaddrinfo, connect, connect_ex
-    closed = "http://127.0.0.1:9"  # the discard port: nothing listens
-    os.environ.update(http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed, HTTPS_PROXY=closed,
-                      no_proxy="localhost,127.0.0.1,::1", NO_PROXY="localhost,127.0.0.1,::1")
 
 
 @pytest.fixture(autouse=True)
@@ -214,7 +178,7 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     tests that add runs to it must not assume a number of runs.
     """
     root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
-    # Kept for tests/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
+    # Kept for tests/unit/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
     with open(root / REPRO_LOG, "w") as log:
         done = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log,
                               stderr=subprocess.STDOUT)

@@ -1,5 +1,5 @@
 """Where each stage reads and writes, relative to the repository root: the one place that names
-the files of models and reports. dvc.yaml declares the same paths (tests/test_layout.py checks it)."""
+the files of models and reports. dvc.yaml declares the same paths (tests/unit/test_layout.py checks it)."""
 
 from dataclasses import dataclass
 from pathlib import Path

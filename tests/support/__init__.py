@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: throwaway repositories, servers on loopback, tiny digits."""

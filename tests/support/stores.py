@@ -1,0 +1,49 @@
+"""What the tests of runs left RUNNING share (test_stale_runs.py in both tiers): no tracking store or
+experiment chosen from outside, a folder for a local store, and a client on it."""
+
+import os
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.support.harness import REPO, store_uri
+
+TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "DVC_ROOT", "DVC_STAGE")
+
+
+def forget_experiment() -> None:
+    for name in TRACKING_ENV:
+        os.environ.pop(name, None)
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def no_tracking_env(monkeypatch):
+    """No store or experiment chosen from outside; none left behind (mlflow.set_experiment sets
+    MLFLOW_EXPERIMENT_ID, which the next use_experiment would follow)."""
+    for name in TRACKING_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    forget_experiment()
+
+
+
+def client_for(root: Path) -> MlflowClient:
+    mlflow.set_tracking_uri(store_uri(root))
+    return MlflowClient()
+
+
+
+def status(client: MlflowClient, run_id: str) -> str:
+    return client.get_run(run_id).info.status
+
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A folder with the shipped params.yaml (the CLI reads it) and a local store."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path

@@ -1,0 +1,64 @@
+"""The benchmark runner, end to end on its tiny configuration: it must run and report every target.
+The figures it measures here mean nothing; `python -m bench.run` is run on demand, not by the tests."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.harness import REPO
+
+
+@pytest.mark.e2e
+def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--mnist", str(mnist_dir), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    mlp = results["full"]["models"]["mlp"]
+    assert 0 < mlp["test_accuracy"] <= 1 and mlp["epochs_trained"] == 1
+    assert 0 < mlp["mlflow_log_s"] < mlp["fit_s"] and mlp["fit_cpu_s"] > 0
+    [pair] = results["pairs"]["mlp"]
+    # The samples against clocks the runner does not hold: each fit, timed inside its own process,
+    # lies within the wall time the runner measured for that process; every command it timed lies
+    # within the time this test measured around the whole run.
+    assert 0 < pair["stage_fit_s"] < pair["stage_wall_s"] and 0 < pair["bare_fit_s"] < pair["bare_wall_s"]
+    assert pair["stage_epochs"] == mlp["epochs_trained"]
+    timed = (results["full"]["dvc_repro_s"] + pair["stage_wall_s"] + pair["bare_wall_s"] + sum(results["noop_repro_s"])
+             + sum(t for times in results["startup"].values() for t in times)
+             + sum(run["wall_s"] for run in results["preprocess"]))
+    assert timed < results["total_s"] < took
+    assert all(t > 0 for t in results["noop_repro_s"] + results["logging"]["sqlite"] + results["logging"]["server"])
+
+    report = out.read_text()
+    for target in ("mlp test accuracy ≥ 0.986", "mlp train stage ≤ 1.10 × bare Keras", "MLflow logging ≤ 3 %",
+                   "no-op `dvc repro` ≤ 2 s", "`--help` ≤ 0.5 s", "peak RSS of any stage ≤ 1.5 GiB",
+                   "each non-training stage ≤ 6 s", "cores busy in fit", "mlp fit per epoch ≤ 2.0 × compute floor",
+                   "`dvc repro` from scratch (the pipeline) ≤ 2.5 min"):
+        assert target in report
+    assert "QUICK" in report.splitlines()[0]
+
+    # The floor: the epoch's arithmetic (400 images, the tiny mlp) at a matmul rate the runner
+    # measured; the levers' steady epochs each ran in a process the runner timed.
+    assert results["floor"]["train"] + results["floor"]["validation"] > 0 and results["floor"]["epoch_gflop"] > 0
+    assert len(results["matmul_gflops"]) == 6 and all(rate > 1 for rate in results["matmul_gflops"])
+    assert set(results["levers"]) == {"baseline: float32, 1 step per execution", "bfloat16 + steps_per_execution 16"}
+    for [lever] in results["levers"].values():
+        assert len(lever["epoch_s"]) == 1 and 0 < lever["epoch_s"][0] < results["total_s"]
+    levers = report[report.index("## Speed levers"):]
+    assert "| baseline: float32, 1 step per execution |" in levers
+    # The report shows the recorded samples: the pair's stage and bare wall times, and their ratio.
+    pairs = report[report.index("## Train stage vs a bare Keras script"):]
+    row = next(line for line in pairs.splitlines() if line.startswith("| mlp |"))
+    stage_s, bare_s, ratio = (float(cell.split()[0]) for cell in row.split("|")[2:5])
+    assert stage_s == pytest.approx(pair["stage_wall_s"], abs=0.05)
+    assert bare_s == pytest.approx(pair["bare_wall_s"], abs=0.05)
+    assert ratio == pytest.approx(pair["stage_wall_s"] / pair["bare_wall_s"], abs=5e-4)

@@ -1,0 +1,193 @@
+"""`ci-report` for real, in a throwaway git repo against each kind of base, its report read the way
+a person reads it; the workflow around it passes actionlint."""
+
+import csv
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.core.layout import Layout
+from mnist_pipeline.tools.ci_report import MARKER, dvc_diff, run_link
+from mnist_pipeline.tracking.run_file import read_run_id, write_run_file
+from tests.support.harness import make_repo, sh, small_params, stages_run, tracking_server, write_params
+
+
+@dataclass
+class Report:
+    """A report read as a person reads it: heading, summary, notes, and each table by its rows."""
+
+    heading: str
+    summary: str
+    sides: str  # what each side of the tables is
+    notes: list[str]
+    stages: dict[str, str]
+    params: dict[str, tuple[str, str]]  # "models.mlp.learning_rate" → (base, workspace)
+    metrics: dict[tuple[str, str], tuple[str, ...]]  # (path, metric) → (base, workspace, change)
+    sections: dict[str, str]  # "### mlp (retrained)" → its text
+
+    @classmethod
+    def read(cls, text: str) -> "Report":
+        assert text.startswith(MARKER + "\n"), text[:200]
+        parts = re.split(r"^(### .*)$", text, flags=re.M)
+        top, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
+        lines = [line for line in top.splitlines()[1:] if line]
+        tables = {name: rows(body) for name, body in sections.items()}
+        params = {cells[1]: (cells[2], cells[3]) for cells in tables["### Parameters changed"]}
+        metrics = {tuple(cells[:2]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
+        assert bool(params) == ("No parameter differs from the base." not in sections["### Parameters changed"])
+        assert bool(metrics) == ("No metric differs from the base." not in sections["### Metrics vs the base"])
+        return cls(heading=lines[0], summary=lines[1], sides=lines[2], notes=[line for line in lines if line.startswith("> ")],
+                   stages={cells[0].strip("`"): cells[1] for cells in tables["### Stages"]}, params=params,
+                   metrics=metrics, sections={k: v for k, v in sections.items() if k.split()[1] in MODELS})
+
+
+
+def rows(markdown: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in `markdown`, cell by cell."""
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+
+
+
+MODELS = ("logistic", "mlp")
+
+
+
+def headline(repo: Path, model: str) -> dict[str, float]:
+    return json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
+
+
+
+def ci_report(repo: Path, base: str, *args: str) -> tuple[Report, list[str]]:
+    """The report for `base`, and the stages `dvc repro` ran meanwhile."""
+    done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", base, "--output", "out/report.md", *args)
+    report = (repo / "out/report.md").read_text()
+    assert "nan" not in report and "None" not in report
+    return Report.read(report), stages_run(done.stderr)
+
+
+
+@pytest.mark.e2e
+def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_dir):
+    """One small repository, a sequence of commits: a param change committed without its dvc.lock
+    (against HEAD, against its parent, a branch against main), an uncommitted change, and going
+    back, which DVC's run cache restores. Params and metrics always come from the same two dvc.lock
+    states: a param differs exactly when the metrics do."""
+    repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "ci"))
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "dvc.lock")
+    sh(repo, "git", "commit", "-qm", "baseline results")
+    sh(repo, "git", "branch", "-M", "main")
+    sh(repo, "git", "checkout", "-qb", "faster-mlp")
+    baseline = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    before = {m: headline(repo, m) for m in MODELS}
+    base_run = read_run_id(Layout(repo).model_dir("mlp"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    old_rate = str(params["models"]["mlp"]["learning_rate"])
+
+    # A commit that changes an mlp param but not dvc.lock, as a PR's commit does; against HEAD,
+    # whose params.yaml already holds the new value but whose dvc.lock (and metrics) do not.
+    params["models"]["mlp"]["learning_rate"] = 0.01
+    write_params(repo, params)
+    sh(repo, "git", "commit", "-qam", "mlp: learning rate 0.01")
+    head = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    report, ran = ci_report(repo, "HEAD")
+    assert ran == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
+    assert report.heading == f"## Retrain report: workspace (HEAD `{head}`) vs `HEAD` (`{head}`)"
+    assert report.summary == "**Retrained:** mlp."
+    assert report.sides == ("Parameters and metrics on each side are as its `dvc.lock` records them: the base's as "
+                            f"committed in `HEAD` (`{head}`), the workspace's after this `dvc repro`.")
+    assert report.stages == {"check_params": "ran", "download": "up to date", "preprocess": "up to date",
+                             "train@logistic": "up to date", "train@mlp": "ran",
+                             "evaluate@logistic": "up to date", "evaluate@mlp": "ran", "summarize": "ran"}
+    assert report.params == {"models.mlp.learning_rate": (old_rate, "0.01")}
+    assert report.notes == [f"> `HEAD` (`{head}`) changed its params without a `dvc repro` "
+                            "(`models.mlp.learning_rate`): its `dvc.lock` and metrics are still those of the values "
+                            "before, which the base column shows."]
+    after = headline(repo, "mlp")
+    assert after["accuracy"] != before["mlp"]["accuracy"]
+    old, new, change = report.metrics["reports/metrics.json", "accuracy.mlp"]
+    assert (float(old), float(new)) == (before["mlp"]["accuracy"], after["accuracy"])
+    assert float(change) == pytest.approx(after["accuracy"] - before["mlp"]["accuracy"], abs=1e-4)
+    assert {metric.split(".")[1] for _, metric in report.metrics} == {"mlp"}  # logistic did not change
+    assert list(report.sections) == ["### mlp (retrained)"]
+    section = report.sections["### mlp (retrained)"]
+    run_id = read_run_id(Layout(repo).model_dir("mlp"))
+    assert run_id != base_run and f"MLflow run: `{run_id}` in the local store" in section
+    assert f"Test accuracy {after['accuracy']:.4f}, macro F1 " in section
+    with open(Layout(repo).eval_dir("mlp") / "per_class.csv", newline="") as f:
+        per_class = list(csv.DictReader(f))
+    assert [r[:3] for r in rows(section)] == [[r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"]
+                                               for r in per_class]
+    image = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section).group(1)
+    assert (repo / "out" / image).resolve() == (Layout(repo).eval_dir("mlp") / "confusion_matrix.png").resolve()
+    first = report
+
+    # The same commit against its parent, and the branch against main: the same two states, so
+    # the same tables; nothing left to retrain.
+    for base in ("HEAD~1", "main"):
+        report, ran = ci_report(repo, base, "--no-embed-images")
+        assert ran == []
+        assert report.heading == f"## Retrain report: workspace (HEAD `{head}`) vs `{base}` (`{baseline}`)"
+        assert report.summary == "**Nothing to retrain: every stage is up to date.**"
+        assert (report.params, report.metrics, report.notes, report.sections) == (first.params, first.metrics, [], {})
+
+    # An uncommitted change against HEAD, whose dvc.lock now holds the new learning rate.
+    sh(repo, "git", "commit", "-qam", "mlp: results")
+    head = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+    committed = params["models"]["logistic"]["l2"]
+    params["models"]["logistic"]["l2"] = 0.01
+    write_params(repo, params)
+    report, ran = ci_report(repo, "HEAD")
+    assert ran == ["check_params", "train@logistic", "evaluate@logistic", "summarize"]
+    assert report.heading == f"## Retrain report: workspace (HEAD `{head}` + uncommitted changes) vs `HEAD` (`{head}`)"
+    assert report.summary == "**Retrained:** logistic."
+    assert report.params == {"models.logistic.l2": (str(committed), "0.01")} and report.notes == []
+    assert {metric.split(".")[1] for _, metric in report.metrics} == {"logistic"}
+    assert list(report.sections) == ["### logistic (retrained)"]
+
+    # Back to HEAD's params: DVC's run cache restores logistic's outputs; nothing is trained.
+    sh(repo, "git", "checkout", "params.yaml")
+    report, ran = ci_report(repo, "HEAD")
+    assert ran == ["check_params"]
+    assert report.summary == "**Restored from DVC's run cache, not trained again:** logistic."
+    assert report.stages["train@logistic"] == report.stages["evaluate@logistic"] == "restored from DVC's run cache"
+    assert (report.params, report.metrics) == ({}, {})
+    assert list(report.sections) == ["### logistic (restored)"]
+    assert "MLflow run (the run that trained it earlier): `" in report.sections["### logistic (restored)"]
+
+    # Without the DVC cache (and no remote) the base's metrics are unreadable, which the report notes.
+    # (Not through a whole ci-report: its `dvc repro` would first retrain every model, cache gone.)
+    shutil.move(repo / ".dvc/cache", tmp_path / "cache")
+    table, unreadable = dvc_diff(repo, "metrics", "main")
+    assert unreadable and rows(table)[0][2] == "-"
+
+
+
+def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
+    repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "ci"))
+    done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "no-such-branch", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --base no-such-branch: no such commit")
+    assert not (repo / "reports").exists()
+
+
+
+@pytest.mark.slow  # starts an MLflow server
+def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    with tracking_server(tmp_path, f"sqlite:///{tmp_path / 'server.db'}", None, "--workers", "1") as url:
+        client = MlflowClient(url)
+        experiment_id = client.create_experiment("links")
+        run_id = client.create_run(experiment_id).info.run_id
+        write_run_file(tmp_path, run_id)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("http://", "http://ci:s3cret@") + "/")
+        link = run_link(tmp_path, tmp_path)
+    assert link == f"[`{run_id}`]({url}/#/experiments/{experiment_id}/runs/{run_id})"
+

