@@ -43,8 +43,11 @@ SPENT = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fast", action="store_true",
-                     help="the fast tier: leave out the tests marked slow (see tests/conftest.py); no network")
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast tier: leave out the tests marked slow (see tests/conftest.py); no network",
+    )
 
 
 def pytest_configure(config):
@@ -80,8 +83,11 @@ def pytest_xdist_node_collection_finished(node, ids):
     """Stop if the groups were lost (xdist marks them by appending @group to each test id): module
     fixtures would be built once per worker and module, and CI would take minutes longer."""
     if node.config.getvalue("dist") == "loadgroup" and ids and "@" not in ids[0]:
-        pytest.exit("pytest-xdist ignored the xdist_group marks (pytest-dev/pytest-xdist#1386); "
-                    "install the versions in requirements.lock: make clean test", returncode=4)
+        pytest.exit(
+            "pytest-xdist ignored the xdist_group marks (pytest-dev/pytest-xdist#1386); "
+            "install the versions in requirements.lock: make clean test",
+            returncode=4,
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -93,8 +99,10 @@ def pytest_runtest_makereport(item, call):
         item.stash[SPENT] = item.stash.get(SPENT, 0.0) + call.duration
         if call.when == "call" and report.passed and item.stash[SPENT] > FAST_BUDGET_S:
             report.outcome = "failed"
-            report.longrepr = (f"{item.nodeid} took {item.stash[SPENT]:.0f} s, more than the fast tier allows "
-                               f"({FAST_BUDGET_S} s): make it faster, or mark it @pytest.mark.slow")
+            report.longrepr = (
+                f"{item.nodeid} took {item.stash[SPENT]:.0f} s, more than the fast tier allows "
+                f"({FAST_BUDGET_S} s): make it faster, or mark it @pytest.mark.slow"
+            )
     return report
 
 
@@ -108,7 +116,10 @@ def tracking_state_as_before():
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:  # only tests that imported it can have changed it
-        os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}  # its store may be gone
+        os.environ |= {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+        }  # its store may be gone
         while mlflow.active_run():
             try:
                 mlflow.end_run()
@@ -144,8 +155,12 @@ def fake_mnist() -> dict[str, bytes]:
     """Four small IDX files shaped like MNIST's (30 training and 10 test images of random pixels),
     for tests of the formats: no download, but idx.verify rejects them."""
     rng = np.random.default_rng(0)
-    arrays = (rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30, dtype=np.uint8) % 10,
-              rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), np.arange(10, dtype=np.uint8))
+    arrays = (
+        rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        np.arange(30, dtype=np.uint8) % 10,
+        rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        np.arange(10, dtype=np.uint8),
+    )
     return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays)}
 
 
@@ -180,8 +195,9 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
     # Kept for tests/unit/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
     with open(root / REPRO_LOG, "w") as log:
-        done = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log,
-                              stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            ["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log, stderr=subprocess.STDOUT
+        )
     if done.returncode != 0:
         raise AssertionError(f"dvc repro exited {done.returncode}\n{(root / REPRO_LOG).read_text()}")
     return root
@@ -196,14 +212,18 @@ def screenshots() -> Path:
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists() or not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); "
-                    "`make test` does (tests/system-packages)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's package (apt-get install chromium); "
+            "`make test` does (tests/system-packages)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         # No background networking: this machine's closed network refuses Chromium's own connections.
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
         yield chromium
         chromium.close()
 

@@ -26,9 +26,14 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 
 # What TensorFlow prints as it starts (Abseil's notice, oneDNN, CUDA probing, CPU instructions).
-TF_START_UP = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
-               "Could not find cuda drivers", "failed call to cuInit", "cpu_feature_guard",
-               "This TensorFlow binary is optimized")
+TF_START_UP = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "cpu_feature_guard",
+    "This TensorFlow binary is optimized",
+)
 
 
 # --- a repository to run the pipeline in ----------------------------------------------------
@@ -124,8 +129,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180,
-            log: Path | None = None):
+def running(
+    cmd: list[str], health_url: str, cwd: Path, env: dict | None = None, timeout_s: float = 180, log: Path | None = None
+):
     """A server started in a session of its own, once `health_url` answers; the whole group is
     stopped afterwards (mlflow server and serve start worker processes). Its output goes to `log`
     (default: a new file in `cwd`)."""
@@ -147,15 +153,26 @@ def running(cmd: list[str], health_url: str, cwd: Path, env: dict | None = None,
 
 
 @contextmanager
-def tracking_server(folder: Path, backend_uri: str, artifacts: str | None = None, *options: str,
-                    env: dict | None = None):
+def tracking_server(
+    folder: Path, backend_uri: str, artifacts: str | None = None, *options: str, env: dict | None = None
+):
     """`mlflow server` on a free port of 127.0.0.1 over `backend_uri`, proxying artifacts to
     `artifacts` (default: a folder in `folder`, which also holds its log); yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts or str(folder / "artifacts"),
-           *options]
+    cmd = [
+        str(Path(venv_bin()) / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        artifacts or str(folder / "artifacts"),
+        *options,
+    ]
     with running(cmd, f"{url}/health", cwd=folder, env=env):
         yield url
 
@@ -176,6 +193,7 @@ def wait_for_http(url: str, server: subprocess.Popen, log: Path, timeout_s: floa
 def refuse_the_network() -> None:
     """Connections beyond 127.0.0.1 and ::1 fail at once in this process, and subprocesses'
     HTTP clients (urllib, requests, pip) are sent to a proxy on a closed port."""
+
     def local(host) -> bool:
         try:
             return host in (None, "", "localhost") or ipaddress.ip_address(host).is_loopback
@@ -185,7 +203,11 @@ def refuse_the_network() -> None:
     def refuse(host):
         raise ConnectionRefusedError(f"{host}: the fast tier has no network (mark the test @pytest.mark.slow)")
 
-    real_getaddrinfo, real_connect, real_connect_ex = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo, real_connect, real_connect_ex = (
+        socket.getaddrinfo,
+        socket.socket.connect,
+        socket.socket.connect_ex,
+    )
 
     def getaddrinfo(host, *args, **kwargs):
         return real_getaddrinfo(host, *args, **kwargs) if local(host) else refuse(host)
@@ -200,5 +222,11 @@ def refuse_the_network() -> None:
 
     socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex = getaddrinfo, connect, connect_ex
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens
-    os.environ.update(http_proxy=closed, https_proxy=closed, HTTP_PROXY=closed, HTTPS_PROXY=closed,
-                      no_proxy="localhost,127.0.0.1,::1", NO_PROXY="localhost,127.0.0.1,::1")
+    os.environ.update(
+        http_proxy=closed,
+        https_proxy=closed,
+        HTTP_PROXY=closed,
+        HTTPS_PROXY=closed,
+        no_proxy="localhost,127.0.0.1,::1",
+        NO_PROXY="localhost,127.0.0.1,::1",
+    )

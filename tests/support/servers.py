@@ -15,10 +15,15 @@ from tests.support.harness import free_port, running, tracking_server, venv_bin
 
 # Any non-empty pair: moto accepts every key. Given to the S3 endpoint's users only (the MLflow
 # server and `dvc push/pull`); pipeline clients get the tracking URL and nothing else.
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "team-test", "AWS_SECRET_ACCESS_KEY": "team-test-secret",
-                  "AWS_DEFAULT_REGION": "us-east-1"}
-POSTGRES_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
-                    "`apt-get install -y postgresql` (`make test` does: tests/system-packages)")
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "team-test",
+    "AWS_SECRET_ACCESS_KEY": "team-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+POSTGRES_MISSING = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
+    "`apt-get install -y postgresql` (`make test` does: tests/system-packages)"
+)
 
 
 def postgres_bin() -> Path:
@@ -50,8 +55,19 @@ def postgres(database: str = "mlflow") -> Iterator[str]:
             raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stdout}{done.stderr}")
 
     run(str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "start",
-        "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off")
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "server.log"),
+        "-w",
+        "-t",
+        "60",
+        "start",
+        "-o",
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off",
+    )
     try:
         run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database)
         yield f"postgresql://mlflow@127.0.0.1:{port}/{database}"
@@ -74,9 +90,11 @@ def s3_endpoint(log_dir: Path, bucket: str) -> Iterator[str]:
 
 
 def boto3_credentials() -> dict[str, str]:
-    return {"aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"]}
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
 
 
 @contextmanager

@@ -30,16 +30,13 @@ def no_tracking_env(monkeypatch):
     forget_experiment()
 
 
-
 def client_for(root: Path) -> MlflowClient:
     mlflow.set_tracking_uri(store_uri(root))
     return MlflowClient()
 
 
-
 def status(client: MlflowClient, run_id: str) -> str:
     return client.get_run(run_id).info.status
-
 
 
 @pytest.fixture

@@ -17,8 +17,16 @@ from mnist_pipeline.data.splits import save_splits
 from tests.support.harness import REPO
 
 # What else would pick the store, the experiment or the run, or tag the run.
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT",
-              "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "DVC_ROOT",
+    "DVC_STAGE",
+    "DVC_EXP_NAME",
+    "DVC_EXP_BASELINE_REV",
+)
 
 
 def digits(n: int, seed: int, signal: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -35,16 +43,23 @@ def digits(n: int, seed: int, signal: int = 30) -> tuple[np.ndarray, np.ndarray]
 def tiny_layout(root: Path, train: int = 60, validation: int = 60, test: int = 50) -> Layout:
     """A repository root whose data/processed holds small train, validation and test splits."""
     layout = Layout(root)
-    save_splits({"train": digits(train, 1), "validation": digits(validation, 2), "test": digits(test, 3)},
-                layout.processed)
+    save_splits(
+        {"train": digits(train, 1), "validation": digits(validation, 2), "test": digits(test, 3)}, layout.processed
+    )
     return layout
 
 
 def tiny_params(experiment: str = "tiny", registry: dict | None = None, **model: object) -> Params:
     """The shipped params.yaml with one model, `mlp`: small, a few epochs, with `model`'s keys over it."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    mlp = raw["models"]["mlp"] | {"hidden_units": [32], "epochs": 2, "batch_size": 20, "lr_schedule": "constant",
-                                  "learning_rate": 0.003, "early_stopping_patience": 0}
+    mlp = raw["models"]["mlp"] | {
+        "hidden_units": [32],
+        "epochs": 2,
+        "batch_size": 20,
+        "lr_schedule": "constant",
+        "learning_rate": 0.003,
+        "early_stopping_patience": 0,
+    }
     raw["models"] = {"mlp": mlp | model}
     raw["data"] |= {"validation_size": 60, "train_size": 60}
     raw["mlflow"]["experiment"] = experiment

@@ -17,7 +17,10 @@ def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--mnist", str(mnist_dir), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     took = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -32,17 +35,30 @@ def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
     # within the time this test measured around the whole run.
     assert 0 < pair["stage_fit_s"] < pair["stage_wall_s"] and 0 < pair["bare_fit_s"] < pair["bare_wall_s"]
     assert pair["stage_epochs"] == mlp["epochs_trained"]
-    timed = (results["full"]["dvc_repro_s"] + pair["stage_wall_s"] + pair["bare_wall_s"] + sum(results["noop_repro_s"])
-             + sum(t for times in results["startup"].values() for t in times)
-             + sum(run["wall_s"] for run in results["preprocess"]))
+    timed = (
+        results["full"]["dvc_repro_s"]
+        + pair["stage_wall_s"]
+        + pair["bare_wall_s"]
+        + sum(results["noop_repro_s"])
+        + sum(t for times in results["startup"].values() for t in times)
+        + sum(run["wall_s"] for run in results["preprocess"])
+    )
     assert timed < results["total_s"] < took
     assert all(t > 0 for t in results["noop_repro_s"] + results["logging"]["sqlite"] + results["logging"]["server"])
 
     report = out.read_text()
-    for target in ("mlp test accuracy ≥ 0.986", "mlp train stage ≤ 1.10 × bare Keras", "MLflow logging ≤ 3 %",
-                   "no-op `dvc repro` ≤ 2 s", "`--help` ≤ 0.5 s", "peak RSS of any stage ≤ 1.5 GiB",
-                   "each non-training stage ≤ 6 s", "cores busy in fit", "mlp fit per epoch ≤ 2.0 × compute floor",
-                   "`dvc repro` from scratch (the pipeline) ≤ 2.5 min"):
+    for target in (
+        "mlp test accuracy ≥ 0.986",
+        "mlp train stage ≤ 1.10 × bare Keras",
+        "MLflow logging ≤ 3 %",
+        "no-op `dvc repro` ≤ 2 s",
+        "`--help` ≤ 0.5 s",
+        "peak RSS of any stage ≤ 1.5 GiB",
+        "each non-training stage ≤ 6 s",
+        "cores busy in fit",
+        "mlp fit per epoch ≤ 2.0 × compute floor",
+        "`dvc repro` from scratch (the pipeline) ≤ 2.5 min",
+    ):
         assert target in report
     assert "QUICK" in report.splitlines()[0]
 
@@ -53,10 +69,10 @@ def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
     assert set(results["levers"]) == {"baseline: float32, 1 step per execution", "bfloat16 + steps_per_execution 16"}
     for [lever] in results["levers"].values():
         assert len(lever["epoch_s"]) == 1 and 0 < lever["epoch_s"][0] < results["total_s"]
-    levers = report[report.index("## Speed levers"):]
+    levers = report[report.index("## Speed levers") :]
     assert "| baseline: float32, 1 step per execution |" in levers
     # The report shows the recorded samples: the pair's stage and bare wall times, and their ratio.
-    pairs = report[report.index("## Train stage vs a bare Keras script"):]
+    pairs = report[report.index("## Train stage vs a bare Keras script") :]
     row = next(line for line in pairs.splitlines() if line.startswith("| mlp |"))
     stage_s, bare_s, ratio = (float(cell.split()[0]) for cell in row.split("|")[2:5])
     assert stage_s == pytest.approx(pair["stage_wall_s"], abs=0.05)

@@ -33,7 +33,7 @@ class Report:
     @classmethod
     def read(cls, text: str) -> "Report":
         assert text.startswith(MARKER + "\n"), text[:200]
-        parts = re.split(r"^(### .*)$", text, flags=re.M)
+        parts = re.split(r"^(### .*)$", text, flags=re.MULTILINE)
         top, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
         lines = [line for line in top.splitlines()[1:] if line]
         tables = {name: rows(body) for name, body in sections.items()}
@@ -41,10 +41,16 @@ class Report:
         metrics = {tuple(cells[:2]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
         assert bool(params) == ("No parameter differs from the base." not in sections["### Parameters changed"])
         assert bool(metrics) == ("No metric differs from the base." not in sections["### Metrics vs the base"])
-        return cls(heading=lines[0], summary=lines[1], sides=lines[2], notes=[line for line in lines if line.startswith("> ")],
-                   stages={cells[0].strip("`"): cells[1] for cells in tables["### Stages"]}, params=params,
-                   metrics=metrics, sections={k: v for k, v in sections.items() if k.split()[1] in MODELS})
-
+        return cls(
+            heading=lines[0],
+            summary=lines[1],
+            sides=lines[2],
+            notes=[line for line in lines if line.startswith("> ")],
+            stages={cells[0].strip("`"): cells[1] for cells in tables["### Stages"]},
+            params=params,
+            metrics=metrics,
+            sections={k: v for k, v in sections.items() if k.split()[1] in MODELS},
+        )
 
 
 def rows(markdown: str) -> list[list[str]]:
@@ -53,14 +59,11 @@ def rows(markdown: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
 
 
-
 MODELS = ("logistic", "mlp")
-
 
 
 def headline(repo: Path, model: str) -> dict[str, float]:
     return json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
-
 
 
 def ci_report(repo: Path, base: str, *args: str) -> tuple[Report, list[str]]:
@@ -69,7 +72,6 @@ def ci_report(repo: Path, base: str, *args: str) -> tuple[Report, list[str]]:
     report = (repo / "out/report.md").read_text()
     assert "nan" not in report and "None" not in report
     return Report.read(report), stages_run(done.stderr)
-
 
 
 @pytest.mark.e2e
@@ -100,15 +102,26 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert ran == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
     assert report.heading == f"## Retrain report: workspace (HEAD `{head}`) vs `HEAD` (`{head}`)"
     assert report.summary == "**Retrained:** mlp."
-    assert report.sides == ("Parameters and metrics on each side are as its `dvc.lock` records them: the base's as "
-                            f"committed in `HEAD` (`{head}`), the workspace's after this `dvc repro`.")
-    assert report.stages == {"check_params": "ran", "download": "up to date", "preprocess": "up to date",
-                             "train@logistic": "up to date", "train@mlp": "ran",
-                             "evaluate@logistic": "up to date", "evaluate@mlp": "ran", "summarize": "ran"}
+    assert report.sides == (
+        "Parameters and metrics on each side are as its `dvc.lock` records them: the base's as "
+        f"committed in `HEAD` (`{head}`), the workspace's after this `dvc repro`."
+    )
+    assert report.stages == {
+        "check_params": "ran",
+        "download": "up to date",
+        "preprocess": "up to date",
+        "train@logistic": "up to date",
+        "train@mlp": "ran",
+        "evaluate@logistic": "up to date",
+        "evaluate@mlp": "ran",
+        "summarize": "ran",
+    }
     assert report.params == {"models.mlp.learning_rate": (old_rate, "0.01")}
-    assert report.notes == [f"> `HEAD` (`{head}`) changed its params without a `dvc repro` "
-                            "(`models.mlp.learning_rate`): its `dvc.lock` and metrics are still those of the values "
-                            "before, which the base column shows."]
+    assert report.notes == [
+        f"> `HEAD` (`{head}`) changed its params without a `dvc repro` "
+        "(`models.mlp.learning_rate`): its `dvc.lock` and metrics are still those of the values "
+        "before, which the base column shows."
+    ]
     after = headline(repo, "mlp")
     assert after["accuracy"] != before["mlp"]["accuracy"]
     old, new, change = report.metrics["reports/metrics.json", "accuracy.mlp"]
@@ -122,8 +135,9 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert f"Test accuracy {after['accuracy']:.4f}, macro F1 " in section
     with open(Layout(repo).eval_dir("mlp") / "per_class.csv", newline="") as f:
         per_class = list(csv.DictReader(f))
-    assert [r[:3] for r in rows(section)] == [[r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"]
-                                               for r in per_class]
+    assert [r[:3] for r in rows(section)] == [
+        [r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"] for r in per_class
+    ]
     image = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section).group(1)
     assert (repo / "out" / image).resolve() == (Layout(repo).eval_dir("mlp") / "confusion_matrix.png").resolve()
     first = report
@@ -168,14 +182,12 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert unreadable and rows(table)[0][2] == "-"
 
 
-
 def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
     repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "ci"))
     done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "no-such-branch", check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: --base no-such-branch: no such commit")
     assert not (repo / "reports").exists()
-
 
 
 @pytest.mark.slow  # starts an MLflow server
@@ -190,4 +202,3 @@ def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeyp
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("http://", "http://ci:s3cret@") + "/")
         link = run_link(tmp_path, tmp_path)
     assert link == f"[`{run_id}`]({url}/#/experiments/{experiment_id}/runs/{run_id})"
-

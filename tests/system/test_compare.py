@@ -18,8 +18,9 @@ HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
 
 
 def compare(repo, *args, check=True, columns=120):
-    return sh(repo, "python", "-m", "mnist_pipeline", "compare", *args, check=check,
-              env=repo_env(repo, COLUMNS=str(columns)))
+    return sh(
+        repo, "python", "-m", "mnist_pipeline", "compare", *args, check=check, env=repo_env(repo, COLUMNS=str(columns))
+    )
 
 
 def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
@@ -50,6 +51,7 @@ def differing(runs) -> set[str]:
 
 # On the store `dvc repro` filled (other tests may add runs to it: nothing here counts on how many).
 
+
 def test_the_leaderboard_ranks_every_finished_run_and_shows_only_the_params_that_differ(trained_repo):
     table = pd.read_csv(io.StringIO(compare(trained_repo, "--format", "csv").stdout), dtype=str, keep_default_na=False)
     runs = {run.info.run_id: run for run in finished_runs(trained_repo)}
@@ -70,8 +72,11 @@ def test_filter_by_model_sort_by_any_metric_and_markdown(trained_repo):
     assert set(only_mlp["model"]) == {"mlp"}
     by_loss = pd.read_csv(io.StringIO(compare(trained_repo, "--sort-by", "test_log_loss", "--format", "csv").stdout))
     assert by_loss["test_log_loss"].is_monotonic_increasing  # lower is better for a loss
-    by_recall = pd.read_csv(io.StringIO(compare(trained_repo, "--sort-by", "recall_3", "--ascending",
-                                                "--limit", "1", "--format", "csv").stdout))
+    by_recall = pd.read_csv(
+        io.StringIO(
+            compare(trained_repo, "--sort-by", "recall_3", "--ascending", "--limit", "1", "--format", "csv").stdout
+        )
+    )
     lowest = min(run.data.metrics["recall_3"] for run in finished_runs(trained_repo))
     assert len(by_recall) == 1 and by_recall["recall_3"][0] == lowest
     markdown = compare(trained_repo, "--format", "markdown").stdout.splitlines()
@@ -102,8 +107,12 @@ TRIAL = "mlp-nov-trial-0"  # a tuning trial's run: validation scores only, never
 
 def log_run(client, experiment_id, model, name, params, metrics, status="FINISHED"):
     run = client.create_run(experiment_id, run_name=name, tags={"model": model})
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()], tags=[RunTag("dvc.stage", "x")])
+    client.log_batch(
+        run.info.run_id,
+        params=[Param(k, v) for k, v in params.items()],
+        metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+        tags=[RunTag("dvc.stage", "x")],
+    )
     if status != "RUNNING":
         client.set_terminated(run.info.run_id, status)
     return run.info.run_id
@@ -131,8 +140,14 @@ def store(tmp_path_factory):
         if size != 400:
             metrics["test_macro_recall"] = accuracy - 0.02
         log_run(client, sweep, "mlp", name, logged_params(params, "mlp", train_size=size), metrics)
-    log_run(client, sweep, "logistic", "logistic-all", logged_params(params, "logistic", train_size=None),
-            {"test_accuracy": 0.92, "test_macro_precision": 0.92, "test_macro_recall": 0.92, "test_log_loss": 0.3})
+    log_run(
+        client,
+        sweep,
+        "logistic",
+        "logistic-all",
+        logged_params(params, "logistic", train_size=None),
+        {"test_accuracy": 0.92, "test_macro_precision": 0.92, "test_macro_recall": 0.92, "test_log_loss": 0.3},
+    )
     trial = log_run(client, sweep, "mlp", TRIAL, logged_params(params, "mlp", seed=3), {"trial_val_loss": 0.05})
     client.set_tag(trial, "tune.study", "mlp-nov")
     log_run(client, sweep, "mlp", "mlp-failed", logged_params(params, "mlp", seed=7), {"test_accuracy": 0.99}, "FAILED")
@@ -142,8 +157,11 @@ def store(tmp_path_factory):
 
 
 def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
-    runs = {run.info.run_name: run for run in finished_runs(store, SWEPT)
-            if run.data.tags["model"] == "mlp" and run.info.run_name != TRIAL}
+    runs = {
+        run.info.run_name: run
+        for run in finished_runs(store, SWEPT)
+        if run.data.tags["model"] == "mlp" and run.info.run_name != TRIAL
+    }
     out = {fmt: compare(store, "--model", "mlp", "--format", fmt).stdout for fmt in ("text", "markdown", "csv")}
     assert not [fmt for fmt, text in out.items() if "nan" in text.lower()]
     header, rows, rest = read_text(out["text"])
@@ -173,7 +191,7 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
     assert rest == [] and header[-1] == "run_id" and len(rows) == 4
     # Both models: the swept param first, then those that tell the models apart; a param that some
     # runs lack differs; those equal in every run (epochs, seed, data.seed, ...) are not there.
-    params = header[3:header.index("test_accuracy")]
+    params = header[3 : header.index("test_accuracy")]
     assert params[0] == "data.train_size"
     assert {"dropout", "hidden_units", "type", "early_stopping_patience"} <= set(params)
     assert not {"epochs", "seed", "data.seed", "data.validation_size", "optimizer", "model"} & set(params)
@@ -193,10 +211,13 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
 
 def test_an_empty_result_is_one_line_and_exit_0(store):
     done = compare(store, "--model", "cnn")  # its only run is still running
-    assert done.stdout == f"no finished runs of model 'cnn' in experiment '{SWEPT}'; " \
-                          "models with finished runs there: logistic, mlp\n"
+    assert (
+        done.stdout == f"no finished runs of model 'cnn' in experiment '{SWEPT}'; "
+        "models with finished runs there: logistic, mlp\n"
+    )
     done = compare(store, "--model", "cnn", "--format", "csv")
     assert done.stdout == "" and done.stderr.startswith("no finished runs of model 'cnn'")
     done = compare(store, "--experiment", "waiting", "--format", "markdown")
-    assert done.stdout == "" and done.stderr == ("no finished runs in experiment 'waiting' yet; "
-                                                 "run the pipeline first (dvc repro)\n")
+    assert done.stdout == "" and done.stderr == (
+        "no finished runs in experiment 'waiting' yet; run the pipeline first (dvc repro)\n"
+    )

@@ -11,8 +11,8 @@ from tests.unit.test_config import EXPERIMENTS_PAGE, quoted_errors
 def page_session(page: Path, command: str) -> list[str]:
     """The output `page` shows under `$ command`, up to the end of its code block."""
     text = page.read_text()
-    block = text[text.index(f"$ {command}\n") + len(command) + 3:]
-    return block[:block.index("```")].splitlines()
+    block = text[text.index(f"$ {command}\n") + len(command) + 3 :]
+    return block[: block.index("```")].splitlines()
 
 
 @pytest.mark.slow  # a git + DVC repository and five `dvc exp` commands: 10-20 s
@@ -37,8 +37,9 @@ def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tm
     assert (repo / "params.yaml").read_text() == shipped
     sh(repo, "dvc", "queue", "remove", "--all")
 
-    done = subprocess.run(command.split(), cwd=repo, env=repo_env(repo), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        command.split(), cwd=repo, env=repo_env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert done.returncode != 0
     # As docs/experiments.md shows it, but for the experiment's name, which DVC draws at random, and DVC's
     # warnings that it has no outputs to restore: this repository never ran the pipeline.

@@ -1,7 +1,6 @@
 """A damaged file the pipeline reads (cut short, overwritten, edited) gets one line naming the file
 and the command that restores it, never a traceback: the model, a data split, the run file."""
 
-
 import shutil
 
 import pytest
@@ -21,26 +20,43 @@ def stage_folder(trained_repo, tmp_path):
     return folder.resolve()
 
 
-
 STAGE_CASES = [
-    ("train", "data/processed/train.npz", cut_in_half,
-     "not a readable split (BadZipFile: File is not a zip file); restore it with `dvc checkout data/processed` "
-     "or rebuild it with `dvc repro -f preprocess`"),
-    ("evaluate", "models/mlp/model.keras", lambda p: p.write_bytes(b"garbage " * 100),
-     "not a Keras model file (a .keras file is a zip archive; this one is damaged or cut short); " + RESTORE_MODEL),
-    ("evaluate", "models/mlp/mlflow_run.json", lambda p: p.write_text("run_id: 123\n"),
-     "not the run file the train stage writes (Expecting value: line 1 column 1 (char 0)); restore it with "
-     "`dvc checkout models/mlp` or retrain with `dvc repro -f train@mlp`"),
+    (
+        "train",
+        "data/processed/train.npz",
+        cut_in_half,
+        "not a readable split (BadZipFile: File is not a zip file); restore it with `dvc checkout data/processed` "
+        "or rebuild it with `dvc repro -f preprocess`",
+    ),
+    (
+        "evaluate",
+        "models/mlp/model.keras",
+        lambda p: p.write_bytes(b"garbage " * 100),
+        "not a Keras model file (a .keras file is a zip archive; this one is damaged or cut short); " + RESTORE_MODEL,
+    ),
+    (
+        "evaluate",
+        "models/mlp/mlflow_run.json",
+        lambda p: p.write_text("run_id: 123\n"),
+        "not the run file the train stage writes (Expecting value: line 1 column 1 (char 0)); restore it with "
+        "`dvc checkout models/mlp` or retrain with `dvc repro -f train@mlp`",
+    ),
 ]
-
 
 
 @pytest.mark.parametrize(("stage", "damaged", "damage", "expected"), STAGE_CASES, ids=[c[1] for c in STAGE_CASES])
 def test_a_damaged_input_stops_the_stage_with_one_line(trained_repo, stage_folder, stage, damaged, damage, expected):
     damage(stage_folder / damaged)
-    done = sh(stage_folder, "python", "-m", "mnist_pipeline", stage, "mlp", check=False,
-              env=repo_env(REPO, MLFLOW_TRACKING_URI=store_uri(trained_repo)))
+    done = sh(
+        stage_folder,
+        "python",
+        "-m",
+        "mnist_pipeline",
+        stage,
+        "mlp",
+        check=False,
+        env=repo_env(REPO, MLFLOW_TRACKING_URI=store_uri(trained_repo)),
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     # The last line is ours; TensorFlow's start-up lines may come before it.
     assert done.stderr.strip().splitlines()[-1] == f"error: {stage_folder / damaged}: {expected}"
-

@@ -17,13 +17,24 @@ from tests.support.tiny import store_uri, tiny_layout, tiny_params
 
 # Plain SGD at the highest learning rate params.yaml allows: on the tiny digits the loss turns NaN in
 # the second epoch (what `train mlp --optimizer sgd --learning_rate 10` does on MNIST, in seconds).
-DIVERGING = ["--optimizer", "sgd", "--learning_rate", "10", "--activation", "elu", "--hidden_units", "[256, 256]",
-             "--epochs", "5"]
+DIVERGING = [
+    "--optimizer",
+    "sgd",
+    "--learning_rate",
+    "10",
+    "--activation",
+    "elu",
+    "--hidden_units",
+    "[256, 256]",
+    "--epochs",
+    "5",
+]
 
-ONE_LINE = re.compile(r"error: mlp diverged at epoch (\d+)(?:, by batch (\d+))?: the (training|validation) loss is "
-                      r"(nan|inf|-inf); the learning rate \(10 with sgd\) is likely too high: lower "
-                      r"models\.mlp\.learning_rate and train again; no model was saved")
-
+ONE_LINE = re.compile(
+    r"error: mlp diverged at epoch (\d+)(?:, by batch (\d+))?: the (training|validation) loss is "
+    r"(nan|inf|-inf); the learning rate \(10 with sgd\) is likely too high: lower "
+    r"models\.mlp\.learning_rate and train again; no model was saved"
+)
 
 
 @pytest.mark.slow  # a train stage of its own: 13-23 s
@@ -32,12 +43,19 @@ def test_a_diverging_train_stage_fails_in_one_line_and_keeps_the_previous_model(
     params = tiny_params(epochs=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     good_run = train("mlp", params, layout)  # the previous training, which the failed one must leave whole
-    before = {path: hashlib.sha256(path.read_bytes()).hexdigest()
-              for path in (*layout.model_dir("mlp").iterdir(), layout.history("mlp"))}
+    before = {
+        path: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in (*layout.model_dir("mlp").iterdir(), layout.history("mlp"))
+    }
 
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "--params", str(tmp_path / "params.yaml"), "train",
-                           "mlp", *DIVERGING], cwd=tmp_path, env=repo_env(REPO), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--params", str(tmp_path / "params.yaml"), "train", "mlp", *DIVERGING],
+        cwd=tmp_path,
+        env=repo_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -52,11 +70,17 @@ def test_a_diverging_train_stage_fails_in_one_line_and_keeps_the_previous_model(
     assert not list(tmp_path.glob("models/.*")) and not list(tmp_path.glob("reports/history/.*")), "temporary files"
 
     client = MlflowClient(store_uri(layout))
-    [failed] = [run for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-                if run.info.run_id != good_run]
+    [failed] = [
+        run
+        for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        if run.info.run_id != good_run
+    ]
     assert failed.info.status == "FAILED"
     # The epochs before the divergence were logged; nothing of the diverged one, and no model.
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "loss")] == list(range(1, epoch))
-    assert client.search_logged_models([failed.info.experiment_id],
-                                       filter_string=f"source_run_id = '{failed.info.run_id}'") == []
-
+    assert (
+        client.search_logged_models(
+            [failed.info.experiment_id], filter_string=f"source_run_id = '{failed.info.run_id}'"
+        )
+        == []
+    )

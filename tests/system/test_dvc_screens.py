@@ -17,8 +17,11 @@ from tests.support.harness import REPO, make_repo, repo_env, sh, small_params
 pytestmark = pytest.mark.e2e
 MODELS = ("logistic", "mlp")
 # The versions `dvc plots show` loads from a CDN (dvc_render.vega.VegaRenderer.SCRIPTS).
-VEGA = {"vega": ("5.20.2", "vega.min.js"), "vega-lite": ("5.2.0", "vega-lite.min.js"),
-        "vega-embed": ("6.18.2", "vega-embed.min.js")}
+VEGA = {
+    "vega": ("5.20.2", "vega.min.js"),
+    "vega-lite": ("5.2.0", "vega-lite.min.js"),
+    "vega-embed": ("6.18.2", "vega-embed.min.js"),
+}
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -123,9 +126,22 @@ def vega_scripts(tmp_path_factory) -> dict[str, str]:
             pytest.fail("npm is missing: install Node.js (apt-get install nodejs npm) to render DVC's plots page")
         folder.mkdir(parents=True, exist_ok=True)
         packages = [f"{name}@{version}" for name, (version, _) in VEGA.items()]
-        done = subprocess.run([npm, "install", "--prefix", str(folder), "--no-save", "--no-package-lock",
-                               "--no-audit", "--no-fund", "--legacy-peer-deps", *packages],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(folder),
+                "--no-save",
+                "--no-package-lock",
+                "--no-audit",
+                "--no-fund",
+                "--legacy-peer-deps",
+                *packages,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
     return {name: str(path) for name, path in paths.items()}
 

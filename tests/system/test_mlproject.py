@@ -12,7 +12,6 @@ def artifact_paths(client, run_id, path=None) -> set[str]:
     return found
 
 
-
 def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(trained_repo):
     repo = trained_repo
     client = MlflowClient(store_uri(repo))
@@ -22,8 +21,24 @@ def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(traine
         return client.search_runs([experiment.experiment_id], "tags.model = 'mlp'", order_by=["attributes.start_time"])
 
     from_dvc = mlp_runs()[0]
-    sh(repo, "mlflow", "run", ".", "-e", "train", "-P", "model=mlp", "-P", "epochs=2", "-P", "dropout=0.3",
-       "--env-manager", "local", "--experiment-name", TRAINED_EXPERIMENT)
+    sh(
+        repo,
+        "mlflow",
+        "run",
+        ".",
+        "-e",
+        "train",
+        "-P",
+        "model=mlp",
+        "-P",
+        "epochs=2",
+        "-P",
+        "dropout=0.3",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        TRAINED_EXPERIMENT,
+    )
     from_mlflow_run = mlp_runs()[-1]
 
     assert from_mlflow_run.info.status == "FINISHED"
@@ -34,15 +49,29 @@ def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(traine
     assert set(from_mlflow_run.data.metrics) == set(from_dvc.data.metrics)
     assert artifact_paths(client, from_mlflow_run.info.run_id) == artifact_paths(client, from_dvc.info.run_id)
     assert {"model", "git.commit", "git.dirty"} <= set(from_mlflow_run.data.tags)
-    logged = client.search_logged_models([experiment.experiment_id],
-                                         filter_string=f"source_run_id = '{from_mlflow_run.info.run_id}'")
+    logged = client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"source_run_id = '{from_mlflow_run.info.run_id}'"
+    )
     assert len(logged) == 1
 
 
-
 def test_a_bad_override_stops_mlflow_run_with_the_params_error(trained_repo):
-    done = sh(trained_repo, "mlflow", "run", ".", "-e", "train", "-P", "model=mlp", "-P", "epochs=ten",
-              "--env-manager", "local", "--experiment-name", TRAINED_EXPERIMENT, check=False)
+    done = sh(
+        trained_repo,
+        "mlflow",
+        "run",
+        ".",
+        "-e",
+        "train",
+        "-P",
+        "model=mlp",
+        "-P",
+        "epochs=ten",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        TRAINED_EXPERIMENT,
+        check=False,
+    )
     assert done.returncode != 0
     assert "error: override: models.mlp.epochs = 'ten': Input should be a valid integer" in done.stderr
-

@@ -24,8 +24,14 @@ FIRST_REPRO = "first_repro"  # untracked, like first_repro.log
 def repo(tmp_path_factory, mnist_dir):
     root = make_repo(tmp_path_factory.mktemp("pipeline"), small_params(mnist_dir, EXPERIMENT))
     # Python lists every module each stage imports (on stderr, kept in order with DVC's own lines).
-    first = subprocess.run(["dvc", "repro"], cwd=root, env=repo_env(root, PYTHONPROFILEIMPORTTIME="1"),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.run(
+        ["dvc", "repro"],
+        cwd=root,
+        env=repo_env(root, PYTHONPROFILEIMPORTTIME="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert first.returncode == 0, first.stdout[-5000:]
     root.joinpath("first_repro.log").write_text(first.stdout)
     # What the first repro left (its runs, the model ids in models/, the evaluation reports), for the
@@ -34,9 +40,14 @@ def repo(tmp_path_factory, mnist_dir):
     experiment = client.get_experiment_by_name(EXPERIMENT)
     for model in ("logistic", "mlp"):
         shutil.copytree(Layout(root).eval_dir(model), root / FIRST_REPRO / model)
-    (root / FIRST_REPRO / "runs.json").write_text(json.dumps({
-        "runs": [run.info.run_id for run in client.search_runs([experiment.experiment_id])],
-        "model_ids": {model: read_model_id(Layout(root).model_dir(model)) for model in ("logistic", "mlp")}}))
+    (root / FIRST_REPRO / "runs.json").write_text(
+        json.dumps(
+            {
+                "runs": [run.info.run_id for run in client.search_runs([experiment.experiment_id])],
+                "model_ids": {model: read_model_id(Layout(root).model_dir(model)) for model in ("logistic", "mlp")},
+            }
+        )
+    )
     return root
 
 
@@ -74,8 +85,10 @@ def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
     assert set(ran) == set(locked)
     for name, files in ran.items():
         declared = {dep["path"] for dep in locked[name]["deps"] if dep["path"].startswith("src/")}
-        assert declared == files, (f"{name}: runs but does not declare {sorted(files - declared)}; "
-                                   f"declares but does not run {sorted(declared - files)}")
+        assert declared == files, (
+            f"{name}: runs but does not declare {sorted(files - declared)}; "
+            f"declares but does not run {sorted(declared - files)}"
+        )
 
 
 def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
@@ -96,7 +109,10 @@ def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
         on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
         assert {name: table[name][model] for name in on_disk} == on_disk
     assert json.loads((Layout(repo).data_reports / "summary.json").read_text())["images"] == {
-        "train": 400, "validation": 100, "test": 10000}
+        "train": 400,
+        "validation": 100,
+        "test": 10000,
+    }
 
 
 def test_mlflow_holds_one_complete_run_per_model(repo, client):
@@ -121,11 +137,17 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         assert digit_3[0] == "3" and metrics["precision_3"] == float(digit_3[1])
         assert {"recall_9", "test_log_loss", "fit_seconds"} <= set(metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-        assert {"evaluation/confusion_matrix.png", "evaluation/misclassified.png", "evaluation/per_class.csv",
-                "evaluation/classification_report.txt"} <= artifacts
+        assert {
+            "evaluation/confusion_matrix.png",
+            "evaluation/misclassified.png",
+            "evaluation/per_class.csv",
+            "evaluation/classification_report.txt",
+        } <= artifacts
         contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
         assert contexts == {"training", "validation", "test"}
-        logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
+        logged = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
         assert len(logged) == 1 and logged[0].name == model  # the Models tab lists it by its key
         model_id = logged[0].model_id
         assert first["model_ids"][model] == model_id
@@ -151,7 +173,9 @@ def champion_history(client, model):
     """(accuracy of the champion, number of registered versions) of a model family."""
     name = f"mnist-{model}"
     champion = client.get_model_version_by_alias(name, "champion")
-    return client.get_run(champion.run_id).data.metrics["test_accuracy"], len(client.search_model_versions(f"name='{name}'"))
+    return client.get_run(champion.run_id).data.metrics["test_accuracy"], len(
+        client.search_model_versions(f"name='{name}'")
+    )
 
 
 def test_a_second_repro_runs_nothing(repo, client):

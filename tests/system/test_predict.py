@@ -47,8 +47,16 @@ def test_transparent_png_reads_as_ink_on_paper(test_images):
 
 
 def predict_cli(repo, *args, check=True):
-    return sh(repo, "python", "-m", "mnist_pipeline", "predict", *map(str, args), check=check,
-              env=repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo)))
+    return sh(
+        repo,
+        "python",
+        "-m",
+        "mnist_pipeline",
+        "predict",
+        *map(str, args),
+        check=check,
+        env=repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo)),
+    )
 
 
 def parse(output: str) -> list[tuple[str, int, float]]:
@@ -99,9 +107,16 @@ BAD_INPUTS = [
     ("big.npy", lambda p: np.save(p, np.full((28, 28), 300)), "values from 300 to 300"),
     ("blank.png", lambda p: Image.new("L", (50, 50), 200).save(p), "the image is blank"),
     ("missing.png", lambda p: None, "no such file"),
-    ("huge.png", lambda p: png_of_zeros(p, 13000, 13000), "the image is too large (13000×13000); predict reads at most"),
-    ("zeros.npy", lambda p: np.lib.format.open_memmap(p, "w+", np.uint8, (1_913_266, 28, 28)).flush(),
-     "1,913,266 images of uint8, 1,431 MiB; predict reads at most 256 MiB per file"),
+    (
+        "huge.png",
+        lambda p: png_of_zeros(p, 13000, 13000),
+        "the image is too large (13000×13000); predict reads at most",
+    ),
+    (
+        "zeros.npy",
+        lambda p: np.lib.format.open_memmap(p, "w+", np.uint8, (1_913_266, 28, 28)).flush(),
+        "1,913,266 images of uint8, 1,431 MiB; predict reads at most 256 MiB per file",
+    ),
     ("blank.npy", lambda p: np.save(p, np.zeros((4, 784), np.uint8)), "4 of its 4 images are blank (one colour"),
 ]
 
@@ -119,8 +134,10 @@ def test_bad_inputs_get_one_line_and_exit_2(trained_repo, tmp_path, name, make, 
 def test_a_model_that_is_not_there_gets_one_line_and_exit_2(trained_repo, test_images, tmp_path):
     batch = tmp_path / "one.npy"
     np.save(batch, test_images[0][:1])
-    for source, expected in (("models/cnn", "no model there"),
-                             ("models:/mnist-cnn@champion", "cannot load the model from")):
+    for source, expected in (
+        ("models/cnn", "no model there"),
+        ("models:/mnist-cnn@champion", "cannot load the model from"),
+    ):
         done = predict_cli(trained_repo, batch, "--model", source, check=False)
         # The last line is ours; TensorFlow's start-up lines may come before it.
         last = done.stderr.strip().splitlines()[-1]

@@ -69,7 +69,10 @@ def snapshot(repo) -> dict[str, tuple[str, int]]:
     for top in ("data", "models", "reports"):
         for path in sorted((repo / top).rglob("*")):
             if path.is_file():
-                files[str(path.relative_to(repo))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+                files[str(path.relative_to(repo))] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    path.stat().st_mtime_ns,
+                )
     return files
 
 
@@ -110,16 +113,24 @@ BAD_PARAMS = [
     (lambda p: p.pop("data"), "missing key 'data'"),
     # Hostile input (issue 15). DVC puts a model's name into the stage's shell command: refused
     # before any stage but check_params runs (nothing creates X).
-    (lambda p: p["models"].update({"$(touch X)": {**p["models"]["mlp"], "hidden_units": [32]}}),
-     "models: name '$(touch X)' is not allowed; use a letter, then letters, digits, _ or -"),
+    (
+        lambda p: p["models"].update({"$(touch X)": {**p["models"]["mlp"], "hidden_units": [32]}}),
+        "models: name '$(touch X)' is not allowed; use a letter, then letters, digits, _ or -",
+    ),
     # One object twice: yaml.safe_dump writes it as an anchor and an alias, which DVC reads.
-    (lambda p: p["models"].update(copy=p["models"]["mlp"]),
-     "line 2: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full"),
+    (
+        lambda p: p["models"].update(copy=p["models"]["mlp"]),
+        "line 2: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full",
+    ),
     # preprocess would find this only after DVC had deleted data/processed.
-    (lambda p: p["data"].update(train_size=60_000),
-     "data.validation_size + data.train_size = 60,100: more than the 60,000 MNIST training images"),
-    (lambda p: p["models"]["mlp"].update(hidden_units=[100_000, 100_000]),
-     "models.mlp.hidden_units.0 = 100000: Input should be less than or equal to 16384"),
+    (
+        lambda p: p["data"].update(train_size=60_000),
+        "data.validation_size + data.train_size = 60,100: more than the 60,000 MNIST training images",
+    ),
+    (
+        lambda p: p["models"]["mlp"].update(hidden_units=[100_000, 100_000]),
+        "models.mlp.hidden_units.0 = 100000: Input should be less than or equal to 16384",
+    ),
 ]
 
 
@@ -174,8 +185,15 @@ def test_interrupted_training_ends_its_run_leaves_no_output_and_reruns_cleanly(r
     params["models"]["mlp"] |= {"epochs": 1000, "early_stopping_patience": 0}
     write_params(repo, params)
     lock = locked(repo, "train@mlp")
-    dvc = subprocess.Popen(["dvc", "repro", "train@mlp"], cwd=repo, env=repo_env(repo), start_new_session=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dvc = subprocess.Popen(
+        ["dvc", "repro", "train@mlp"],
+        cwd=repo,
+        env=repo_env(repo),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         run_id = wait_for_first_epoch(repo)
         if how == "SIGTERM to the stage":
@@ -248,13 +266,20 @@ def limit_file_size(max_bytes: int):
     def apply():  # in the child, before exec: writes past the limit fail with EFBIG
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
     return apply
 
 
 def test_a_full_disk_leaves_the_previous_output_whole(repo):
     before = snapshot(repo)
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "preprocess"], cwd=repo, env=repo_env(repo),
-                          capture_output=True, text=True, preexec_fn=limit_file_size(1 << 20))
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "preprocess"],
+        cwd=repo,
+        env=repo_env(repo),
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size(1 << 20),
+    )
     assert done.returncode == 1
     assert "error: cannot write" in done.stderr and "File too large" in done.stderr
     assert snapshot(repo) == before
@@ -271,9 +296,16 @@ def four_workers(repo, tmp_path, env_extra: dict) -> list[subprocess.CompletedPr
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["models"]["mlp"] |= {"seed": seed, "epochs": 3, "early_stopping_patience": 0}
         write_params(worker, params)
-        procs.append(subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "train", "mlp"], cwd=worker,
-                                      env=repo_env(repo, **env_extra), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mnist_pipeline", "train", "mlp"],
+                cwd=worker,
+                env=repo_env(repo, **env_extra),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in procs]
 
 

@@ -17,15 +17,28 @@ def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(tr
     x, _ = load_split(Layout(trained_repo).processed, "test")
     port = free_port()
     # The command docs/registry.md shows, as a user types it.
-    serve = [str(Path(venv_bin()) / "mlflow"), "models", "serve", "-m", "models:/mnist-logistic@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    serve = [
+        str(Path(venv_bin()) / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/mnist-logistic@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo), COLUMNS="120")
     log = tmp_path / "serve.log"
     with running(serve, f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=log):
         for _ in range(2):
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x[:16].tolist()}).encode(),
-                headers={"Content-Type": "application/json"})
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({"inputs": x[:16].tolist()}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 served = np.array(json.load(response)["predictions"])
     # Its log, read as a person would: the requests, and no TensorFlow start-up lines or progress bars.

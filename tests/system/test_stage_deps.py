@@ -58,12 +58,15 @@ def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(train
 TRAIN, EVALUATE = [f"train@{m}" for m in MODELS], [f"evaluate@{m}" for m in MODELS]
 
 
-@pytest.mark.parametrize(("module", "changed", "follow"), [
-    ("stages/preprocess.py", ["preprocess"], [*TRAIN, *EVALUATE, "summarize"]),
-    ("stages/train.py", TRAIN, [*EVALUATE, "summarize"]),
-    ("evaluation/scoring.py", EVALUATE, ["summarize"]),
-    ("stages/summarize.py", ["summarize"], []),
-])
+@pytest.mark.parametrize(
+    ("module", "changed", "follow"),
+    [
+        ("stages/preprocess.py", ["preprocess"], [*TRAIN, *EVALUATE, "summarize"]),
+        ("stages/train.py", TRAIN, [*EVALUATE, "summarize"]),
+        ("evaluation/scoring.py", EVALUATE, ["summarize"]),
+        ("stages/summarize.py", ["summarize"], []),
+    ],
+)
 def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(trained_repo, module, changed, follow):
     """`dvc repro --dry` names the stages whose own deps changed; what follows them runs once their
     outputs change, which --force-downstream shows without training."""

@@ -41,24 +41,30 @@ with active_run(run_name="holder", tags={"model": sys.argv[2]}) as run:
 """
 
 
-
-
 def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen, str]]:
     """Real processes holding RUNNING runs of `models`, once each has said its run id."""
     env = repo_env(REPO)
     check_store(root)  # creates the store's tables once, before the holders race for them
-    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(root), model], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for model in models]
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(root), model],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in models
+    ]
     started = [(holder, holder.stdout.readline().strip()) for holder in holders]
     assert all(run_id for _, run_id in started), [holder.stderr.read() for holder, _ in started]
     return started
 
 
-
 @pytest.mark.slow  # starts several processes that import MLflow: seconds each
 def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_and_by_the_command(store):
     (dead_mlp, dead_id), (live, live_id), (dead_logistic, logistic_id) = start_holders(
-        store, ["mlp", "mlp", "logistic"])
+        store, ["mlp", "mlp", "logistic"]
+    )
     try:
         for holder in (dead_mlp, dead_logistic):
             holder.kill()  # SIGKILL: no handler runs, the run is left as it was
@@ -79,14 +85,14 @@ def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_a
         done = sh(store, sys.executable, "-m", "mnist_pipeline", "mark-dead-runs", env=repo_env(REPO))
         assert done.stdout.splitlines() == [
             f"holders  logistic  holder  {logistic_id}: KILLED, its process (pid {dead_logistic.pid} on "
-            f"{processes.host()}) is gone"]
+            f"{processes.host()}) is gone"
+        ]
         assert status(client, logistic_id) == "KILLED" and status(client, live_id) == "RUNNING"
         again = sh(store, sys.executable, "-m", "mnist_pipeline", "mark-dead-runs", env=repo_env(REPO))
         assert again.stdout == "no RUNNING run has a dead process\n"
     finally:
         live.kill()
         live.wait()
-
 
 
 # --- real stages ---------------------------------------------------------------------------
@@ -100,15 +106,19 @@ def repo(tmp_path_factory, mnist_dir):
     return root
 
 
-
 def train(repo: Path, *overrides: str) -> subprocess.Popen:
     """`train mlp` started; its output goes to a file (a pipe nobody reads would stop it when full)."""
     with open(repo / f"train-{time.monotonic_ns()}.log", "w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "train", "mlp", *overrides], cwd=repo,
-                                   env=repo_env(repo), stdout=log, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_pipeline", "train", "mlp", *overrides],
+            cwd=repo,
+            env=repo_env(repo),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     process.log = Path(log.name)
     return process
-
 
 
 def wait_for_epoch(repo: Path, pid: int, log: Path | None = None, timeout_s: float = 180) -> str:
@@ -118,12 +128,12 @@ def wait_for_epoch(repo: Path, pid: int, log: Path | None = None, timeout_s: flo
     while time.monotonic() < deadline:
         experiment = client.get_experiment_by_name(EXPERIMENT)
         found = experiment and client.search_runs(
-            [experiment.experiment_id], f"tags.`process.pid` = '{pid}' and attributes.status = 'RUNNING'")
+            [experiment.experiment_id], f"tags.`process.pid` = '{pid}' and attributes.status = 'RUNNING'"
+        )
         if found and client.get_metric_history(found[0].info.run_id, "val_loss"):
             return found[0].info.run_id
         time.sleep(0.5)
     raise AssertionError(f"process {pid} never logged an epoch:\n{log.read_text()[-3000:] if log else ''}")
-
 
 
 @pytest.mark.e2e
@@ -151,10 +161,8 @@ def test_a_killed_train_stage_is_marked_by_the_next_and_a_live_one_is_left_runni
     assert status(client, live_run) == "KILLED"
 
 
-
 def locked(repo: Path, stage: str) -> dict | None:
     return yaml.safe_load((repo / "dvc.lock").read_text())["stages"].get(stage)
-
 
 
 @contextmanager
@@ -167,14 +175,22 @@ def endless_training_under_dvc(repo: Path, shell: str):
     write_params(repo, params)
     log = repo / f"repro-{Path(shell).name}-{time.monotonic_ns()}.log"
     with open(log, "w") as out:
-        dvc = subprocess.Popen(["dvc", "repro", "train@mlp"], cwd=repo, env=repo_env(repo, SHELL=shell),
-                               start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        dvc = subprocess.Popen(
+            ["dvc", "repro", "train@mlp"],
+            cwd=repo,
+            env=repo_env(repo, SHELL=shell),
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     trainer = None
     try:
         deadline = time.monotonic() + 120
         while trainer is None and time.monotonic() < deadline and dvc.poll() is None:
-            trainer = next((p for p in psutil.Process(dvc.pid).children(recursive=True)
-                            if p.cmdline()[-2:] == ["train", "mlp"]), None)
+            trainer = next(
+                (p for p in psutil.Process(dvc.pid).children(recursive=True) if p.cmdline()[-2:] == ["train", "mlp"]),
+                None,
+            )
             time.sleep(0.2)
         assert trainer is not None, f"the train stage never started:\n{log.read_text()}"
         yield dvc, trainer, wait_for_epoch(repo, trainer.pid, log), log
@@ -185,7 +201,6 @@ def endless_training_under_dvc(repo: Path, shell: str):
             os.killpg(dvc.pid, signal.SIGKILL)
             dvc.wait()
         (repo / "params.yaml").write_text(original)
-
 
 
 @pytest.mark.e2e
@@ -209,7 +224,6 @@ def test_killing_dvc_repro_stops_its_training_stage(repo, shell):
     assert locked(repo, "train@mlp") == lock  # DVC recorded nothing of the stage
 
 
-
 # --- copied and moved repositories ---------------------------------------------------------
 def store_with_a_run(root: Path, experiment: str = "moving") -> str:
     """A project store at `root` holding one run with an artifact, as the stages leave it."""
@@ -222,11 +236,9 @@ def store_with_a_run(root: Path, experiment: str = "moving") -> str:
     return run.info.run_id
 
 
-
 def fixes(message: str) -> list[str]:
     """The commands an error message offers, in order."""
     return re.findall(r"\(((?:cd|mkdir) [^()]+)\)", message) + re.findall(r"export \S+=\S+", message)
-
 
 
 # A new command after the fix (MLflow keeps a store's connection open for the rest of a process).
@@ -245,14 +257,13 @@ print(run.info.artifact_uri)
 """
 
 
-
 def logs_here(root: Path, **env: str) -> Path:
     """Open a run in the store at `root` and log an artifact; the file it wrote, resolved."""
-    done = subprocess.run([sys.executable, "-c", LOGGER, str(root)], env=repo_env(REPO, **env), capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGER, str(root)], env=repo_env(REPO, **env), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip().removeprefix("file://"), "note.txt").resolve(strict=True)
-
 
 
 @pytest.mark.slow  # starts several processes that import MLflow: seconds each
@@ -268,13 +279,13 @@ def test_a_moved_repository_refuses_to_log_until_its_old_path_is_linked(tmp_path
         f"the MLflow store {moved / 'mlflow.db'} keeps experiment 1's artifacts in {tmp_path / 'before' / 'mlruns'}, "
         f"which is gone: the repository was moved from {tmp_path / 'before'}; fix: link the old artifact folder to "
         f"this one (mkdir -p {tmp_path / 'before'} && ln -s {moved / 'mlruns'} {tmp_path / 'before' / 'mlruns'}), "
-        f"or start a new store here (cd {moved} && mv mlflow.db mlflow.db.moved && mv mlruns mlruns.moved)")
+        f"or start a new store here (cd {moved} && mv mlflow.db mlflow.db.moved && mv mlruns mlruns.moved)"
+    )
 
     subprocess.run(fixes(message)[0], shell=True, check=True)
     assert logs_here(moved).is_relative_to(moved)
     client = MlflowClient(store_uri(moved))  # the old run's artifact is found again
     assert Path(client.download_artifacts(first_run, "note.txt", str(tmp_path))).read_text() == "artifact\n"
-
 
 
 @pytest.mark.slow  # starts several processes that import MLflow: seconds each
@@ -291,7 +302,8 @@ def test_a_copied_repository_refuses_to_log_into_the_original_until_the_fix_it_n
         f"the MLflow store {copy / 'mlflow.db'} keeps experiment 1's artifacts in {original / 'mlruns'}, outside "
         f"this repository: the store was copied from {original}, and new runs would write their models there; "
         f"fix: give this copy a store of its own (cd {copy} && mv mlflow.db mlflow.db.copied && mv mlruns "
-        f"mlruns.copied), or log into the original's: export MLFLOW_TRACKING_URI=sqlite:///{original}/mlflow.db")
+        f"mlruns.copied), or log into the original's: export MLFLOW_TRACKING_URI=sqlite:///{original}/mlflow.db"
+    )
     assert sorted(p.relative_to(original) for p in (original / "mlruns").rglob("*")) == before  # nothing written
 
     command = fixes(message)[fix]
@@ -304,7 +316,6 @@ def test_a_copied_repository_refuses_to_log_into_the_original_until_the_fix_it_n
         assert sorted(p.relative_to(original) for p in (original / "mlruns").rglob("*")) == before
 
 
-
 @pytest.mark.e2e
 def test_training_in_a_copied_repository_stops_in_one_line_before_it_starts(repo, tmp_path):
     store_with_a_run(repo, EXPERIMENT)  # the original's store and artifacts, as a trained repository has them
@@ -315,15 +326,21 @@ def test_training_in_a_copied_repository_stops_in_one_line_before_it_starts(repo
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     runs_before = len(client.search_runs([experiment]))
 
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "train", "mlp"], cwd=copy, env=repo_env(copy),
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "train", "mlp"],
+        cwd=copy,
+        env=repo_env(copy),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [done.stderr.strip().splitlines()[-1]], done.stderr
-    assert errors[0].startswith(f"error: the MLflow store {copy / 'mlflow.db'} keeps experiment {experiment}'s "
-                                f"artifacts in {repo / 'mlruns'}, outside this repository: the store was copied "
-                                f"from {repo}")
+    assert errors[0].startswith(
+        f"error: the MLflow store {copy / 'mlflow.db'} keeps experiment {experiment}'s "
+        f"artifacts in {repo / 'mlruns'}, outside this repository: the store was copied "
+        f"from {repo}"
+    )
     assert "Traceback" not in done.stderr and "Epoch" not in done.stdout + done.stderr
     assert sorted((repo / "mlruns").rglob("*")) == original_artifacts
     assert len(client.search_runs([experiment])) == runs_before
-

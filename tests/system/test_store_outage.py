@@ -36,18 +36,34 @@ class Server:
     def __init__(self, folder: Path):
         self.folder, self.db, self.process, self.starts = folder, folder / "server.db", None, 0
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.cmd = [str(Path(venv_bin()) / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-                    self.url.rsplit(":", 1)[1], "--backend-store-uri", f"sqlite:///{self.db}",
-                    "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+        self.cmd = [
+            str(Path(venv_bin()) / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.url.rsplit(":", 1)[1],
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--workers",
+            "1",
+        ]
 
     def start(self) -> None:
         self.starts += 1
         log = self.folder / f"server-{self.starts}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         with open(log, "wb") as out:  # in a session of its own: the kill takes its workers too
-            self.process = subprocess.Popen(self.cmd, cwd=self.folder, start_new_session=True, stdout=out,
-                                            stderr=subprocess.STDOUT,
-                                            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            self.process = subprocess.Popen(
+                self.cmd,
+                cwd=self.folder,
+                start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            )
         deadline = time.monotonic() + 180
         while True:
             assert self.process.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
@@ -81,9 +97,13 @@ def repo(root: Path, epochs: int) -> Path:
 def start_stage(root: Path, url: str) -> subprocess.Popen:
     """`train mlp` logging to `url`; its stdout (Keras's epoch lines) and stderr (ours) go to files."""
     with open(root / "stdout.log", "w") as out, open(root / "stderr.log", "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "--params", str(root / "params.yaml"), "train",
-                                 "mlp"], cwd=root, stdout=out, stderr=err,
-                                env=repo_env(REPO, MLFLOW_TRACKING_URI=url))
+        return subprocess.Popen(
+            [sys.executable, "-m", "mnist_pipeline", "--params", str(root / "params.yaml"), "train", "mlp"],
+            cwd=root,
+            stdout=out,
+            stderr=err,
+            env=repo_env(REPO, MLFLOW_TRACKING_URI=url),
+        )
 
 
 def logged_epochs(db: Path) -> list[int]:
@@ -118,10 +138,13 @@ def test_a_server_that_dies_mid_fit_costs_the_record_not_the_model(tmp_path):
 
     assert stage.returncode == 1 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
-    said = re.fullmatch(rf"error: MLflow run (\w+) is incomplete: {server.url} did not answer from epoch (\d+), so the "
-                        rf"metrics of epochs (\d+)–{epochs}, the fit's summary and the model were not logged; the "
-                        r"model is saved in models/mlp and its history in reports/history/mlp\.csv; fix: once the "
-                        r"store answers, run `dvc repro train@mlp` to train and log it again", last)
+    said = re.fullmatch(
+        rf"error: MLflow run (\w+) is incomplete: {server.url} did not answer from epoch (\d+), so the "
+        rf"metrics of epochs (\d+)–{epochs}, the fit's summary and the model were not logged; the "
+        r"model is saved in models/mlp and its history in reports/history/mlp\.csv; fix: once the "
+        r"store answers, run `dvc repro train@mlp` to train and log it again",
+        last,
+    )
     assert said, last
     run_id, first = said[1], int(said[2])
     assert said[3] == said[2] and 1 < first < epochs, "the server was not killed mid-fit: this test proves nothing"
@@ -174,7 +197,10 @@ def test_a_server_back_during_the_fit_gets_every_epoch_and_the_model(tmp_path):
     # Some epochs ended while the server was down: kept, and sent once it answered again.
     during = sorted(m.step for m in history if killed_ms < m.timestamp < back_ms)
     assert during, "no epoch ended while the server was down: this test proves nothing"
-    sent_late = re.search(rf"the tracking store {server.url} answers again: the metrics of epochs (\d+)–(\d+) were "
-                          "sent late", err)
+    sent_late = re.search(
+        rf"the tracking store {server.url} answers again: the metrics of epochs (\d+)–(\d+) were "
+        "sent late",
+        err,
+    )
     assert sent_late and int(sent_late[1]) <= during[0] and during[-1] <= int(sent_late[2]), err
     assert "incomplete" not in err

@@ -99,14 +99,20 @@ def test_the_pipeline_logs_runs_metrics_and_artifacts_to_the_team_server(repo, t
         # Proxied: the client writes through the server, never to the bucket itself.
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
         assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} >= {
-            "evaluation/metrics.json", "evaluation/confusion_matrix.png"}
+            "evaluation/metrics.json",
+            "evaluation/confusion_matrix.png",
+        }
         assert client.get_model_version_by_alias(f"mnist-{model}", "champion").run_id == run.info.run_id
     # The records are in PostgreSQL and the files in the bucket; nothing fell back to a local store.
     with psycopg.connect(team.backend_uri) as db:
         stored = {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
     assert stored == {r.info.run_id for r in runs}
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=team.s3_url, **boto3_credentials())
-            .list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=team.s3_url, **boto3_credentials()).list_objects_v2(
+            Bucket=BUCKET, Prefix="mlflow/"
+        )["Contents"]
+    ]
     assert any(k.endswith("evaluation/confusion_matrix.png") for k in keys)
     assert any(k.endswith(".keras") for k in keys)
     assert not {"mlflow.db", "mlruns", "mlartifacts"} & {p.name for p in repo.iterdir()}
@@ -114,8 +120,17 @@ def test_the_pipeline_logs_runs_metrics_and_artifacts_to_the_team_server(repo, t
 
 def test_the_champion_downloaded_through_the_server_predicts_as_evaluated(repo, team, tmp_path):
     np.save(tmp_path / "digits.npy", np.load(Layout(repo).processed / "test.npz")["x"][:20])
-    served = sh(repo, "python", "-m", "mnist_pipeline", "predict", str(tmp_path / "digits.npy"),
-                "--model", "models:/mnist-mlp@champion", env=client_env(repo, team)).stdout
+    served = sh(
+        repo,
+        "python",
+        "-m",
+        "mnist_pipeline",
+        "predict",
+        str(tmp_path / "digits.npy"),
+        "--model",
+        "models:/mnist-mlp@champion",
+        env=client_env(repo, team),
+    ).stdout
     digits = [int(line.split()[-2]) for line in served.splitlines()[1:]]
     evaluated = pd.read_csv(Layout(repo).eval_dir("mlp") / "predictions.csv")["predicted"][:20]
     assert digits == evaluated.tolist()
@@ -139,10 +154,16 @@ def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp
     workers = {name: clone(repo, tmp_path / f"worker-{name}") for name in rates}
     # Both machines at once, against the one server: one through DVC's queue, one in its workspace.
     sh(workers["a"], "dvc", "exp", "run", "--queue", "-S", f"models.mlp.learning_rate={rates['a']}")
-    commands = {"a": ["dvc", "exp", "run", "--run-all"],
-                "b": ["dvc", "exp", "run", "-S", f"models.mlp.learning_rate={rates['b']}"]}
-    running = [subprocess.Popen(commands[name], cwd=w, env=client_env(w, team), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name, w in workers.items()]
+    commands = {
+        "a": ["dvc", "exp", "run", "--run-all"],
+        "b": ["dvc", "exp", "run", "-S", f"models.mlp.learning_rate={rates['b']}"],
+    }
+    running = [
+        subprocess.Popen(
+            commands[name], cwd=w, env=client_env(w, team), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for name, w in workers.items()
+    ]
     for process in running:
         output = process.communicate(timeout=600)[0]
         assert process.returncode == 0, output
@@ -151,9 +172,12 @@ def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp
     swept = finished_runs(client, "tags.`dvc.exp_name` != ''")
     assert sorted(r.data.tags["dvc.exp_name"] for r in swept) == sorted(sum(names.values(), []))
     assert sorted(float(r.data.params["learning_rate"]) for r in swept) == sorted(rates.values())
-    assert all(r.info.status == "FINISHED" and r.data.tags["model"] == "mlp" and "test_accuracy" in r.data.metrics
-               for r in swept)
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["model"] == "mlp" and "test_accuracy" in r.data.metrics
+        for r in swept
+    )
     # Either machine's leaderboard ranks every run: the baseline and both workers'.
-    board = sh(workers["b"], "python", "-m", "mnist_pipeline", "compare", "--format", "csv",
-               env=client_env(workers["b"], team)).stdout
+    board = sh(
+        workers["b"], "python", "-m", "mnist_pipeline", "compare", "--format", "csv", env=client_env(workers["b"], team)
+    ).stdout
     assert set(pd.read_csv(io.StringIO(board))["run_id"]) == {r.info.run_id for r in finished_runs(client)}

@@ -41,26 +41,36 @@ def empty_store(tmp_path_factory) -> Path:
     return folder / "mlflow.db"
 
 
-
 # --- trials that train -----------------------------------------------------------------------------
 @pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
-def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_in_mlflow(tmp_path, clean_env,
-                                                                                          capsys, empty_store):
+def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_in_mlflow(
+    tmp_path, clean_env, capsys, empty_store
+):
     """Two trials with a learning rate that learns, then one that cannot: the median pruner stops it
     after its first epoch, and the study and MLflow both say so."""
     from mnist_pipeline.core.layout import Layout
     from mnist_pipeline.tracking.store import tracking_uri, use_experiment
     from mnist_pipeline.tuning.trials import create_parent, tune
 
-    raw = tiny_raw(trials=3, epochs=2, pruner="median", startup_trials=2,
-                   space={"learning_rate": {"low": 1e-7, "high": 0.03, "log": True}})
+    raw = tiny_raw(
+        trials=3,
+        epochs=2,
+        pruner="median",
+        startup_trials=2,
+        space={"learning_rate": {"low": 1e-7, "high": 0.03, "log": True}},
+    )
     root = tiny_repo(tmp_path, raw, store=empty_store)
     params, tunes = loaded(root / "params.yaml")
     tuning, url = search_for(tunes, params, "mlp"), optuna_study.default_storage(root)
     storage = optuna_study.open_storage(url)
     experiment = use_experiment("tune", root)
-    study, _ = optuna_study.open_study(storage, "mlp", tuning, optuna_study.definition("mlp", params, tuning),
-                                 lambda: create_parent(MlflowClient(), experiment, "mlp", url, "mlp", params, tuning))
+    study, _ = optuna_study.open_study(
+        storage,
+        "mlp",
+        tuning,
+        optuna_study.definition("mlp", params, tuning),
+        lambda: create_parent(MlflowClient(), experiment, "mlp", url, "mlp", params, tuning),
+    )
     for learning_rate in (0.01, 0.02, 1e-7):  # Optuna's own way to fix a trial's values
         study.enqueue_trial({"learning_rate": learning_rate})
 
@@ -87,20 +97,22 @@ def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_
     assert "optimization_history.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-
 def as_in_a_terminal() -> None:
     """SIGINT and SIGTERM as a shell leaves them: a test run in the background of a script inherits them ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-
 def start_worker(root: Path, storage: str, study: str, log: Path) -> subprocess.Popen:
     with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage, "--study",
-                                 study], cwd=root, env=repo_env(REPO), stdout=out, stderr=err,
-                                preexec_fn=as_in_a_terminal)
-
+        return subprocess.Popen(
+            [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage, "--study", study],
+            cwd=root,
+            env=repo_env(REPO),
+            stdout=out,
+            stderr=err,
+            preexec_fn=as_in_a_terminal,
+        )
 
 
 def wait(worker: subprocess.Popen, log: Path, timeout_s: float = 240) -> tuple[int, str, str]:
@@ -108,9 +120,10 @@ def wait(worker: subprocess.Popen, log: Path, timeout_s: float = 240) -> tuple[i
         code = worker.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         worker.kill()
-        raise AssertionError(f"worker still running after {timeout_s} s:\n{log.with_suffix('.err').read_text()}") from None
+        raise AssertionError(
+            f"worker still running after {timeout_s} s:\n{log.with_suffix('.err').read_text()}"
+        ) from None
     return code, log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
-
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +132,15 @@ def pg() -> str:
         yield url
 
 
-
 def study_runs(root: Path, study: optuna.Study) -> tuple[list, list]:
     """The study's MLflow parent runs and child runs in `root`'s store."""
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tune")
     runs = client.search_runs([experiment.experiment_id], f"tags.`tune.study` = '{study.study_name}'")
-    return ([r for r in runs if "mlflow.parentRunId" not in r.data.tags],
-            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
-
+    return (
+        [r for r in runs if "mlflow.parentRunId" not in r.data.tags],
+        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
+    )
 
 
 @pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
@@ -146,7 +159,7 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     ran = [int(re.search(r"this worker ran (\d+)", out)[1]) for _, out, _ in results]
     assert sum(ran) == n and all(ran), ran
     # One line per trial a worker ran, each trial printed by one worker only.
-    printed = [int(m) for _, out, _ in results for m in re.findall(r"^trial (\d+)  ", out, re.M)]
+    printed = [int(m) for _, out, _ in results for m in re.findall(r"^trial (\d+)  ", out, re.MULTILINE)]
     assert sorted(printed) == sorted(t.number for t in finished)
 
     parents, children = study_runs(root, study)
@@ -161,10 +174,10 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     assert plots == {"optimization_history.png", "param_importances.png"}
 
 
-
 @pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
-def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finishes_the_study(tmp_path, pg,
-                                                                                            empty_store):
+def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finishes_the_study(
+    tmp_path, pg, empty_store
+):
     n = 2
     root = tiny_repo(tmp_path, tiny_raw(trials=n, epochs=25), train=200, store=empty_store)
     first, second = (start_worker(root, pg, "term", tmp_path / name) for name in ("first", "second"))
@@ -175,16 +188,20 @@ def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finis
         time.sleep(0.3)
         if client.get_experiment_by_name("tune") is None:
             continue
-        runs = client.search_runs([client.get_experiment_by_name("tune").experiment_id],
-                                  f"attributes.status = 'RUNNING' and tags.`process.pid` = '{first.pid}'")
+        runs = client.search_runs(
+            [client.get_experiment_by_name("tune").experiment_id],
+            f"attributes.status = 'RUNNING' and tags.`process.pid` = '{first.pid}'",
+        )
         training = next((r for r in runs if "val_loss" in r.data.metrics), None)
     first.send_signal(signal.SIGTERM)
     code, _, err = wait(first, tmp_path / "first")
     trial = int(training.data.tags["tune.trial"])
     assert code == 128 + signal.SIGTERM
-    assert err.splitlines()[-1] == (f"error: interrupted by SIGTERM; trial {trial} of study 'term' is marked failed "
-                                    f"and its MLflow run KILLED; the study's other workers carry on, and running "
-                                    f"the command again continues it")
+    assert err.splitlines()[-1] == (
+        f"error: interrupted by SIGTERM; trial {trial} of study 'term' is marked failed "
+        f"and its MLflow run KILLED; the study's other workers carry on, and running "
+        f"the command again continues it"
+    )
     assert "Traceback" not in err
     study = optuna.load_study(study_name="term", storage=pg)
     assert study.trials[trial].state == TrialState.FAIL
@@ -199,7 +216,6 @@ def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finis
     _, children = study_runs(root, study)
     assert sorted(c.info.status for c in children) == ["FINISHED"] * n + ["KILLED"]
     assert {c.data.tags["process.pid"] for c in children if c.info.status == "FINISHED"} == {str(second.pid)}
-
 
 
 @pytest.mark.slow  # trains in TensorFlow (and starts PostgreSQL, or workers): seconds each
@@ -231,7 +247,8 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "tiny params, the train stages recorded")
     assert sh(root, "dvc", "status", "train@mlp", "train@logistic").stdout.strip() == (
-        "Data and pipelines are up to date.")
+        "Data and pipelines are up to date."
+    )
     before = (root / "params.yaml").read_text().splitlines()
 
     done = sh(root, sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--apply")
@@ -247,8 +264,7 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
 
     status = sh(root, "dvc", "status", "train@mlp", "train@logistic").stdout
     assert status.startswith("train@mlp:") and "train@logistic" not in status
-    assert re.search(r"modified: +models.mlp$", status, re.M)  # train@mlp declares models.mlp as one param
+    assert re.search(r"modified: +models.mlp$", status, re.MULTILINE)  # train@mlp declares models.mlp as one param
     diff = yaml.safe_load(sh(root, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
     assert set(diff) == {"models.mlp.learning_rate", "models.mlp.dropout"}  # what DVC sees changed: no tune.*
     assert sh(root, "git", "status", "--porcelain").stdout.splitlines() == [" M params.yaml"]  # optuna.db is ignored
-

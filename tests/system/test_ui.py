@@ -24,12 +24,10 @@ def ui_command(port: int) -> list[str]:
     return [str(Path(venv_bin()) / "python"), "-m", "mnist_pipeline", "ui", "--port", str(port)]
 
 
-
 def as_in_a_terminal() -> None:
     """Ctrl-C reaches the command as it does in a terminal: a test run started in the background of a
     script (CI) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +37,22 @@ def ui(trained_repo, tmp_path_factory):
     port, folder = free_port(), tmp_path_factory.mktemp("ui")
     out, err = folder / "stdout", folder / "stderr"
     with open(out, "w") as stdout, open(err, "w") as stderr:
-        server = subprocess.Popen(ui_command(port), cwd=trained_repo, env=repo_env(trained_repo), stdout=stdout,
-                                  stderr=stderr, start_new_session=True, preexec_fn=as_in_a_terminal)
+        server = subprocess.Popen(
+            ui_command(port),
+            cwd=trained_repo,
+            env=repo_env(trained_repo),
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=as_in_a_terminal,
+        )
     try:
         deadline = time.monotonic() + 180
         while len(out.read_text().splitlines()) < 2:  # it prints once the UI answers
             if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no link printed (exit code {server.poll()}):\n{out.read_text()}{err.read_text()}")
+                raise AssertionError(
+                    f"no link printed (exit code {server.poll()}):\n{out.read_text()}{err.read_text()}"
+                )
             time.sleep(0.5)
         yield port, out.read_text().splitlines(), err
     finally:
@@ -59,7 +66,6 @@ def ui(trained_repo, tmp_path_factory):
     with socket.socket() as probe:  # nothing left behind holding the port
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
-
 
 
 def test_make_ui_prints_the_link_to_the_training_runs_and_keeps_the_server_quiet(ui, trained_repo, page, screenshots):
@@ -77,44 +83,52 @@ def test_make_ui_prints_the_link_to_the_training_runs_and_keeps_the_server_quiet
     assert not re.search(r"GET /|Uvicorn running|DeprecationWarning|Traceback", err.read_text()), err.read_text()
 
 
-
 def test_a_second_ui_on_the_same_port_fails_in_one_line_naming_a_free_one(ui, trained_repo):
     port, _, _ = ui
-    done = subprocess.run(ui_command(port), cwd=trained_repo, env=repo_env(trained_repo), capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        ui_command(port), cwd=trained_repo, env=repo_env(trained_repo), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and done.stdout == ""
-    taken = re.fullmatch(rf"error: port {port} on 127\.0\.0\.1 is in use by another program; "
-                         r"pick another: make ui PORT=(\d+)\n", done.stderr)
+    taken = re.fullmatch(
+        rf"error: port {port} on 127\.0\.0\.1 is in use by another program; "
+        r"pick another: make ui PORT=(\d+)\n",
+        done.stderr,
+    )
     assert taken, done.stderr
     assert int(taken[1]) > port
-
 
 
 def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, trained_repo):
     port, _, _ = ui  # the UI is a tracking server too
     server = f"http://127.0.0.1:{port}"
-    done = subprocess.run(ui_command(free_port()), cwd=trained_repo, capture_output=True, text=True, timeout=120,
-                          env=repo_env(trained_repo, MLFLOW_TRACKING_URI=server))
+    done = subprocess.run(
+        ui_command(free_port()),
+        cwd=trained_repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=repo_env(trained_repo, MLFLOW_TRACKING_URI=server),
+    )
     experiment_id = MlflowClient(server).get_experiment_by_name(TRAINED_EXPERIMENT).experiment_id
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; the runs of '{TRAINED_EXPERIMENT}':",
-        f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"]
-
+        f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
+    ]
 
 
 def runs_of_dvc_repro(trained_repo) -> dict:
     """The two training runs `dvc repro` logged (other tests may add runs of their own)."""
     client = MlflowClient(store_uri(trained_repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
-    found = client.search_runs([experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'",
-                               order_by=["attributes.start_time ASC"])
+    found = client.search_runs(
+        [experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'", order_by=["attributes.start_time ASC"]
+    )
     runs = {}
     for run in found:
         runs.setdefault(run.data.tags["model"], run)  # the first repro's run of each model
     assert set(runs) == {"logistic", "mlp"}
     return runs
-
 
 
 def scroll_to(page, selector: str) -> None:
@@ -133,17 +147,14 @@ def scroll_to(page, selector: str) -> None:
     raise AssertionError(f"{selector} kept being redrawn; could not scroll to it")
 
 
-
 def wait_for_cell(page, row_id: str, text: str) -> None:
     """Until the table row shows `text` in a cell: the grid draws cells as they scroll into view."""
     page.locator(f'[role="row"][row-id="{row_id}"]').get_by_text(text, exact=True).first.wait_for()
 
 
-
 def row_cells(page, row_id: str) -> list[str]:
     """The texts in a table row (the grid draws its pinned and scrolling parts as separate rows)."""
     return "\n".join(page.locator(f'[role="row"][row-id="{row_id}"]').all_inner_texts()).split("\n")
-
 
 
 def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained_repo, page, screenshots):
@@ -153,7 +164,9 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
 
     page.goto(f"http://127.0.0.1:{port}/")
     page.get_by_text("Welcome to MLflow").wait_for()
-    page.get_by_role("button", name="Close", exact=True).click()  # the assistant panel opens itself: room for the tables
+    page.get_by_role(
+        "button", name="Close", exact=True
+    ).click()  # the assistant panel opens itself: room for the tables
     # MLflow 3 opens experiments in its GenAI view (traces, tokens) until a person picks model
     # training here; the browser remembers the choice.
     page.get_by_text("Model training", exact=True).click()
@@ -178,8 +191,10 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     page.locator('[role="columnheader"][col-id="metrics.`test_accuracy`"]').wait_for()
     for model, run in runs.items():
         wait_for_cell(page, run.info.run_id, str(accuracy[model]))
-    ranks = {model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
-             for model, run in runs.items()}
+    ranks = {
+        model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
+        for model, run in runs.items()
+    }
     best, worst = sorted(accuracy, key=accuracy.get, reverse=True)
     assert ranks[best] < ranks[worst]  # highest test accuracy first
     page.screenshot(path=screenshots / "mlflow-4-runs-by-test-accuracy.png")
@@ -191,8 +206,9 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     model_ids = {}
     for model, run in runs.items():
         # This run's logged model (other tests may log more models of the same name since).
-        [logged] = client.search_logged_models([run.info.experiment_id],
-                                                filter_string=f"source_run_id = '{run.info.run_id}'")
+        [logged] = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
         model_ids[model] = logged.model_id
         page.locator(f'[role="row"][row-id="{logged.model_id}"]').get_by_role("link", name=model, exact=True).wait_for()
     # Scrolled right to the metric columns, as a person does (the header follows the rows).
@@ -212,9 +228,11 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     page.get_by_role("link", name="Runs", exact=True).first.click()
     for run in runs.values():
         page.get_by_role("row").filter(has_text=run.info.run_name).get_by_role(
-            "checkbox", name="Press Space to toggle row selection (unchecked)").click()
+            "checkbox", name="Press Space to toggle row selection (unchecked)"
+        ).click()
     page.get_by_role("button", name="Compare").click()
     page.get_by_text("Comparing 2 Runs").wait_for()
+
     def row(name: str) -> list[str]:
         return page.get_by_role("row").filter(has=page.get_by_text(name, exact=True)).first.inner_text().split("\t")
 
@@ -225,4 +243,3 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     page.get_by_role("switch", name="Parameters - Show diff only").click()  # what tells them apart
     page.get_by_text("Run details", exact=True).evaluate("heading => heading.scrollIntoView()")  # scroll down to them
     page.screenshot(path=screenshots / "mlflow-7-compare.png")
-

@@ -19,12 +19,10 @@ def defaults() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-
 def write(tmp_path, params) -> str:
     path = tmp_path / "params.yaml"
     path.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
     return path
-
 
 
 def test_the_shipped_params_file_is_valid():
@@ -34,30 +32,53 @@ def test_the_shipped_params_file_is_valid():
     assert [s.kind for s in params.download.sources][-1] == "pypi"
 
 
-
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (lambda p: p["models"]["mlp"].update(dropout=1.0), "models.mlp.dropout = 1.0: Input should be less than 1"),
         (lambda p: p["models"]["mlp"].update(dropout=-0.1), "models.mlp.dropout = -0.1"),
-        (lambda p: p["models"]["mlp"].update(epochs=0), "models.mlp.epochs = 0: Input should be greater than or equal to 1"),
+        (
+            lambda p: p["models"]["mlp"].update(epochs=0),
+            "models.mlp.epochs = 0: Input should be greater than or equal to 1",
+        ),
         (lambda p: p["models"]["mlp"].update(batch_size=-8), "models.mlp.batch_size = -8"),
-        (lambda p: p["models"]["logistic"].update(learning_rate=0), "models.logistic.learning_rate = 0: Input should be greater than 0"),
-        (lambda p: p["models"]["mlp"].update(epochs="ten"), "models.mlp.epochs = 'ten': Input should be a valid integer"),
+        (
+            lambda p: p["models"]["logistic"].update(learning_rate=0),
+            "models.logistic.learning_rate = 0: Input should be greater than 0",
+        ),
+        (
+            lambda p: p["models"]["mlp"].update(epochs="ten"),
+            "models.mlp.epochs = 'ten': Input should be a valid integer",
+        ),
         (lambda p: p["models"]["mlp"].update(hidden_units=[]), "models.mlp.hidden_units = []"),
-        (lambda p: p["models"]["mlp"].update(optimizer="adom"), "models.mlp.optimizer = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'"),
+        (
+            lambda p: p["models"]["mlp"].update(optimizer="adom"),
+            "models.mlp.optimizer = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop'",
+        ),
         (lambda p: p["models"]["mlp"].update(activation="relux"), "models.mlp.activation = 'relux': Input should be"),
-        (lambda p: p["models"]["mlp"].update(precision="fp16"),
-         "models.mlp.precision = 'fp16': Input should be 'auto', 'float32' or 'bfloat16'"),
-        (lambda p: p["models"]["mlp"].update(type="cnn"), "models.mlp.type = 'cnn' is not allowed; allowed: 'logistic', 'mlp'"),
+        (
+            lambda p: p["models"]["mlp"].update(precision="fp16"),
+            "models.mlp.precision = 'fp16': Input should be 'auto', 'float32' or 'bfloat16'",
+        ),
+        (
+            lambda p: p["models"]["mlp"].update(type="cnn"),
+            "models.mlp.type = 'cnn' is not allowed; allowed: 'logistic', 'mlp'",
+        ),
         (lambda p: p["models"]["mlp"].update(dropuot=0.2), "unknown key 'models.mlp.dropuot'; allowed here: "),
         # A misspelt key: unknown, and the key it stands for missing; one problem, named once.
-        (lambda p: p["models"]["mlp"].update(dropuot=p["models"]["mlp"].pop("dropout")),
-         "unknown key 'models.mlp.dropuot'; did you mean 'dropout'?"),
+        (
+            lambda p: p["models"]["mlp"].update(dropuot=p["models"]["mlp"].pop("dropout")),
+            "unknown key 'models.mlp.dropuot'; did you mean 'dropout'?",
+        ),
         (lambda p: p.update(mlfow=p.pop("mlflow")), "unknown key 'mlfow'; did you mean 'mlflow'?"),
-        (lambda p: p["download"]["sources"][0].update(pth=p["download"]["sources"][0].pop("path")),
-         "unknown key 'download.sources.0.pth'; did you mean 'path'?"),
-        (lambda p: p["data"].update(shuffle=True), "unknown key 'data.shuffle'; allowed here: validation_size, train_size, seed"),
+        (
+            lambda p: p["download"]["sources"][0].update(pth=p["download"]["sources"][0].pop("path")),
+            "unknown key 'download.sources.0.pth'; did you mean 'path'?",
+        ),
+        (
+            lambda p: p["data"].update(shuffle=True),
+            "unknown key 'data.shuffle'; allowed here: validation_size, train_size, seed",
+        ),
         (lambda p: p.pop("mlflow"), "missing key 'mlflow'"),
         (lambda p: p["models"]["logistic"].pop("epochs"), "missing key 'models.logistic.epochs'"),
         (lambda p: p.update(models={}), "models = {}: Dictionary should have at least 1 item"),
@@ -74,12 +95,14 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, default
     assert "\n" not in message and "more: fix this one" not in message
 
 
-
 def test_a_misspelt_key_with_other_problems_still_counts_them(tmp_path, defaults):
     defaults["models"]["mlp"]["epoch"] = defaults["models"]["mlp"].pop("epochs")
     defaults["models"]["mlp"]["dropout"] = 2
-    with pytest.raises(ParamsError, match=r": unknown key 'models.mlp.epoch'; did you mean 'epochs'\? "
-                                          r"\(\+1 more: fix this one and run again\)$"):
+    with pytest.raises(
+        ParamsError,
+        match=r": unknown key 'models.mlp.epoch'; did you mean 'epochs'\? "
+        r"\(\+1 more: fix this one and run again\)$",
+    ):
         load_params(write(tmp_path, defaults))
 
 
@@ -98,7 +121,6 @@ def page_errors(page: Path) -> list[str]:
 def quoted_errors() -> list[str]:
     """Every params.yaml error line the README and the docs pages quote."""
     return [error for page in PAGES for error in page_errors(page)]
-
 
 
 def params_that_give(error: str) -> dict:
@@ -125,10 +147,14 @@ def test_every_params_error_the_docs_quote_is_what_check_params_prints(tmp_path)
     quoted = quoted_errors()
     for error in quoted:
         write(tmp_path, params_that_give(error))
-        done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "check-params"], cwd=tmp_path,
-                              capture_output=True, text=True, env=repo_env(REPO))
+        done = subprocess.run(
+            [sys.executable, "-m", "mnist_pipeline", "check-params"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=repo_env(REPO),
+        )
         assert (done.returncode, done.stderr) == (2, error + "\n")
-
 
 
 # --- params.yaml as hostile input (issue 15) --------------------------------------------------
@@ -139,8 +165,7 @@ def shipped_with(old: str, new: str) -> tuple[str, int]:
     """The shipped params.yaml with its first `old` replaced by `new`, and the line of the change."""
     text = (REPO / "params.yaml").read_text()
     assert old in text
-    return text.replace(old, new, 1), text[:text.index(old)].count("\n") + 1
-
+    return text.replace(old, new, 1), text[: text.index(old)].count("\n") + 1
 
 
 def alias_bomb(levels: int = 9) -> str:
@@ -149,68 +174,86 @@ def alias_bomb(levels: int = 9) -> str:
     return f"[{', '.join(items)}]"
 
 
-
 MODEL_NAME = "use a letter, then letters, digits, _ or - (at most 64): DVC puts it into stage names and shell commands"
 
 HOSTILE = {
     "an alias bomb": (
         lambda: shipped_with("    dropout: 0.2\n", f"    dropout: {alias_bomb()}\n"),
-        "line {line}: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full"),
+        "line {line}: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full",
+    ),
     "a merge key": (  # the usual way to share values between models; refused the same
         lambda: shipped_with("  logistic:\n    type: logistic\n", "  logistic: &shared\n    type: logistic\n"),
-        "line {line}: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full"),
+        "line {line}: YAML anchors and aliases (&name, *name) are not allowed; write the value out in full",
+    ),
     "a 50 MB file": (
         lambda: (shipped_with("data:", "data:")[0] + "#" * 99 + "\n" * 500_000, 0),
-        "larger than 64 KiB, the limit (the shipped file is 4 KiB); remove what is not a parameter"),
+        "larger than 64 KiB, the limit (the shipped file is 4 KiB); remove what is not a parameter",
+    ),
     "a 5.5M-item list": (
         lambda: shipped_with("  seed: 42\n\nmlflow:", "  seed: 42\n  junk: [" + "0," * 5_500_000 + "]\n\nmlflow:"),
-        "larger than 64 KiB, the limit (the shipped file is 4 KiB); remove what is not a parameter"),
+        "larger than 64 KiB, the limit (the shipped file is 4 KiB); remove what is not a parameter",
+    ),
     "20,000 nested lists": (
         lambda: shipped_with("    dropout: 0.2\n", "    dropout: " + "[" * 20_000 + "]" * 20_000 + "\n"),
-        "line {line}: nested 9 levels deep; the limit is 8 (the shipped params.yaml nests 4)"),
+        "line {line}: nested 9 levels deep; the limit is 8 (the shipped params.yaml nests 4)",
+    ),
     "a 5,000-character value": (
         lambda: shipped_with("  experiment: mnist\n", f"  experiment: {'m' * 5000}\n"),
-        "line {line}: a value of 5,000 characters; the limit is 1,000"),
+        "line {line}: a value of 5,000 characters; the limit is 1,000",
+    ),
     "a model given twice": (  # YAML would keep the second and drop the first without a word
         lambda: shipped_with("  logistic:\n", "  mlp:\n    type: mlp\n  logistic:\n"),
-        "line {line}: key 'mlp' appears twice in one mapping; keep one (YAML would silently use the last)"),
+        "line {line}: key 'mlp' appears twice in one mapping; keep one (YAML would silently use the last)",
+    ),
     "a model name with a semicolon": (
-        lambda: shipped_with("  logistic:\n", "  a;b:\n"), f"models: name 'a;b' is not allowed; {MODEL_NAME}"),
+        lambda: shipped_with("  logistic:\n", "  a;b:\n"),
+        f"models: name 'a;b' is not allowed; {MODEL_NAME}",
+    ),
     "a model name with a shell substitution": (
         lambda: shipped_with("  logistic:\n", "  $(touch X):\n"),
-        f"models: name '$(touch X)' is not allowed; {MODEL_NAME}"),
+        f"models: name '$(touch X)' is not allowed; {MODEL_NAME}",
+    ),
     "a model name like an option": (
-        lambda: shipped_with("  logistic:\n", "  -rf:\n"), f"models: name '-rf' is not allowed; {MODEL_NAME}"),
+        lambda: shipped_with("  logistic:\n", "  -rf:\n"),
+        f"models: name '-rf' is not allowed; {MODEL_NAME}",
+    ),
     "hidden units [100000, 100000]": (
         lambda: shipped_with("    - 512\n    - 512\n", "    - 100000\n    - 100000\n"),
         "models.mlp.hidden_units.0 = 100000: Input should be less than or equal to 16384 "
-        "(+1 more: fix this one and run again)"),
+        "(+1 more: fix this one and run again)",
+    ),
     "1,000 hidden layers": (
         lambda: shipped_with("    - 512\n    - 512\n", "    - 64\n" * 1000),
         "models.mlp.hidden_units = [64, 64, 64, 64, 64, 64, ...]: List should have at most 32 items after "
-        "validation, not 1000"),
+        "validation, not 1000",
+    ),
     "two layers of the largest width": (
         lambda: shipped_with("    - 512\n    - 512\n", "    - 16384\n    - 16384\n"),
         "models.mlp.hidden_units = [16384, 16384]: 281,477,130 weights, more than the limit of 50,000,000; "
-        "use fewer or smaller layers"),
+        "use fewer or smaller layers",
+    ),
     "more images than MNIST has": (
         lambda: shipped_with("  train_size: ", "  train_size: 58000"),
         "data.validation_size + data.train_size = 63,000: more than the 60,000 MNIST training images; "
-        "lower one of them (an empty train_size takes all the rest)"),
+        "lower one of them (an empty train_size takes all the rest)",
+    ),
     "a batch larger than the training set": (
         lambda: shipped_with("    batch_size: 128", "    batch_size: 100000"),
-        "models.logistic.batch_size = 100000: Input should be less than or equal to 60000"),
+        "models.logistic.batch_size = 100000: Input should be less than or equal to 60000",
+    ),
     "a thousand-digit number of epochs": (
         lambda: shipped_with("    epochs: 30", "    epochs: " + "9" * 1000),
-        "models.mlp.epochs = 999999999999999999...9999999999999999999: Input should be less than or equal to 10000"),
+        "models.mlp.epochs = 999999999999999999...9999999999999999999: Input should be less than or equal to 10000",
+    ),
     "a seed NumPy cannot take": (
         lambda: shipped_with("    seed: 42", f"    seed: {2**32}"),
-        "models.mlp.seed = 4294967296: Input should be less than or equal to 4294967295"),
+        "models.mlp.seed = 4294967296: Input should be less than or equal to 4294967295",
+    ),
     "an infinite timeout": (
         lambda: shipped_with("  timeout_s: 120", "  timeout_s: .inf"),
-        "download.timeout_s = inf: Input should be less than or equal to 3600"),
+        "download.timeout_s = inf: Input should be less than or equal to 3600",
+    ),
 }
-
 
 
 @pytest.mark.parametrize("case", HOSTILE)
@@ -227,7 +270,6 @@ def test_hostile_params_are_refused_in_one_line_in_milliseconds(tmp_path, monkey
     assert elapsed < 1.0, f"{case}: {elapsed:.2f} s"
 
 
-
 def test_an_endless_params_file_is_refused_without_reading_it_all():
     started = time.perf_counter()
     with pytest.raises(ParamsError, match=r"^/dev/zero: larger than 64 KiB, the limit "):
@@ -235,16 +277,17 @@ def test_an_endless_params_file_is_refused_without_reading_it_all():
     assert time.perf_counter() - started < 1.0
 
 
-
 def test_params_that_are_not_utf8_or_not_yaml_name_the_byte_or_the_line(tmp_path):
     text, line = shipped_with("  experiment: mnist\n", "  experiment: mnist: x\n")
-    with pytest.raises(ParamsError, match=rf"params.yaml: not valid YAML at line {line}: mapping values are not "
-                                          rf"allowed in this context$"):
+    with pytest.raises(
+        ParamsError,
+        match=rf"params.yaml: not valid YAML at line {line}: mapping values are not "
+        rf"allowed in this context$",
+    ):
         load_params(write(tmp_path, text))
     (tmp_path / "params.yaml").write_bytes(b"models:\n  ml\xffp: {}\n")
     with pytest.raises(ParamsError, match=r"params.yaml: not UTF-8 text \(byte 12\); save it as UTF-8$"):
         load_params(tmp_path / "params.yaml")
-
 
 
 @pytest.mark.parametrize("case", ["an alias bomb", "a 50 MB file", "a model name with a shell substitution"])
@@ -254,17 +297,22 @@ def test_check_params_refuses_hostile_params_in_a_second_writing_nothing(tmp_pat
     make, expected = HOSTILE[case]
     text, line = make()
     (tmp_path / "params.yaml").write_text(text)
-    probe = ("import sys; from mnist_pipeline.cli import main; code = main(['check-params']); "
-             "print(sorted({'tensorflow', 'mlflow'} & set(sys.modules))); sys.exit(code)")
+    probe = (
+        "import sys; from mnist_pipeline.cli import main; code = main(['check-params']); "
+        "print(sorted({'tensorflow', 'mlflow'} & set(sys.modules))); sys.exit(code)"
+    )
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                          env=repo_env(REPO))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=repo_env(REPO)
+    )
     elapsed = time.perf_counter() - started
-    assert (done.returncode, done.stderr, done.stdout) == (2, f"error: params.yaml: {expected.format(line=line)}\n",
-                                                           "[]\n")
+    assert (done.returncode, done.stderr, done.stdout) == (
+        2,
+        f"error: params.yaml: {expected.format(line=line)}\n",
+        "[]\n",
+    )
     assert not (tmp_path / "reports").exists()
     assert elapsed < 5, f"{elapsed:.1f} s, interpreter start included"
-
 
 
 # --- overrides on the command line: `train mlp --epochs 2` (what `mlflow run -P` passes) ------
@@ -278,18 +326,31 @@ def test_check_params_refuses_hostile_params_in_a_second_writing_nothing(tmp_pat
         (["--epochs"], "override --epochs has no value; give one, e.g. --epochs 2"),
         (["--dropout=0.1", "--epochs"], "override --epochs has no value; give one, e.g. --epochs 2"),
         (["--epoch", "2"], "override --epoch: not a key of models.mlp that can be overridden; did you mean --epochs?"),
-        (["--type", "logistic"], "override --type: not a key of models.mlp that can be overridden; mlp takes "
-                                 "optimizer, learning_rate, lr_schedule, epochs, batch_size, early_stopping_patience, "
-                                 "seed, precision, hidden_units, activation, dropout, l2"),
-        (["--epochs", "ten"], "override: models.mlp.epochs = 'ten': Input should be a valid integer, unable to "
-                              "parse string as an integer"),
+        (
+            ["--type", "logistic"],
+            "override --type: not a key of models.mlp that can be overridden; mlp takes "
+            "optimizer, learning_rate, lr_schedule, epochs, batch_size, early_stopping_patience, "
+            "seed, precision, hidden_units, activation, dropout, l2",
+        ),
+        (
+            ["--epochs", "ten"],
+            "override: models.mlp.epochs = 'ten': Input should be a valid integer, unable to "
+            "parse string as an integer",
+        ),
         (["--epochs="], "override: models.mlp.epochs = None: Input should be a valid integer"),
-        (["--hidden-units", "[100000]"], "override: models.mlp.hidden_units.0 = 100000: Input should be less than "
-                                         "or equal to 16384"),
-        (["--hidden_units", "[&a 64, *a]"], "override --hidden_units: line 1: YAML anchors and aliases (&name, "
-                                            "*name) are not allowed; write the value out in full"),
-        (["--hidden_units", "[64"], "override --hidden_units: not valid YAML at line 2: did not find expected ',' "
-                                    "or ']'"),
+        (
+            ["--hidden-units", "[100000]"],
+            "override: models.mlp.hidden_units.0 = 100000: Input should be less than or equal to 16384",
+        ),
+        (
+            ["--hidden_units", "[&a 64, *a]"],
+            "override --hidden_units: line 1: YAML anchors and aliases (&name, "
+            "*name) are not allowed; write the value out in full",
+        ),
+        (
+            ["--hidden_units", "[64"],
+            "override --hidden_units: not valid YAML at line 2: did not find expected ',' or ']'",
+        ),
         (["--learning_rate", "1" * 1001], "override --learning_rate: a value of 1,001 characters; the limit is 1,000"),
     ],
     ids=lambda value: " ".join(value)[:30] if isinstance(value, list) else None,
@@ -301,7 +362,6 @@ def test_bad_overrides_are_refused_in_one_line(extra, expected):
     assert str(error.value) == expected
 
 
-
 def test_overrides_replace_only_the_keys_given():
     params = load_params(REPO / "params.yaml")
     changed = override_model(params, "mlp", split_overrides(["--epochs", "2", "--hidden-units=[64, 32]"]))
@@ -310,14 +370,17 @@ def test_overrides_replace_only_the_keys_given():
     assert changed.models["logistic"] == params.models["logistic"]
 
 
-
 def test_a_bad_override_stops_train_before_any_work(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    done = subprocess.run([sys.executable, "-m", "mnist_pipeline", "train", "mlp", "--epochs"], cwd=tmp_path,
-                          capture_output=True, text=True, env=repo_env(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "train", "mlp", "--epochs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=repo_env(REPO),
+    )
     assert (done.returncode, done.stderr) == (2, "error: override --epochs has no value; give one, e.g. --epochs 2\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
 
 
 def test_ci_checks_params_before_any_dvc_command_reads_them():
@@ -328,4 +391,3 @@ def test_ci_checks_params_before_any_dvc_command_reads_them():
     check = runs.index("python -m mnist_pipeline check-params")
     first_dvc = next(i for i, run in enumerate(runs) if re.search(r"\bdvc\b|ci-report", run))
     assert check < first_dvc, steps[first_dvc]["name"]
-

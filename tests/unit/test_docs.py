@@ -14,9 +14,14 @@ README_MAX_LINES = 200
 
 def test_the_docs_site_builds_strict(tmp_path):
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=os.environ | {"NO_MKDOCS_2_WARNING": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"NO_MKDOCS_2_WARNING": "1"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     pages = [page.stem for page in (REPO / "docs").glob("*.md") if page.name != "index.md"]
     assert (site / "index.html").is_file() and pages
@@ -48,6 +53,8 @@ def test_the_readme_is_a_short_front_door_whose_relative_links_lead_to_files():
 
 
 def test_relative_links_are_found_and_code_is_left_out():
-    markdown = ("[a](docs/a.md) [b](docs/b.md#part) [c](https://example.org) [d](#here) `[e](e.md)`\n"
-                "```\n[f](f.md)\n```\n[g]: docs/g.md\n")
+    markdown = (
+        "[a](docs/a.md) [b](docs/b.md#part) [c](https://example.org) [d](#here) `[e](e.md)`\n"
+        "```\n[f](f.md)\n```\n[g]: docs/g.md\n"
+    )
     assert relative_links(markdown) == ["docs/a.md", "docs/b.md#part", "docs/g.md"]

@@ -21,7 +21,6 @@ def params(*sources, timeout_s=10) -> DownloadParams:
     return DownloadParams(sources=list(sources), timeout_s=timeout_s)
 
 
-
 def test_when_every_source_fails_one_error_lists_each_and_nothing_is_written(http_server, tmp_path):
     folder, url = http_server
     (folder / "mnist.npz").write_bytes(b"not a zip file")
@@ -44,7 +43,6 @@ def test_when_every_source_fails_one_error_lists_each_and_nothing_is_written(htt
     assert list(tmp_path.glob(".raw*")) == []
 
 
-
 def test_a_gzip_that_does_not_inflate_is_reported(tmp_path):
     folder = tmp_path / "gz"
     folder.mkdir()
@@ -54,13 +52,16 @@ def test_a_gzip_that_does_not_inflate_is_reported(tmp_path):
         download(params({"kind": "local", "path": str(folder)}), tmp_path / "raw")
 
 
-
 def test_npz_is_read_without_pickle(tmp_path):
-    np.savez(tmp_path / "mnist.npz", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
-             x_test=np.zeros(1), y_test=np.zeros(1))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=np.array([{"a": 1}], dtype=object),
+        y_train=np.zeros(1),
+        x_test=np.zeros(1),
+        y_test=np.zeros(1),
+    )
     with pytest.raises(ValueError, match="allow_pickle=False"):
         from_npz(tmp_path / "mnist.npz", tmp_path)
-
 
 
 # --- bad mirrors: real HTTP servers on 127.0.0.1 that stall, trickle, send too much or cut short ---
@@ -90,13 +91,11 @@ def mirror(answer):
         server.server_close()
 
 
-
 def headers(handler, length: int | None) -> None:
     handler.send_response(200)
     if length is not None:
         handler.send_header("Content-Length", str(length))
     handler.end_headers()
-
 
 
 def endless(handler, stop, sent, announce=None):
@@ -109,14 +108,12 @@ def endless(handler, stop, sent, announce=None):
         sent.append(len(zeros))
 
 
-
 def test_a_mirror_announcing_ten_gigabytes_is_refused_before_reading(tmp_path, caplog):
     with mirror(lambda h, stop, sent: endless(h, stop, sent, announce=10 * 10**9)) as (url, sent):
         with pytest.raises(PipelineError) as error:
             download(params({"kind": "idx_mirror", "url": url}), tmp_path / "raw")
     assert "the server offers 10,000,000,000 bytes, more than the MNIST file can be" in str(error.value)
     assert not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
-
 
 
 def test_an_endless_body_is_refused_at_the_size_cap_with_bounded_memory(tmp_path):
@@ -138,8 +135,13 @@ print(json.dumps({"grew_kib": after - before, "error": error}))
 """
     with mirror(endless) as (url, sent):
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-c", script, url, str(tmp_path / "raw")], capture_output=True,
-                              text=True, check=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", script, url, str(tmp_path / "raw")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         seconds = time.monotonic() - started
     result = json.loads(done.stdout)
     cap = idx.SIZE["train-images-idx3-ubyte"]
@@ -150,7 +152,6 @@ print(json.dumps({"grew_kib": after - before, "error": error}))
     assert seconds < 20 and not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
 
 
-
 def test_a_gzip_bomb_is_refused_at_the_canonical_size(tmp_path):
     folder = tmp_path / "bomb"
     folder.mkdir()
@@ -158,4 +159,3 @@ def test_a_gzip_bomb_is_refused_at_the_canonical_size(tmp_path):
         (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(2 * idx.SIZE[name])))
     with pytest.raises(PipelineError, match="inflates to more than the 47,040,016 bytes of train-images-idx3-ubyte"):
         download(params({"kind": "local", "path": str(folder)}), tmp_path / "raw")
-

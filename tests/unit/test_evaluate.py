@@ -20,29 +20,49 @@ from tests.support.tiny import cleared_env, digits, store_uri, tiny_layout, tiny
 TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
 
 
-@pytest.mark.parametrize("recorded, exists, launched, expected", [
-    # `dvc repro`: the training run is in the store; nothing else launched.
-    (TRAINING_RUN, True, None, RunChoice(TRAINING_RUN, new=False, warn=False)),
-    # Launched as the training run itself.
-    (TRAINING_RUN, True, TRAINING_RUN, RunChoice(TRAINING_RUN, new=False, warn=False)),
-    # `mlflow run -e evaluate` opened a run of its own.
-    (TRAINING_RUN, True, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
-    # Trained against another store, or restored from DVC's cache: a new run, and say so.
-    (TRAINING_RUN, False, None, RunChoice(None, new=True, warn=True)),
-    (TRAINING_RUN, False, TRAINING_RUN, RunChoice(TRAINING_RUN, new=True, warn=False)),
-    (TRAINING_RUN, False, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
-    # No run file (a model folder from before runs were recorded).
-    (None, False, None, RunChoice(None, new=True, warn=True)),
-    (None, False, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
-], ids=["resume", "launched-as-training", "launched", "missing", "missing-launched-as-training",
-        "missing-launched", "no-run-file", "no-run-file-launched"])
+@pytest.mark.parametrize(
+    "recorded, exists, launched, expected",
+    [
+        # `dvc repro`: the training run is in the store; nothing else launched.
+        (TRAINING_RUN, True, None, RunChoice(TRAINING_RUN, new=False, warn=False)),
+        # Launched as the training run itself.
+        (TRAINING_RUN, True, TRAINING_RUN, RunChoice(TRAINING_RUN, new=False, warn=False)),
+        # `mlflow run -e evaluate` opened a run of its own.
+        (TRAINING_RUN, True, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
+        # Trained against another store, or restored from DVC's cache: a new run, and say so.
+        (TRAINING_RUN, False, None, RunChoice(None, new=True, warn=True)),
+        (TRAINING_RUN, False, TRAINING_RUN, RunChoice(TRAINING_RUN, new=True, warn=False)),
+        (TRAINING_RUN, False, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
+        # No run file (a model folder from before runs were recorded).
+        (None, False, None, RunChoice(None, new=True, warn=True)),
+        (None, False, LAUNCHED, RunChoice(LAUNCHED, new=True, warn=False)),
+    ],
+    ids=[
+        "resume",
+        "launched-as-training",
+        "launched",
+        "missing",
+        "missing-launched-as-training",
+        "missing-launched",
+        "no-run-file",
+        "no-run-file-launched",
+    ],
+)
 def test_choose_run(recorded, exists, launched, expected):
     assert choose_run(recorded, exists, launched) == expected
 
 
 def test_score_predicts_scores_and_writes_every_report(tmp_path):
-    params = LogisticParams(type="logistic", optimizer="adam", learning_rate=0.01, lr_schedule="constant", epochs=1,
-                            batch_size=10, early_stopping_patience=0, seed=0)
+    params = LogisticParams(
+        type="logistic",
+        optimizer="adam",
+        learning_rate=0.01,
+        lr_schedule="constant",
+        epochs=1,
+        batch_size=10,
+        early_stopping_patience=0,
+        seed=0,
+    )
     model = build(params, steps_per_epoch=5)
     model.fit(*digits(50, 1), epochs=1, batch_size=10, verbose=0)
     x, y = digits(40, 3)
@@ -100,7 +120,8 @@ def test_a_new_run_holds_the_params_of_the_training_run(trained, clean_env, monk
 
 
 def test_a_run_launched_by_mlflow_run_gets_the_evaluation_and_the_params_of_the_training_run(
-        trained, clean_env, monkeypatch):
+    trained, clean_env, monkeypatch
+):
     """`mlflow run -e evaluate -P model=mlp` opens a run holding one param and names it in MLFLOW_RUN_ID."""
     layout, params, run_id = trained
     client = MlflowClient(store_uri(layout))

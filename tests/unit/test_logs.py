@@ -1,8 +1,6 @@
 """The logs people read: `dvc repro`, `predict` (the served model's log: tests/system/test_serving.py) carry
 no TensorFlow start-up lines and no colour codes, keep Keras's line per epoch, and say true things."""
 
-
-
 import sys
 
 import numpy as np
@@ -28,9 +26,19 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(64, "relu"), keras.layers.Dense(2, "softmax")])
         model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
         # fit reads the epochs, the batch size and the patience; the model above is already built.
-        params = MLPParams(type="mlp", hidden_units=[64], activation="relu", dropout=0.0, optimizer="adam",
-                           learning_rate=0.05, lr_schedule="constant", epochs=8, batch_size=32,
-                           early_stopping_patience=patience, seed=1)
+        params = MLPParams(
+            type="mlp",
+            hidden_units=[64],
+            activation="relu",
+            dropout=0.0,
+            optimizer="adam",
+            learning_rate=0.05,
+            lr_schedule="constant",
+            epochs=8,
+            batch_size=32,
+            early_stopping_patience=patience,
+            seed=1,
+        )
         curves, kept_epoch, _ = fit(model, params, (x, y), (x_val, y_val))
         assert curves["val_loss"].idxmin() != len(curves) - 1  # else this proves nothing
         kept = curves.iloc[kept_epoch - 1]
@@ -40,14 +48,12 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
         assert val_accuracy == pytest.approx(kept["val_accuracy"])
 
 
-
 def test_tensorflow_prints_start_up_lines_that_tf_cpp_min_log_level_0_shows(tmp_path):
     """Without the filter TensorFlow prints its start-up lines, so the tests above can fail;
     TF_CPP_MIN_LOG_LEVEL=0 is the user's way to see them."""
     probe = "from mnist_pipeline.training.quiet_tf import import_tensorflow; import_tensorflow()"
     loud = sh(tmp_path, sys.executable, "-c", probe, env=repo_env(REPO, TF_CPP_MIN_LOG_LEVEL="0"))
     assert sum(text in loud.stderr for text in TF_START_UP) >= 3, loud.stderr
-
 
 
 def test_the_filter_drops_start_up_info_and_keeps_warnings_and_errors():
@@ -64,4 +70,3 @@ def test_the_filter_drops_start_up_info_and_keeps_warnings_and_errors():
     assert start_up_noise(lines) == [True, True, True, True, False, False, False]
     # With a CUDA driver present, a failing cuInit is a real error.
     assert start_up_noise([lines[3]]) == [False]
-

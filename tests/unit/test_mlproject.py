@@ -13,4 +13,3 @@ def test_the_project_declares_its_entry_points_and_environment():
     command = train.compute_command({"model": "logistic", "epochs": "2"}, storage_dir=None)
     assert command == "python -m mnist_pipeline train logistic --evaluate --epochs 2"
     assert project.env_type == "python_env" and project.env_config_path.endswith("python_env.yaml")
-

@@ -12,8 +12,15 @@ tf = pytest.importorskip("tensorflow")
 from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
 
-TRAINING = dict(optimizer="adam", learning_rate=0.001, lr_schedule="constant", epochs=1, batch_size=32, early_stopping_patience=0, seed=0)
-
+TRAINING = dict(
+    optimizer="adam",
+    learning_rate=0.001,
+    lr_schedule="constant",
+    epochs=1,
+    batch_size=32,
+    early_stopping_patience=0,
+    seed=0,
+)
 
 
 def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
@@ -24,18 +31,20 @@ def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
     assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Rescaling", "Flatten", "Dense"]
 
 
-
 def test_mlp_follows_its_params():
-    model = build(MLPParams(type="mlp", hidden_units=[32, 16], activation="gelu", dropout=0.25, **TRAINING), steps_per_epoch=10)
+    model = build(
+        MLPParams(type="mlp", hidden_units=[32, 16], activation="gelu", dropout=0.25, **TRAINING), steps_per_epoch=10
+    )
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == [32, 16, 10]
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25]
     assert model.count_params() == (784 * 32 + 32) + (32 * 16 + 16) + (16 * 10 + 10)
 
 
-
 def test_rescaling_lives_in_the_model():
-    model = build(MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, **TRAINING), steps_per_epoch=10)
+    model = build(
+        MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, **TRAINING), steps_per_epoch=10
+    )
     pixels = np.full((2, 28, 28), 255, dtype=np.uint8)
     probs = model.predict(pixels, verbose=0)
     assert probs.shape == (2, 10)
@@ -43,18 +52,19 @@ def test_rescaling_lives_in_the_model():
     assert model.get_layer("rescale")(pixels).numpy().max() == pytest.approx(1.0)
 
 
-
 def test_auto_precision_is_bfloat16_only_for_an_mlp_on_a_cpu_that_has_it_natively():
     """docs/parameters.md (`models.<name>.precision`): `auto` is bfloat16 for an mlp on a CPU with
     AVX512_BF16 or AMX (and no GPU), else float32; a logistic model stays float32."""
     cpuinfo = Path("/proc/cpuinfo")
-    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split()) \
-        if cpuinfo.exists() else set()
+    flags = (
+        set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+        if cpuinfo.exists()
+        else set()
+    )
     native = bool(flags & {"avx512_bf16", "amx_bf16"}) and not tf.config.list_physical_devices("GPU")
     mlp = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=0.0, **TRAINING)
     assert compute_dtype(mlp) == ("mixed_bfloat16" if native else "float32")
     assert compute_dtype(LogisticParams(type="logistic", **TRAINING)) == "float32"
-
 
 
 def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_the_same_weights(tmp_path):
@@ -80,14 +90,12 @@ def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_
     assert not loaded.compiled  # no optimizer state in the file: nothing after training reads it
 
 
-
 def test_cosine_schedule_decays_to_zero_over_all_epochs():
     params = LogisticParams(type="logistic", **(TRAINING | {"lr_schedule": "cosine", "epochs": 3}))
     optimizer = build(params, steps_per_epoch=10).optimizer
     for step, expected in ((0, 0.001), (15, 0.0005), (30, 0.0)):
         optimizer.iterations.assign(step)
         assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
-
 
 
 def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
@@ -102,12 +110,10 @@ def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarra
     return model.get_weights()
 
 
-
 def test_the_seed_decides_the_weights():
     first, again, other = fit_weights(7), fit_weights(7), fit_weights(8)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.allclose(first[0], other[0])
-
 
 
 class SignalAt(keras.callbacks.Callback):
@@ -125,7 +131,6 @@ class SignalAt(keras.callbacks.Callback):
                 os.kill(os.getpid(), signum)
 
 
-
 def fit_until_signal(signals: list[int]):
     from mnist_pipeline.training.fit_loop import StopOnSignal
 
@@ -133,12 +138,10 @@ def fit_until_signal(signals: list[int]):
     model = build(LogisticParams(type="logistic", l2=0.0, **TRAINING), steps_per_epoch=64)
     x, y = np.zeros((2048, 28, 28), dtype=np.uint8), np.zeros(2048, dtype=int)
     handlers = {s: signal.getsignal(s) for s in StopOnSignal.SIGNALS}
-    with pytest.raises(KeyboardInterrupt) as raised:
-        with stop:
-            model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[sender, stop])
+    with pytest.raises(KeyboardInterrupt) as raised, stop:
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[sender, stop])
     assert {s: signal.getsignal(s) for s in StopOnSignal.SIGNALS} == handlers  # put back
     return raised, sender
-
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -151,9 +154,7 @@ def test_a_signal_during_fit_is_raised_at_the_next_batch_end_by_the_stop_callbac
     assert sender.ended_batches == [15, 31]  # no batch ran after the signal
 
 
-
 def test_a_second_signal_during_fit_is_raised_at_once():
     raised, sender = fit_until_signal([signal.SIGINT, signal.SIGINT])
     assert raised.traceback[-1].name == "defer"
     assert sender.ended_batches == [15, 31]
-

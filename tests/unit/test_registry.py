@@ -56,8 +56,9 @@ def versions(client: MlflowClient, name: str) -> int:
     return len(client.search_model_versions(f"name = '{name}'"))
 
 
-@pytest.mark.parametrize("accuracy, registered", [(0.8999, False), (0.9, True), (0.95, True)],
-                         ids=["below", "at", "above"])
+@pytest.mark.parametrize(
+    "accuracy, registered", [(0.8999, False), (0.9, True), (0.95, True)], ids=["below", "at", "above"]
+)
 def test_min_accuracy_gate(store, accuracy, registered):
     params = registry(f"gate-{accuracy}-")
     version = promote_new(params, accuracy)
@@ -83,8 +84,9 @@ def test_the_champion_moves_only_when_beaten(store):
     assert store.get_model_version(name, "2").tags["test_accuracy"] == "0.93"
 
 
-@pytest.mark.parametrize("logged_as, by_another_run", [("logistic", False), ("mlp", True)],
-                         ids=["another-model", "another-run"])
+@pytest.mark.parametrize(
+    "logged_as, by_another_run", [("logistic", False), ("mlp", True)], ids=["another-model", "another-run"]
+)
 def test_a_model_another_training_logged_is_never_registered(store, logged_as, by_another_run):
     """The issue's case: the MLP's test accuracy must not promote the logistic model, nor an mlp that
     some other run logged."""
@@ -92,7 +94,10 @@ def test_a_model_another_training_logged_is_never_registered(store, logged_as, b
     model_id, run_id = logged_model(logged_as)
     if by_another_run:
         _, run_id = logged_model()
-    with pytest.raises(PipelineError, match=f"^logged model {model_id} is model '{logged_as}' of run .*, not 'mlp' of "
-                                            f"run {run_id}: not registered as {name} under that run's test accuracy$"):
+    with pytest.raises(
+        PipelineError,
+        match=f"^logged model {model_id} is model '{logged_as}' of run .*, not 'mlp' of "
+        f"run {run_id}: not registered as {name} under that run's test accuracy$",
+    ):
         promote(params, "mlp", model_id, 0.99, run_id)
     assert store.search_registered_models(f"name = '{name}'") == []

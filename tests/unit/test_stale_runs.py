@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import pytest
@@ -25,7 +25,7 @@ def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbea
     use_experiment("crafted", store)
     experiment = mlflow.get_experiment_by_name("crafted").experiment_id
     me = {PROCESS_TAG + key: value for key, value in processes.identity().items()}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old_beat = now - timedelta(seconds=STALE_AFTER_S + 60)
 
     def beat(when: datetime) -> dict:
@@ -38,18 +38,21 @@ def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbea
         "another machine, silent for long": (elsewhere | beat(old_beat), "KILLED"),
         "another machine, a recent heartbeat": (elsewhere | beat(now - timedelta(seconds=90)), "RUNNING"),
         "this host name in another PID space (a container)": (
-            me | {"process.pid_space": "other", "process.pid": "999999999"} | beat(now), "RUNNING"),
+            me | {"process.pid_space": "other", "process.pid": "999999999"} | beat(now),
+            "RUNNING",
+        ),
         "no process recorded (an older run)": ({}, "RUNNING"),
     }
-    ids = {name: client.create_run(experiment, tags=tags | {"model": "mlp"}).info.run_id
-           for name, (tags, _) in cases.items()}
+    ids = {
+        name: client.create_run(experiment, tags=tags | {"model": "mlp"}).info.run_id
+        for name, (tags, _) in cases.items()
+    }
     ended = {run.info.run_id for run, _ in end_dead_runs([experiment])}
     assert {name: status(client, ids[name]) for name in cases} == {name: want for name, (_, want) in cases.items()}
     assert ended == {ids[name] for name, (_, want) in cases.items() if want == "KILLED"}
     silent = client.get_run(ids["another machine, silent for long"])
     assert silent.info.end_time == int(old_beat.replace(microsecond=0).timestamp() * 1000)  # its last sign of life
     assert "no heartbeat from its process (pid 1 on another-machine) for 11 min" in silent.data.tags["process.ended_by"]
-
 
 
 def test_the_heartbeat_is_renewed_while_the_run_is_open_and_stops_with_it(store, monkeypatch):
@@ -64,7 +67,6 @@ def test_the_heartbeat_is_renewed_while_the_run_is_open_and_stops_with_it(store,
             time.sleep(0.2)
     time.sleep(1)
     assert not [thread for thread in threading.enumerate() if thread.name == "mlflow-heartbeat"]
-
 
 
 # A process that runs a stand-in for dvc (sleep), watches it, and says what reached it.
@@ -84,17 +86,20 @@ print("ended on its own")
 """
 
 
-
-@pytest.mark.parametrize(("before", "code", "stdout", "stopped"), [
-    ("nothing", 1, "", True),
-    ("ctrl-c", 0, "SIGINT: ending\nended on its own\n", False),
-], ids=["dvc gone", "Ctrl-C first"])
+@pytest.mark.parametrize(
+    ("before", "code", "stdout", "stopped"),
+    [
+        ("nothing", 1, "", True),
+        ("ctrl-c", 0, "SIGINT: ending\nended on its own\n", False),
+    ],
+    ids=["dvc gone", "Ctrl-C first"],
+)
 def test_the_watch_stops_a_stage_whose_dvc_is_gone_unless_it_is_ending_already(before, code, stdout, stopped):
     """Ctrl-C under dash kills the shell at once, and dvc returns while the stage is still ending its
     run: a SIGTERM then would cut that short."""
-    done = subprocess.run([sys.executable, "-c", WATCHER, before], env=repo_env(REPO), capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHER, before], env=repo_env(REPO), capture_output=True, text=True, timeout=60
+    )
     assert (done.returncode, done.stdout) == (code, stdout), done.stderr
     assert ("which ran this stage, is gone: stopping" in done.stderr) == stopped
     assert done.stderr.endswith("SIGTERM\n") == stopped
-

@@ -32,11 +32,17 @@ def project_imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnist_pipeline"):
             base = node.module.removeprefix("mnist_pipeline").lstrip(".")
-            found |= {f"{base}.{a.name}".lstrip(".") if (PACKAGE / base.replace(".", "/") / a.name).with_suffix(
-                ".py").exists() or (PACKAGE / base.replace(".", "/") / a.name).is_dir() else base
-                      for a in node.names}
+            found |= {
+                f"{base}.{a.name}".lstrip(".")
+                if (PACKAGE / base.replace(".", "/") / a.name).with_suffix(".py").exists()
+                or (PACKAGE / base.replace(".", "/") / a.name).is_dir()
+                else base
+                for a in node.names
+            }
         elif isinstance(node, ast.Import):
-            found |= {a.name.removeprefix("mnist_pipeline.") for a in node.names if a.name.startswith("mnist_pipeline.")}
+            found |= {
+                a.name.removeprefix("mnist_pipeline.") for a in node.names if a.name.startswith("mnist_pipeline.")
+            }
     return {name for name in found if name}
 
 
@@ -50,12 +56,15 @@ def test_every_module_sits_in_a_package_with_a_layer():
 def test_imports_point_one_way(module):
     package = module.parts[0]
     reached = {name.split(".")[0] for name in project_imports(PACKAGE / module)} - {package}
-    assert reached <= LAYERS[package], (f"{module} imports {sorted(reached - LAYERS[package])}, above or beside "
-                                        f"{package} (allowed: {sorted(LAYERS[package])})")
+    assert reached <= LAYERS[package], (
+        f"{module} imports {sorted(reached - LAYERS[package])}, above or beside "
+        f"{package} (allowed: {sorted(LAYERS[package])})"
+    )
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.parts[0] == "stages" and m.stem != "__init__"),
-                         ids=str)
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.parts[0] == "stages" and m.stem != "__init__"), ids=str
+)
 def test_no_stage_imports_another_stage(module):
     stages = {m.stem for m in MODULES if m.parts[0] == "stages"} - {"__init__", "__main__", module.stem}
     imported = {name.split(".", 1)[1] for name in project_imports(PACKAGE / module) if name.startswith("stages.")}

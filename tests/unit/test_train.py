@@ -65,8 +65,9 @@ def test_early_stopping_keeps_the_best_epoch_and_best_epoch_names_it(tmp_path, c
     that epoch's weights, not the last's."""
 
     layout = tiny_layout(tmp_path)
-    params = tiny_params(hidden_units=[256], dropout=0.0, batch_size=10, epochs=20, early_stopping_patience=2,
-                         precision="float32")
+    params = tiny_params(
+        hidden_units=[256], dropout=0.0, batch_size=10, epochs=20, early_stopping_patience=2, precision="float32"
+    )
     with caplog.at_level(logging.INFO, logger="mnist_pipeline.training.trainer"):
         run_id = train("mlp", params, layout)
 
@@ -85,9 +86,19 @@ def test_early_stopping_keeps_the_best_epoch_and_best_epoch_names_it(tmp_path, c
 
 @pytest.mark.parametrize("optimizer", get_args(MLPParams.model_fields["optimizer"].annotation))
 def test_each_optimizer_builds_and_fits_a_step(optimizer):
-    params = MLPParams(type="mlp", hidden_units=[8], activation="relu", dropout=0.0, optimizer=optimizer,
-                       learning_rate=0.01, lr_schedule="cosine", epochs=1, batch_size=20, early_stopping_patience=0,
-                       seed=0)
+    params = MLPParams(
+        type="mlp",
+        hidden_units=[8],
+        activation="relu",
+        dropout=0.0,
+        optimizer=optimizer,
+        learning_rate=0.01,
+        lr_schedule="cosine",
+        epochs=1,
+        batch_size=20,
+        early_stopping_patience=0,
+        seed=0,
+    )
     model = build(params, steps_per_epoch=1)
     before = [w.copy() for w in model.get_weights()]
     fitted = fit(model, params, digits(20, 1), digits(20, 2))

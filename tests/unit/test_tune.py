@@ -30,19 +30,17 @@ from tests.support.tiny import digits
 TUNED = ("learning_rate", "dropout")
 
 
-
 def shipped() -> dict:
     """The shipped params.yaml, with tune.yaml's section beside its own."""
     return yaml.safe_load((REPO / "params.yaml").read_text()) | yaml.safe_load((REPO / "tune.yaml").read_text())
 
 
-
 def parsed(raw: dict) -> tuple[Params, dict[str, TuneParams]]:
     """`raw` checked as params.yaml (all but the tune section) and tune.yaml (the tune section) are."""
-    params = parse_params(yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"}, sort_keys=False).encode(),
-                          Path("params.yaml"))
+    params = parse_params(
+        yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"}, sort_keys=False).encode(), Path("params.yaml")
+    )
     return params, checked_tuning(raw["tune"], params, "tune.yaml")
-
 
 
 def loaded(path: Path) -> tuple[Params, dict[str, TuneParams]]:
@@ -51,28 +49,36 @@ def loaded(path: Path) -> tuple[Params, dict[str, TuneParams]]:
     return params, load_tuning(path, params)
 
 
-
 def write_split(root: Path, raw: dict) -> None:
     """`raw` as the files hold it: the tune section in tune.yaml, the rest in params.yaml."""
     (root / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "tune"}, sort_keys=False))
     (root / "tune.yaml").write_text(yaml.safe_dump({"tune": raw["tune"]}, sort_keys=False))
 
 
-
 def tiny_raw(experiment: str = "tune", trials: int = 3, epochs: int = 1, **tune) -> dict:
     """The shipped params with a tiny mlp and a tiny search over it."""
     raw = shipped()
-    raw["models"]["mlp"] |= {"hidden_units": [16], "epochs": epochs, "batch_size": 20, "lr_schedule": "constant",
-                             "learning_rate": 0.003, "early_stopping_patience": 0}
+    raw["models"]["mlp"] |= {
+        "hidden_units": [16],
+        "epochs": epochs,
+        "batch_size": 20,
+        "lr_schedule": "constant",
+        "learning_rate": 0.003,
+        "early_stopping_patience": 0,
+    }
     raw["data"] |= {"validation_size": 60, "train_size": 120}
     raw["mlflow"]["experiment"] = experiment
     raw["registry"]["enabled"] = False
-    raw["tune"]["mlp"] = {"trials": trials, "objective": "val_loss", "pruner": "none", "startup_trials": 2,
-                          "warmup_epochs": 0, "seed": 7,
-                          "space": {"learning_rate": {"low": 0.001, "high": 0.03, "log": True},
-                                    "dropout": {"low": 0.0, "high": 0.3}}} | tune
+    raw["tune"]["mlp"] = {
+        "trials": trials,
+        "objective": "val_loss",
+        "pruner": "none",
+        "startup_trials": 2,
+        "warmup_epochs": 0,
+        "seed": 7,
+        "space": {"learning_rate": {"low": 0.001, "high": 0.03, "log": True}, "dropout": {"low": 0.0, "high": 0.3}},
+    } | tune
     return raw
-
 
 
 def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None) -> Path:
@@ -85,38 +91,64 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
     return root
 
 
-
 # --- the search space, checked with the rest of params.yaml ----------------------------------------
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda t: t["space"].update(dropuot={"low": 0.0, "high": 0.5}),
-     "unknown key 'tune.mlp.space.dropuot'; did you mean 'dropout'?"),
-    (lambda t: t["space"].update(dropout={"low": 0.0, "high": 1.0}),
-     "tune.mlp.space.dropout.high = 1.0: Input should be less than 1 (as models.mlp.dropout)"),
-    (lambda t: t["space"].update(dropout={"low": 0.4, "high": 0.1}),
-     "tune.mlp.space.dropout = {'high': 0.1, 'low': 0.4}: low (0.4) must be below high (0.1)"),
-    (lambda t: t["space"].update(learning_rate={"low": 0.0, "high": 0.1, "log": True}),
-     "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 (low is 0)"),
-    (lambda t: t["space"].update(hidden_units={"low": 16, "high": 512}),
-     "tune.mlp.space.hidden_units: hidden_units is not a number, so it takes choices, not a range: e.g. "
-     "{choices: [[512, 512]]}"),
-    (lambda t: t["space"].update(hidden_units={"choices": [[256], [16384, 16384]]}),
-     "tune.mlp.space.hidden_units.choices[1] = [16384, 16384]: 281,477,130 weights, more than the limit of "
-     "50,000,000; use fewer or smaller layers"),
-    (lambda t: t["space"].update(batch_size={"low": 32, "high": 100.5}),
-     "tune.mlp.space.batch_size: batch_size takes whole numbers; give low, high (and step) without a fraction"),
-    (lambda t: t["space"].update(optimizer={"choices": ["adam", "adom"]}),
-     "tune.mlp.space.optimizer.choices[1] = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop' "
-     "(as models.mlp.optimizer)"),
-    (lambda t: t["space"].update(dropout=0.3),
-     "tune.mlp.space.dropout = 0.3: give a range {low: ..., high: ...} or a list {choices: [...]}"),
-    (lambda t: t.update(trails=30),
-     "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, epochs, "
-     "seed, space"),
-    (lambda t: t.update(objective="test_accuracy"),
-     "tune.mlp.objective = 'test_accuracy': Input should be 'val_loss' or 'val_accuracy'"),
-    (lambda t: t.update(epochs=3) or t["space"].update(epochs={"low": 1, "high": 5}),
-     "tune.mlp.epochs and tune.mlp.space.epochs: both set the trials' epochs; keep one"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda t: t["space"].update(dropuot={"low": 0.0, "high": 0.5}),
+            "unknown key 'tune.mlp.space.dropuot'; did you mean 'dropout'?",
+        ),
+        (
+            lambda t: t["space"].update(dropout={"low": 0.0, "high": 1.0}),
+            "tune.mlp.space.dropout.high = 1.0: Input should be less than 1 (as models.mlp.dropout)",
+        ),
+        (
+            lambda t: t["space"].update(dropout={"low": 0.4, "high": 0.1}),
+            "tune.mlp.space.dropout = {'high': 0.1, 'low': 0.4}: low (0.4) must be below high (0.1)",
+        ),
+        (
+            lambda t: t["space"].update(learning_rate={"low": 0.0, "high": 0.1, "log": True}),
+            "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 (low is 0)",
+        ),
+        (
+            lambda t: t["space"].update(hidden_units={"low": 16, "high": 512}),
+            "tune.mlp.space.hidden_units: hidden_units is not a number, so it takes choices, not a range: e.g. "
+            "{choices: [[512, 512]]}",
+        ),
+        (
+            lambda t: t["space"].update(hidden_units={"choices": [[256], [16384, 16384]]}),
+            "tune.mlp.space.hidden_units.choices[1] = [16384, 16384]: 281,477,130 weights, more than the limit of "
+            "50,000,000; use fewer or smaller layers",
+        ),
+        (
+            lambda t: t["space"].update(batch_size={"low": 32, "high": 100.5}),
+            "tune.mlp.space.batch_size: batch_size takes whole numbers; give low, high (and step) without a fraction",
+        ),
+        (
+            lambda t: t["space"].update(optimizer={"choices": ["adam", "adom"]}),
+            "tune.mlp.space.optimizer.choices[1] = 'adom': Input should be 'adam', 'adamw', 'sgd' or 'rmsprop' "
+            "(as models.mlp.optimizer)",
+        ),
+        (
+            lambda t: t["space"].update(dropout=0.3),
+            "tune.mlp.space.dropout = 0.3: give a range {low: ..., high: ...} or a list {choices: [...]}",
+        ),
+        (
+            lambda t: t.update(trails=30),
+            "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, epochs, "
+            "seed, space",
+        ),
+        (
+            lambda t: t.update(objective="test_accuracy"),
+            "tune.mlp.objective = 'test_accuracy': Input should be 'val_loss' or 'val_accuracy'",
+        ),
+        (
+            lambda t: t.update(epochs=3) or t["space"].update(epochs={"low": 1, "high": 5}),
+            "tune.mlp.epochs and tune.mlp.space.epochs: both set the trials' epochs; keep one",
+        ),
+    ],
+)
 def test_a_bad_search_space_is_one_line_naming_the_file_and_the_key(tmp_path, change, expected):
     raw = shipped()
     change(raw["tune"]["mlp"])
@@ -127,15 +159,16 @@ def test_a_bad_search_space_is_one_line_naming_the_file_and_the_key(tmp_path, ch
     assert str(refused.value) == f"{tmp_path / 'tune.yaml'}: {expected}"
 
 
-
 def test_the_search_lives_in_tune_yaml_not_in_params_yaml(tmp_path):
     """DVC lists every key of params.yaml in `dvc exp show`: a search there buries the scores."""
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(shipped(), sort_keys=False))
     with pytest.raises(ParamsError) as refused:
         load_params(path)
-    assert str(refused.value) == (f"{path}: the tune section belongs in tune.yaml beside it (no stage reads it, and "
-                                  f"DVC lists every key of params.yaml in `dvc exp show`); move it there")
+    assert str(refused.value) == (
+        f"{path}: the tune section belongs in tune.yaml beside it (no stage reads it, and "
+        f"DVC lists every key of params.yaml in `dvc exp show`); move it there"
+    )
     write_split(tmp_path, shipped())
     (tmp_path / "tune.yaml").write_text("mlp: {}\n")
     with pytest.raises(ParamsError, match=r"tune.yaml: expected one section, tune \(a search per model\); found mlp$"):
@@ -143,7 +176,6 @@ def test_the_search_lives_in_tune_yaml_not_in_params_yaml(tmp_path):
     (tmp_path / "tune.yaml").unlink()
     with pytest.raises(ParamsError, match=r"tune.yaml: no such file; copy the shipped tune.yaml beside params.yaml$"):
         loaded(path)
-
 
 
 def test_a_model_with_no_tune_section_or_none_to_tune_is_refused():
@@ -155,33 +187,41 @@ def test_a_model_with_no_tune_section_or_none_to_tune_is_refused():
     del raw["tune"]["cnn"]
     with pytest.raises(ParamsError) as refused:
         search_for(checked_tuning(raw["tune"], params, "x"), params, "logistic")
-    assert str(refused.value) == ("tune.yaml has no tune.logistic section (it has mlp); add one with the search "
-                                  "space (see `tune: mlp:` in the shipped tune.yaml)")
-
+    assert str(refused.value) == (
+        "tune.yaml has no tune.logistic section (it has mlp); add one with the search "
+        "space (see `tune: mlp:` in the shipped tune.yaml)"
+    )
 
 
 def test_a_bad_search_space_stops_tune_in_one_line_before_tensorflow_is_imported(tmp_path):
     raw = tiny_raw()
     raw["tune"]["mlp"]["space"]["dropout"]["high"] = 1.5
     tiny_repo(tmp_path, raw)
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_pipeline", "tune", "mlp"], cwd=tmp_path,
-                          env=repo_env(REPO), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mnist_pipeline", "tune", "mlp"],
+        cwd=tmp_path,
+        env=repo_env(REPO),
+        capture_output=True,
+        text=True,
+    )
     imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2 and done.stdout == ""
-    assert said == ["error: tune.yaml: tune.mlp.space.dropout.high = 1.5: Input should be less than 1 "
-                    "(as models.mlp.dropout)"]
+    assert said == [
+        "error: tune.yaml: tune.mlp.space.dropout.high = 1.5: Input should be less than 1 (as models.mlp.dropout)"
+    ]
     assert "mnist_pipeline.core.params" in imported  # -X importtime saw the imports
     assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "mlflow", "optuna")]
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-
 # --- what a trial draws, and what a worker prints --------------------------------------------------
 def test_a_trial_draws_values_the_model_accepts_rounded_as_params_yaml_will_hold_them():
     raw = tiny_raw()
-    raw["tune"]["mlp"]["space"] |= {"hidden_units": {"choices": [[16], [32, 16]]},
-                                    "batch_size": {"low": 8, "high": 64, "step": 8}}
+    raw["tune"]["mlp"]["space"] |= {
+        "hidden_units": {"choices": [[16], [32, 16]]},
+        "batch_size": {"low": 8, "high": 64, "step": 8},
+    }
     params, tunes = parsed(raw)
     tuning, model = search_for(tunes, params, "mlp"), params.model("mlp")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
@@ -203,20 +243,36 @@ def test_a_trial_draws_values_the_model_accepts_rounded_as_params_yaml_will_hold
     assert optuna_study.trial_model(model, values, with_epochs).epochs == 5
 
 
-
 def test_a_worker_prints_one_line_per_trial_and_a_dvc_exp_run_line_dvc_reads_back(tmp_path):
     from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
 
     values = {"learning_rate": 0.0000282, "dropout": 0.312, "hidden_units": [1024, 512], "batch_size": 256}
     study = optuna.create_study()
-    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0712, user_attrs={
-        optuna_study.VALUES_ATTR: values}, intermediate_values={1: 0.2, 2: 0.0712}))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
-        optuna_study.VALUES_ATTR: values, optuna_study.PRUNED_ATTR: "at epoch 1"}, intermediate_values={1: 2.30125}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            value=0.0712,
+            user_attrs={optuna_study.VALUES_ATTR: values},
+            intermediate_values={1: 0.2, 2: 0.0712},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            user_attrs={optuna_study.VALUES_ATTR: values, optuna_study.PRUNED_ATTR: "at epoch 1"},
+            intermediate_values={1: 2.30125},
+        )
+    )
     complete, pruned = study.trials
     line = "learning_rate=0.0000282 dropout=0.312 hidden_units=[1024,512] batch_size=256"
-    assert optuna_study.trial_line(complete, "val_loss", best=True) == f"trial 0  complete  val_loss 0.0712  {line}  (best so far)"
-    assert optuna_study.trial_line(pruned, "val_loss", best=False) == f"trial 1  pruned (at epoch 1)  val_loss 2.3013  {line}"
+    assert (
+        optuna_study.trial_line(complete, "val_loss", best=True)
+        == f"trial 0  complete  val_loss 0.0712  {line}  (best so far)"
+    )
+    assert (
+        optuna_study.trial_line(pruned, "val_loss", best=False)
+        == f"trial 1  pruned (at epoch 1)  val_loss 2.3013  {line}"
+    )
 
     command = optuna_study.try_command("mlp", values)
     words = shlex.split(command)
@@ -230,7 +286,6 @@ def test_a_worker_prints_one_line_per_trial_and_a_dvc_exp_run_line_dvc_reads_bac
     assert {key: getattr(mlp, key) for key in values} == values
 
 
-
 def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_value_the_pipeline_would(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
@@ -238,13 +293,19 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     shipped = load_params(path).model("mlp")
     values = {"learning_rate": 0.00001, "dropout": 0.312, "hidden_units": [1024, 512], "batch_size": shipped.batch_size}
     changed = apply_values(path, "mlp", values)
-    assert changed == {"learning_rate": (shipped.learning_rate, 0.00001), "dropout": (shipped.dropout, 0.312),
-                       "hidden_units": (shipped.hidden_units, [1024, 512])}
+    assert changed == {
+        "learning_rate": (shipped.learning_rate, 0.00001),
+        "dropout": (shipped.dropout, 0.312),
+        "hidden_units": (shipped.hidden_units, [1024, 512]),
+    }
     after = path.read_text().splitlines()
     differ = [(b, a) for b, a in zip(before, after) if b != a]
     assert len(before) == len(after)
-    assert [a.strip() for _, a in differ] == ["- 1024", "dropout: 0.312",
-                                             "learning_rate: 0.00001       # 0.001 at batch 128, scaled with the batch size"]
+    assert [a.strip() for _, a in differ] == [
+        "- 1024",
+        "dropout: 0.312",
+        "learning_rate: 0.00001       # 0.001 at batch 128, scaled with the batch size",
+    ]
     mlp = load_params(path).model("mlp")
     assert (mlp.learning_rate, mlp.dropout, mlp.hidden_units) == (0.00001, 0.312, [1024, 512])
     assert yaml.safe_load(path.read_text())["models"]["mlp"]["learning_rate"] == 0.00001  # a float to PyYAML too
@@ -256,30 +317,36 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     assert path.read_bytes() == written and [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
-
 # --- the study its workers share -------------------------------------------------------------------
 def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     params, tunes = parsed(tiny_raw())
     tuning = search_for(tunes, params, "mlp")
     storage = optuna_study.open_storage(optuna_study.default_storage(tmp_path))
     made = []
-    study, created = optuna_study.open_study(storage, "s", tuning, optuna_study.definition("mlp", params, tuning),
-                                       lambda: made.append("parent") or "run-1")
+    study, created = optuna_study.open_study(
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-1"
+    )
     assert created and made == ["parent"] and study.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
-    again, created = optuna_study.open_study(storage, "s", tuning, optuna_study.definition("mlp", params, tuning),
-                                       lambda: made.append("parent") or "run-2")
+    again, created = optuna_study.open_study(
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-2"
+    )
     assert not created and made == ["parent"] and again.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
 
     other = tiny_raw()
     other["tune"]["mlp"]["space"]["dropout"]["high"] = 0.5
     other["models"]["mlp"]["optimizer"] = "sgd"
     other_params, other_tunes = parsed(other)
-    with pytest.raises(PipelineError, match=re.escape(
+    with pytest.raises(
+        PipelineError,
+        match=re.escape(
             "study 's' was made for another search (models.mlp.optimizer, space.dropout differ from this params.yaml "
-            "and tune.yaml)")):
+            "and tune.yaml)"
+        ),
+    ):
         other_tuning = search_for(other_tunes, other_params, "mlp")
-        optuna_study.open_study(storage, "s", other_tuning, optuna_study.definition("mlp", other_params, other_tuning),
-                                lambda: "x")
+        optuna_study.open_study(
+            storage, "s", other_tuning, optuna_study.definition("mlp", other_params, other_tuning), lambda: "x"
+        )
 
     optuna.create_study(storage=storage, study_name="made-elsewhere")  # e.g. `optuna create-study`
     with pytest.raises(PipelineError, match="study 'made-elsewhere' has no MLflow parent run after 1 s"):
@@ -293,8 +360,6 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     assert "t" not in optuna.get_all_study_names(storage)  # no study left without its parent run
 
 
-
 def test_the_mlproject_entry_point_runs_tune_outside_the_project_run():
     command = load_project(REPO).get_entry_point("tune").compute_command({"model": "mlp", "trials": "30"}, None)
     assert command == "env -u MLFLOW_RUN_ID -u MLFLOW_EXPERIMENT_ID python -m mnist_pipeline tune mlp --trials 30"
-

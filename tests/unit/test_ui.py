@@ -5,14 +5,6 @@ the home page finds both models' runs with their test accuracy, the logged model
 names with their test metrics, and the compare view. Each step's screenshot is kept as
 test-output/screenshots/mlflow-<step>.png."""
 
-
-
-
-
-
-
-
-
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.tracking.store import ensure_experiment, tracking_uri
@@ -21,10 +13,8 @@ from tests.support.harness import REPO, sh
 KIND = "mlflow.experimentKind"
 
 
-
 def test_make_ui_passes_its_port_on():
     assert "python -m mnist_pipeline ui --port 5001" in sh(REPO, "make", "-n", "ui", "PORT=5001").stdout
-
 
 
 def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path, monkeypatch):
@@ -43,4 +33,3 @@ def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path
         assert tagged.tags[KIND] == "custom_model_development"
         assert ensure_experiment(name, tmp_path) == experiment_id  # again: nothing changes
         assert client.get_experiment(experiment_id).last_update_time == tagged.last_update_time
-
