@@ -4,7 +4,7 @@ import pytest
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import DataParams
 from mnist_pipeline.data.splits import load_split, save_splits
-from mnist_pipeline.stages.preprocess import class_counts, split
+from mnist_pipeline.data.validation_split import class_counts, split
 
 
 def fake_raw(n_train=1000, n_test=100):

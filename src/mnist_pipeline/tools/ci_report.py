@@ -18,11 +18,10 @@ import yaml
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.git import git_dirty, git_output
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
 from mnist_pipeline.tracking.run_file import read_run_id
-from mnist_pipeline.tracking.runs import git_dirty, git_output
-from mnist_pipeline.tracking.store import tracking_uri
 
 # Hidden in rendered Markdown; CI finds its own PR comment by it and edits it in place.
 MARKER = "<!-- mnist-pipeline:ci-report -->"
@@ -288,6 +287,8 @@ def run_link(model_dir: Path, root: Path) -> str:
     run_id = read_run_id(model_dir)
     if not run_id:
         return "none recorded"
+    from mnist_pipeline.tracking.store import tracking_uri  # MLflow loads in seconds: not for --help
+
     uri = tracking_uri(root)
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https"):

@@ -4,6 +4,8 @@ A row is a run: rank, model, run name, the params that differ among the runs lis
 test metrics (and the sort metric), and the run id. A param equal in every listed run tells no run
 apart, so it is left out; one that some runs lack counts as differing."""
 
+from __future__ import annotations
+
 import argparse
 import csv
 import io
@@ -11,14 +13,14 @@ import shutil
 import sys
 import textwrap
 from dataclasses import dataclass
-
-import mlflow
-from mlflow.entities import Run
+from typing import TYPE_CHECKING
 
 from mnist_pipeline.core.command import at_least, layout_of
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import load_params
-from mnist_pipeline.tracking.store import check_store, tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
 MISSING = "-"  # a param or metric a run lacks, in text and Markdown; CSV leaves the cell empty
@@ -49,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    # MLflow loads in seconds: imported when the command runs, not for --help or a bad params.yaml.
+    import mlflow
+
+    from mnist_pipeline.tracking.store import check_store, tracking_uri
+
     params, root = load_params(args.params), layout_of(args).root
     check_store(root)
     mlflow.set_tracking_uri(tracking_uri(root))
@@ -79,6 +86,8 @@ def leaderboard(
 ) -> Board:
     """The finished runs of `experiment` (of `model` only, if given), best first; `ascending`
     defaults to True for losses only."""
+    import mlflow
+
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         names = ", ".join(sorted(e.name for e in mlflow.search_experiments())) or "none"

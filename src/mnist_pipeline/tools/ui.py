@@ -18,7 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import load_params
-from mnist_pipeline.tracking.store import check_store, ensure_experiment, tracking_uri
 
 # workflowType: the runs table of model training, not the GenAI view MLflow 3 opens by default.
 RUNS_PAGE = "/#/experiments/{}/runs?workflowType=machine_learning"
@@ -50,6 +49,9 @@ def port_number(text: str) -> int:
 
 def ui(experiment: str, root: Path, host: str, port: int) -> None:
     """Serve the UI on host:port until Ctrl-C; print the link to `experiment`'s runs once it answers."""
+    # MLflow loads in seconds: imported when the command runs, not for --help.
+    from mnist_pipeline.tracking.store import check_store, ensure_experiment, tracking_uri
+
     uri = tracking_uri(root)
     if urlsplit(uri).scheme in ("http", "https"):  # a team server: its UI is already up
         check_store(root)

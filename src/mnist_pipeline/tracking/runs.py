@@ -4,7 +4,6 @@ its metrics in one call per step, and its datasets with their digests."""
 import hashlib
 import json
 import os
-import subprocess
 import time
 import warnings
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from mlflow.entities import LoggedModelInput, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.core.git import git_dirty, git_output
 from mnist_pipeline.core.params import Params
 
 
@@ -40,21 +40,6 @@ def run_tags(model: str, root: Path) -> dict[str, str]:
         tags["git.commit"] = commit
         tags["git.dirty"] = str(git_dirty(root)).lower()
     return tags
-
-
-def git_dirty(root: Path) -> bool:
-    """Whether tracked files differ from HEAD; dvc.lock changes as the pipeline runs, so it does
-    not count."""
-    return bool(git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"))
-
-
-def git_output(root: Path, *args: str) -> str | None:
-    """What `git ARGS` prints in `root`, or None when git is missing or fails (not a repository)."""
-    try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def training_params(model: str, params: Params) -> dict:
