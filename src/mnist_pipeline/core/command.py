@@ -10,7 +10,6 @@ imports the code of no other command: what dvc.yaml lists for a stage is what th
 import argparse
 import errno
 import faulthandler
-import importlib
 import logging
 import signal
 import sys
@@ -43,7 +42,10 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
     for name, command in commands.items():
         subparser = subparsers.add_parser(name, help=command.help)
         if name == chosen:
-            module = importlib.import_module(command.module)
+            # __import__, not importlib.import_module: Python's import log (-X importtime), which checks
+            # each stage's deps in dvc.yaml, records only imports made through __import__.
+            __import__(command.module)
+            module = sys.modules[command.module]
             module.configure(subparser)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(module, "TAKES_OVERRIDES", False):
