@@ -161,7 +161,7 @@ def fake_mnist() -> dict[str, bytes]:
         rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
         np.arange(10, dtype=np.uint8),
     )
-    return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays)}
+    return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays, strict=True)}
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ class Report:
     def read(cls, text: str) -> "Report":
         assert text.startswith(MARKER + "\n"), text[:200]
         parts = re.split(r"^(### .*)$", text, flags=re.MULTILINE)
-        top, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
+        top, sections = parts[0], dict(zip(parts[1::2], parts[2::2], strict=True))
         lines = [line for line in top.splitlines()[1:] if line]
         tables = {name: rows(body) for name, body in sections.items()}
         params = {cells[1]: (cells[2], cells[3]) for cells in tables["### Parameters changed"]}

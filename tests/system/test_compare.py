@@ -34,7 +34,7 @@ def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
             rest.append(line)
         else:
             assert len(cells) == len(header), f"a row that does not line up with the header:\n{stdout}"
-            rows.append(dict(zip(header, cells)))
+            rows.append(dict(zip(header, cells, strict=True)))
     return header, rows, rest
 
 

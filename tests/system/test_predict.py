@@ -94,7 +94,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
         photos.append(tmp_path / f"digit{i}.{'jpg' if i % 2 else 'png'}")
         as_photo(x[i], 200 + 10 * i).save(photos[-1])
     from_photos = parse(predict_cli(trained_repo, *photos, "--model", "models/mlp").stdout)
-    agree = sum(a[1] == b[1] for a, b in zip(from_photos, rows))
+    agree = sum(a[1] == b[1] for a, b in zip(from_photos, rows, strict=True))
     assert agree >= 6, (from_photos, rows)
 
 

@@ -255,7 +255,7 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     study = optuna.load_study(study_name="mlp", storage=optuna_study.default_storage(root))
     best = study.best_trial.user_attrs[optuna_study.VALUES_ATTR]
     after = (root / "params.yaml").read_text().splitlines()
-    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    changed = [(b, a) for b, a in zip(before, after, strict=False) if b != a]
     assert len(before) == len(after) and [b.split(":")[0].strip() for b, _ in changed] == ["dropout", "learning_rate"]
     assert changed[1][1].endswith("# 0.001 at batch 128, scaled with the batch size")  # its comment kept
     mlp = load_params(root / "params.yaml").model("mlp")

@@ -19,7 +19,9 @@ KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def npz_bytes(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{key: idx.decode(files[name]) for key, name in zip(KERAS_KEYS, idx.FILENAMES)})
+    np.savez_compressed(
+        buffer, **{key: idx.decode(files[name]) for key, name in zip(KERAS_KEYS, idx.FILENAMES, strict=True)}
+    )
     return buffer.getvalue()
 
 

@@ -80,7 +80,7 @@ def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_
 
     twin = for_inference(model, mixed)
     assert {layer.compute_dtype for layer in twin.layers if layer.name != "pixels"} == {"float32"}
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), twin.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), twin.get_weights(), strict=True))
     twin.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert {layer.compute_dtype for layer in loaded.layers if layer.name != "pixels"} == {"float32"}
@@ -112,7 +112,7 @@ def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarra
 
 def test_the_seed_decides_the_weights():
     first, again, other = fit_weights(7), fit_weights(7), fit_weights(8)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.allclose(first[0], other[0])
 
 

@@ -106,4 +106,4 @@ def test_each_optimizer_builds_and_fits_a_step(optimizer):
     assert int(model.optimizer.iterations) == 1
     assert fitted.curves["epoch"].tolist() == [1] and np.isfinite(fitted.curves["val_loss"]).all()
     assert fitted.kept_epoch == 1 and fitted.why == "the last"
-    assert all(not np.array_equal(b, a) for b, a in zip(before, model.get_weights()))
+    assert all(not np.array_equal(b, a) for b, a in zip(before, model.get_weights(), strict=True))

@@ -299,7 +299,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
         "hidden_units": (shipped.hidden_units, [1024, 512]),
     }
     after = path.read_text().splitlines()
-    differ = [(b, a) for b, a in zip(before, after) if b != a]
+    differ = [(b, a) for b, a in zip(before, after, strict=False) if b != a]
     assert len(before) == len(after)
     assert [a.strip() for _, a in differ] == [
         "- 1024",
