@@ -21,7 +21,7 @@ TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
 
 
 @pytest.mark.parametrize(
-    "recorded, exists, launched, expected",
+    ("recorded", "exists", "launched", "expected"),
     [
         # `dvc repro`: the training run is in the store; nothing else launched.
         (TRAINING_RUN, True, None, RunChoice(TRAINING_RUN, new=False, warn=False)),

@@ -178,5 +178,5 @@ def test_blank_arrays_are_refused_like_blank_images(seven, tmp_path, name, array
 
 def test_an_array_of_records_is_refused_before_it_is_read(tmp_path):
     np.save(tmp_path / "records.npy", np.zeros((2, 28, 28), dtype=[("a", "f4"), ("b", "f4")]))
-    with pytest.raises(InputError, match="array of .*; expected pixel intensities 0–255"):
+    with pytest.raises(InputError, match=r"array of .*; expected pixel intensities 0–255"):
         load_inputs([tmp_path / "records.npy"])

@@ -45,7 +45,7 @@ def stages() -> list[tuple[str, str | None, dict]]:
 
 
 @pytest.mark.parametrize(
-    "stage, model, definition", [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()]
+    ("stage", "model", "definition"), [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()]
 )
 def test_each_stage_writes_what_layout_names(stage, model, definition):
     assert declared_outputs(definition, model) == written_by_layout(stage, model)

@@ -57,7 +57,7 @@ def versions(client: MlflowClient, name: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "accuracy, registered", [(0.8999, False), (0.9, True), (0.95, True)], ids=["below", "at", "above"]
+    ("accuracy", "registered"), [(0.8999, False), (0.9, True), (0.95, True)], ids=["below", "at", "above"]
 )
 def test_min_accuracy_gate(store, accuracy, registered):
     params = registry(f"gate-{accuracy}-")
@@ -85,7 +85,7 @@ def test_the_champion_moves_only_when_beaten(store):
 
 
 @pytest.mark.parametrize(
-    "logged_as, by_another_run", [("logistic", False), ("mlp", True)], ids=["another-model", "another-run"]
+    ("logged_as", "by_another_run"), [("logistic", False), ("mlp", True)], ids=["another-model", "another-run"]
 )
 def test_a_model_another_training_logged_is_never_registered(store, logged_as, by_another_run):
     """The issue's case: the MLP's test accuracy must not promote the logistic model, nor an mlp that

@@ -336,6 +336,7 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     other["tune"]["mlp"]["space"]["dropout"]["high"] = 0.5
     other["models"]["mlp"]["optimizer"] = "sgd"
     other_params, other_tunes = parsed(other)
+    other_tuning = search_for(other_tunes, other_params, "mlp")
     with pytest.raises(
         PipelineError,
         match=re.escape(
@@ -343,7 +344,6 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
             "and tune.yaml)"
         ),
     ):
-        other_tuning = search_for(other_tunes, other_params, "mlp")
         optuna_study.open_study(
             storage, "s", other_tuning, optuna_study.definition("mlp", other_params, other_tuning), lambda: "x"
         )
