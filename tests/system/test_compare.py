@@ -202,7 +202,7 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
         out = compare(store, columns=columns).stdout
         assert max(map(len, out.splitlines())) <= columns, out
         header, rows, rest = read_text(out)
-        hidden = [name for name in params + ["run_id"] if name not in header]
+        hidden = [name for name in [*params, "run_id"] if name not in header]
         assert header[:4] == ["rank", "model", "run", "data.train_size"] and set(HEADLINE) <= set(header)
         assert hidden, f"all columns fit in {columns}: this test no longer tests cutting"
         needed = max(map(len, wide.splitlines()))

@@ -111,7 +111,7 @@ def test_a_trickling_mirror_is_given_up_at_its_deadline_and_the_next_source_used
 
 def test_a_short_read_is_reported_and_the_next_source_used(mnist_dir, mnist_files, tmp_path, caplog):
     caplog.set_level("INFO")
-    with mirror(cut_short) as (url, sent):
+    with mirror(cut_short) as (url, _sent):
         used = download(
             params({"kind": "idx_mirror", "url": url}, {"kind": "local", "path": str(mnist_dir)}), tmp_path / "raw"
         )

@@ -12,15 +12,15 @@ tf = pytest.importorskip("tensorflow")
 from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
 
-TRAINING = dict(
-    optimizer="adam",
-    learning_rate=0.001,
-    lr_schedule="constant",
-    epochs=1,
-    batch_size=32,
-    early_stopping_patience=0,
-    seed=0,
-)
+TRAINING = {
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "lr_schedule": "constant",
+    "epochs": 1,
+    "batch_size": 32,
+    "early_stopping_patience": 0,
+    "seed": 0,
+}
 
 
 def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():

@@ -40,7 +40,11 @@ def test_only_this_machine_answers(no_network, http_server):
 
 
 def test_subprocesses_http_clients_get_a_closed_proxy(no_network):
-    probe = "import urllib.request\ntry: urllib.request.urlopen('http://example.com/', timeout=5)\nexcept OSError as e: print(e)"
+    probe = (
+        "import urllib.request\n"
+        "try: urllib.request.urlopen('http://example.com/', timeout=5)\n"
+        "except OSError as e: print(e)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     # Refused by the proxy on 127.0.0.1:9: no name lookup, nothing sent beyond this machine.
     assert "Connection refused" in done.stdout, done.stdout + done.stderr

@@ -109,7 +109,8 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
         ),
         (
             lambda t: t["space"].update(learning_rate={"low": 0.0, "high": 0.1, "log": True}),
-            "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 (low is 0)",
+            "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 "
+            "(low is 0)",
         ),
         (
             lambda t: t["space"].update(hidden_units={"low": 16, "high": 512}),
@@ -136,8 +137,8 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
         ),
         (
             lambda t: t.update(trails=30),
-            "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, epochs, "
-            "seed, space",
+            "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, "
+            "epochs, seed, space",
         ),
         (
             lambda t: t.update(objective="test_accuracy"),
