@@ -38,7 +38,7 @@ class Report:
         lines = [line for line in top.splitlines()[1:] if line]
         tables = {name: rows(body) for name, body in sections.items()}
         params = {cells[1]: (cells[2], cells[3]) for cells in tables["### Parameters changed"]}
-        metrics = {tuple(cells[:2]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
+        metrics = {(cells[0], cells[1]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
         assert bool(params) == ("No parameter differs from the base." not in sections["### Parameters changed"])
         assert bool(metrics) == ("No metric differs from the base." not in sections["### Metrics vs the base"])
         return cls(

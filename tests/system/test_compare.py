@@ -27,7 +27,8 @@ def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """The text table as a person reads it: the header, each row by column, and the lines after it."""
     lines = stdout.rstrip("\n").splitlines()
     header = re.split(r" {2,}", lines[0].strip())
-    rows, rest = [], []
+    rows: list[dict[str, str]] = []
+    rest: list[str] = []
     for line in lines[1:]:
         cells = re.split(r" {2,}", line.strip())
         if rest or not cells[0].isdigit():

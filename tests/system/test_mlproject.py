@@ -6,7 +6,7 @@ from tests.support.harness import TRAINED_EXPERIMENT, sh, store_uri
 
 
 def artifact_paths(client, run_id, path=None) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for item in client.list_artifacts(run_id, path):
         found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
     return found

@@ -74,7 +74,8 @@ def test_first_repro_runs_every_stage_in_order(repo):
 def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
     """dvc.yaml's promise: a change to any project file a stage runs re-runs it, and a change to
     any other leaves it alone. What each stage ran comes from Python's own import log."""
-    ran, stage = {}, None
+    ran: dict[str, set[str]] = {}
+    stage: set[str] | None = None
     for line in (repo / "first_repro.log").read_text().splitlines():
         if started := re.match(r"Running stage '([^']+)'", line):
             stage = ran.setdefault(started.group(1), {"src/mnist_pipeline/stages/__main__.py"})  # what `python -m` runs

@@ -1,5 +1,7 @@
 """`predict`: images of any size and mode, .npy batches, models from a path, a run or the registry."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -31,7 +33,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_large_light_background_image_becomes_the_mnist_digit(test_images):
     x, _ = test_images
     for digit in x[:20]:
-        recovered = to_mnist(as_photo(digit, 280), "photo")
+        recovered = to_mnist(as_photo(digit, 280), Path("photo"))
         assert recovered.shape == (28, 28) and recovered.dtype == np.uint8
         assert correlation(recovered, digit) > 0.85
         # Inverting or not centring it would break the likeness.
@@ -42,7 +44,7 @@ def test_transparent_png_reads_as_ink_on_paper(test_images):
     digit = test_images[0][0]
     rgba = np.zeros((28, 28, 4), np.uint8)
     rgba[..., 3] = digit  # black ink whose opacity is the stroke, on a transparent background
-    recovered = to_mnist(Image.fromarray(rgba, "RGBA"), "ink")
+    recovered = to_mnist(Image.fromarray(rgba, "RGBA"), Path("ink"))
     assert correlation(recovered, digit) > 0.85
 
 

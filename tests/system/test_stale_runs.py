@@ -106,10 +106,16 @@ def repo(tmp_path_factory, mnist_dir):
     return root
 
 
-def train(repo: Path, *overrides: str) -> subprocess.Popen:
+class Training(subprocess.Popen[str]):
+    """A `train mlp` process, and `log`: the file its output goes to."""
+
+    log: Path
+
+
+def train(repo: Path, *overrides: str) -> Training:
     """`train mlp` started; its output goes to a file (a pipe nobody reads would stop it when full)."""
     with open(repo / f"train-{time.monotonic_ns()}.log", "w+") as log:
-        process = subprocess.Popen(
+        process = Training(
             [sys.executable, "-m", "mnist_pipeline", "train", "mlp", *overrides],
             cwd=repo,
             env=repo_env(repo),

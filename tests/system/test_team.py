@@ -6,6 +6,7 @@ import filecmp
 import io
 import json
 import subprocess
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Team:
+def team(tmp_path_factory) -> Iterator[Team]:
     """PostgreSQL, the S3 endpoint and the MLflow server in front of both; stopped after the module."""
     logs = tmp_path_factory.mktemp("team-servers")
     with ExitStack() as servers:

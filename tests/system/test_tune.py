@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -127,7 +128,7 @@ def wait(worker: subprocess.Popen, log: Path, timeout_s: float = 240) -> tuple[i
 
 
 @pytest.fixture(scope="module")
-def pg() -> str:
+def pg() -> Iterator[str]:
     with postgres("optuna") as url:
         yield url
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.support.harness import TRAINED_EXPERIMENT, free_port, repo_env, store_uri, venv_bin
@@ -117,14 +118,14 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
     ]
 
 
-def runs_of_dvc_repro(trained_repo) -> dict:
+def runs_of_dvc_repro(trained_repo) -> dict[str, Run]:
     """The two training runs `dvc repro` logged (other tests may add runs of their own)."""
     client = MlflowClient(store_uri(trained_repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
     found = client.search_runs(
         [experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'", order_by=["attributes.start_time ASC"]
     )
-    runs = {}
+    runs: dict[str, Run] = {}
     for run in found:
         runs.setdefault(run.data.tags["model"], run)  # the first repro's run of each model
     assert set(runs) == {"logistic", "mlp"}
@@ -195,7 +196,7 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
         model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
         for model, run in runs.items()
     }
-    best, worst = sorted(accuracy, key=accuracy.get, reverse=True)
+    best, worst = sorted(accuracy, key=accuracy.__getitem__, reverse=True)
     assert ranks[best] < ranks[worst]  # highest test accuracy first
     page.screenshot(path=screenshots / "mlflow-4-runs-by-test-accuracy.png")
 

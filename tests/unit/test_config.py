@@ -19,7 +19,7 @@ def defaults() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def write(tmp_path, params) -> str:
+def write(tmp_path: Path, params: dict | str) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
     return path

@@ -69,7 +69,8 @@ def test_npz_is_read_without_pickle(tmp_path):
 def mirror(answer):
     """A real HTTP server on 127.0.0.1 that answers every GET with `answer(handler, stop)`; yields
     (base URL, bytes sent). `stop` is set when the test ends, to release answers that wait."""
-    stop, sent = threading.Event(), []
+    stop = threading.Event()
+    sent: list[int] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

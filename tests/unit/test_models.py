@@ -1,18 +1,34 @@
 import os
 import signal
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
 tf = pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
 
 from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
 
-TRAINING = {
+
+class Training(TypedDict):
+    """The training fields these tests give every model, typed as the params classes take them."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float
+    lr_schedule: Literal["constant", "cosine"]
+    epochs: int
+    batch_size: int
+    early_stopping_patience: int
+    seed: int
+
+
+TRAINING: Training = {
     "optimizer": "adam",
     "learning_rate": 0.001,
     "lr_schedule": "constant",
@@ -122,7 +138,8 @@ class SignalAt(keras.callbacks.Callback):
 
     def __init__(self, batch: int, signals: list[int]):
         super().__init__()
-        self.batch, self.signals, self.ended_batches = batch, signals, []
+        self.batch, self.signals = batch, signals
+        self.ended_batches: list[int] = []
 
     def on_train_batch_end(self, batch, logs=None):
         self.ended_batches.append(batch)

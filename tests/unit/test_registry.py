@@ -2,9 +2,9 @@
 `enabled: false`, a champion that moves only when beaten, and never another model under these numbers."""
 
 import mlflow
-import mlflow.pyfunc
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.errors import PipelineError
@@ -13,7 +13,7 @@ from mnist_pipeline.tracking.registry import ALIAS, promote
 from tests.support.tiny import cleared_env
 
 
-class Constant(mlflow.pyfunc.PythonModel):
+class Constant(PythonModel):
     def predict(self, context, model_input: list[str], params=None) -> list[int]:
         return [0] * len(model_input)
 
@@ -41,8 +41,8 @@ def promote_new(params: RegistryParams, accuracy: float) -> str | None:
     return promote(params, "mlp", model_id, accuracy, run_id)
 
 
-def registry(prefix: str, **params) -> RegistryParams:
-    return RegistryParams(**({"enabled": True, "min_accuracy": 0.9, "name_prefix": prefix} | params))
+def registry(prefix: str, enabled: bool = True) -> RegistryParams:
+    return RegistryParams(enabled=enabled, min_accuracy=0.9, name_prefix=prefix)
 
 
 def champion(client: MlflowClient, name: str) -> str | None:

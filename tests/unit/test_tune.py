@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -323,13 +324,23 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     params, tunes = parsed(tiny_raw())
     tuning = search_for(tunes, params, "mlp")
     storage = optuna_study.open_storage(optuna_study.default_storage(tmp_path))
-    made = []
+    made: list[str] = []
+
+    def parent(run_id: str) -> Callable[[], str]:
+        """A maker of the study's parent run that notes each call in `made`."""
+
+        def make() -> str:
+            made.append("parent")
+            return run_id
+
+        return make
+
     study, created = optuna_study.open_study(
-        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-1"
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), parent("run-1")
     )
     assert created and made == ["parent"] and study.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
     again, created = optuna_study.open_study(
-        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-2"
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), parent("run-2")
     )
     assert not created and made == ["parent"] and again.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
 
