@@ -138,7 +138,9 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert [r[:3] for r in rows(section)] == [
         [r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"] for r in per_class
     ]
-    image = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section).group(1)
+    link = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section)
+    assert link, section
+    image = link.group(1)
     assert (repo / "out" / image).resolve() == (Layout(repo).eval_dir("mlp") / "confusion_matrix.png").resolve()
     first = report
 

@@ -42,6 +42,7 @@ def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
 def finished_runs(repo, experiment=TRAINED_EXPERIMENT):
     client = MlflowClient(store_uri(repo))
     found = client.get_experiment_by_name(experiment)
+    assert found is not None, experiment
     return client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'")
 
 
@@ -175,7 +176,9 @@ def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
     assert rows[2]["test_macro_recall"] == "-"  # a metric the run lacks
     assert max(map(len, out["text"].splitlines())) <= 120
     # The run id: in the text when it fits (here it does not: the last line says so and how to see it).
-    needed = re.fullmatch(r"Not shown \(all: --width (\d+) or --format csv\): run_id", " ".join(rest)).group(1)
+    not_shown = re.fullmatch(r"Not shown \(all: --width (\d+) or --format csv\): run_id", " ".join(rest))
+    assert not_shown, rest
+    needed = not_shown.group(1)
     wider = compare(store, "--model", "mlp", "--width", needed).stdout
     assert read_text(wider)[0][-1] == "run_id" and max(map(len, wider.splitlines())) == int(needed)
     csv = pd.read_csv(io.StringIO(out["csv"]), dtype=str, keep_default_na=False)

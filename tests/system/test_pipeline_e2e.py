@@ -38,6 +38,7 @@ def repo(tmp_path_factory, mnist_dir):
     # tests that check it whichever of the others (which add runs and retrain) ran before them.
     client = MlflowClient(store_uri(root))
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     for model in ("logistic", "mlp"):
         shutil.copytree(Layout(root).eval_dir(model), root / FIRST_REPRO / model)
     (root / FIRST_REPRO / "runs.json").write_text(
@@ -60,6 +61,7 @@ def client(repo):
 
 def runs(client, model=None):
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     query = f"tags.model = '{model}'" if model else ""
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 

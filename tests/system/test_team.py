@@ -79,6 +79,7 @@ def client(team) -> MlflowClient:
 
 def finished_runs(client: MlflowClient, query: str = "") -> list:
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 
 

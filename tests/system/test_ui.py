@@ -72,6 +72,7 @@ def ui(trained_repo, tmp_path_factory):
 def test_make_ui_prints_the_link_to_the_training_runs_and_keeps_the_server_quiet(ui, trained_repo, page, screenshots):
     port, lines, err = ui
     experiment = MlflowClient(store_uri(trained_repo)).get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     link = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
     assert lines == [f"MLflow UI on the runs of experiment '{TRAINED_EXPERIMENT}' (Ctrl-C stops it):", link]
     assert experiment.tags[KIND] == "custom_model_development"
@@ -110,11 +111,12 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
         timeout=120,
         env=repo_env(trained_repo, MLFLOW_TRACKING_URI=server),
     )
-    experiment_id = MlflowClient(server).get_experiment_by_name(TRAINED_EXPERIMENT).experiment_id
+    experiment = MlflowClient(server).get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; the runs of '{TRAINED_EXPERIMENT}':",
-        f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
+        f"{server}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
     ]
 
 
@@ -122,6 +124,7 @@ def runs_of_dvc_repro(trained_repo) -> dict[str, Run]:
     """The two training runs `dvc repro` logged (other tests may add runs of their own)."""
     client = MlflowClient(store_uri(trained_repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     found = client.search_runs(
         [experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'", order_by=["attributes.start_time ASC"]
     )

@@ -33,6 +33,7 @@ def test_train_writes_the_model_its_run_file_and_history_and_the_run_holds_its_p
 
     assert read_run_id(layout.model_dir("mlp")) == run_id
     model_id = read_model_id(layout.model_dir("mlp"))
+    assert model_id, "train recorded the logged model's id"
     history = pd.read_csv(layout.history("mlp"))
     assert history["epoch"].tolist() == [1, 2]
     client = MlflowClient(store_uri(layout))  # the store at the layout's root: nothing chose another

@@ -20,7 +20,7 @@ from mlflow.projects import load_project
 from optuna.trial import TrialState
 
 from mnist_pipeline.core.errors import ParamsError, PipelineError
-from mnist_pipeline.core.params import Params, load_params, parse_params
+from mnist_pipeline.core.params import MLPParams, Params, load_params, parse_params
 from mnist_pipeline.data.splits import save_splits
 from mnist_pipeline.tuning import optuna_study
 from mnist_pipeline.tuning.params_edit import apply_values
@@ -237,6 +237,7 @@ def test_a_trial_draws_values_the_model_accepts_rounded_as_params_yaml_will_hold
         assert values["hidden_units"] in ([16], [32, 16]) and values["batch_size"] % 8 == 0
         assert isinstance(values["batch_size"], int)
         trained = optuna_study.trial_model(model, values, tuning)
+        assert isinstance(trained, MLPParams)
         assert trained.hidden_units == values["hidden_units"] and trained.epochs == model.epochs
         seen.add(tuple(values["hidden_units"]))
         study.tell(trial, values["learning_rate"])
@@ -293,6 +294,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     shutil.copy(REPO / "params.yaml", path)
     before = path.read_text().splitlines()
     shipped = load_params(path).model("mlp")
+    assert isinstance(shipped, MLPParams)
     values = {"learning_rate": 0.00001, "dropout": 0.312, "hidden_units": [1024, 512], "batch_size": shipped.batch_size}
     changed = apply_values(path, "mlp", values)
     assert changed == {
@@ -309,6 +311,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
         "learning_rate: 0.00001       # 0.001 at batch 128, scaled with the batch size",
     ]
     mlp = load_params(path).model("mlp")
+    assert isinstance(mlp, MLPParams)
     assert (mlp.learning_rate, mlp.dropout, mlp.hidden_units) == (0.00001, 0.312, [1024, 512])
     assert yaml.safe_load(path.read_text())["models"]["mlp"]["learning_rate"] == 0.00001  # a float to PyYAML too
     assert apply_values(path, "mlp", values) == {}  # already there: the file is not touched
