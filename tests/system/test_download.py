@@ -35,7 +35,7 @@ def test_keras_npz_over_http(http_server, mnist_files, tmp_path):
         key: idx.decode(mnist_files[name])
         for key, name in zip(("x_train", "y_train", "x_test", "y_test"), idx.FILENAMES, strict=True)
     }
-    np.savez_compressed(folder / "mnist.npz", **arrays)
+    np.savez_compressed(folder / "mnist.npz", allow_pickle=False, **arrays)
     download(params({"kind": "keras_npz", "url": url + "mnist.npz"}), tmp_path / "raw")
     assert written(tmp_path / "raw") == mnist_files
 

@@ -56,7 +56,7 @@ def repo(tmp_path_factory, mnist_dir):
 def client(repo):
     mlflow.set_tracking_uri(store_uri(repo))
     yield MlflowClient()
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
 
 
 def runs(client, model=None):

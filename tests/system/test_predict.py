@@ -87,7 +87,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
     try:
         registered = mlflow.tensorflow.load_model(version.source).predict(x[:8], verbose=0)
     finally:
-        mlflow.set_tracking_uri(None)
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
     assert [digit for _, digit, _ in champion] == registered.argmax(axis=1).tolist()
     assert [p for _, _, p in champion] == pytest.approx(registered.max(axis=1).tolist(), abs=1e-4)
 
