@@ -15,10 +15,17 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import yaml
-from bare_keras import load  # the same plain reading of the preprocess stage's splits
+
+# The same plain reading of the preprocess stage's splits. Run as a script (`python bench/levers.py`,
+# as bench/run.py does), bare_keras.py is a sibling on sys.path; mypy reads bench/ as the package it is.
+if TYPE_CHECKING:
+    from bench.bare_keras import load
+else:
+    from bare_keras import load
 
 
 def main() -> None:

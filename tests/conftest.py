@@ -61,7 +61,9 @@ def pytest_collection_modifyitems(config, items):
     other tier, naming where it belongs. Under pytest-xdist (`-n 2 --dist
     loadgroup`, see pyproject.toml) each module's tests stay on one worker with their module
     fixtures, and all the tests of the shared trained repository on one, which then builds it once."""
-    fast, slow, misplaced = [], [], []
+    fast: list[pytest.Item] = []
+    slow: list[pytest.Item] = []
+    misplaced: list[str] = []
     for item in items:
         is_slow = bool(SLOW_FIXTURES & set(item.fixturenames)) or any(item.get_closest_marker(m) for m in SLOW_MARKS)
         if is_slow:
@@ -161,7 +163,7 @@ def fake_mnist() -> dict[str, bytes]:
         rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
         np.arange(10, dtype=np.uint8),
     )
-    return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays)}
+    return {name: idx.encode(array) for name, array in zip(idx.FILENAMES, arrays, strict=True)}
 
 
 @pytest.fixture

@@ -220,7 +220,10 @@ def refuse_the_network() -> None:
         inet = self.family in (socket.AF_INET, socket.AF_INET6)
         return real_connect_ex(self, address) if not inet or local(address[0]) else refuse(address[0])
 
-    socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex = getaddrinfo, connect, connect_ex
+    socket.getaddrinfo = getaddrinfo
+    # Replacing methods on their class is this guard's purpose; mypy cannot type that (python/mypy#2427).
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens
     os.environ.update(
         http_proxy=closed,

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 from tests.support.harness import free_port, running, tracking_server, venv_bin
 
@@ -89,7 +90,13 @@ def s3_endpoint(log_dir: Path, bucket: str) -> Iterator[str]:
         yield url
 
 
-def boto3_credentials() -> dict[str, str]:
+class Boto3Credentials(TypedDict):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    region_name: str
+
+
+def boto3_credentials() -> Boto3Credentials:
     return {
         "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],

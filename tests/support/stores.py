@@ -17,7 +17,7 @@ TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", 
 def forget_experiment() -> None:
     for name in TRACKING_ENV:
         os.environ.pop(name, None)
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
 
 
 @pytest.fixture

@@ -92,7 +92,8 @@ def as_if_a_new_process() -> None:
     """Forget the store and experiment the last stage set, as the next stage's process would."""
     while mlflow.active_run():
         mlflow.end_run()
-    mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI
+    # None: back to the default, and MLFLOW_TRACKING_URI unset; MLflow's annotation omits it
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     mlflow.tracking.fluent._active_experiment_id = None
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 

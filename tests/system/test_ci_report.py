@@ -34,11 +34,11 @@ class Report:
     def read(cls, text: str) -> "Report":
         assert text.startswith(MARKER + "\n"), text[:200]
         parts = re.split(r"^(### .*)$", text, flags=re.MULTILINE)
-        top, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
+        top, sections = parts[0], dict(zip(parts[1::2], parts[2::2], strict=True))
         lines = [line for line in top.splitlines()[1:] if line]
         tables = {name: rows(body) for name, body in sections.items()}
         params = {cells[1]: (cells[2], cells[3]) for cells in tables["### Parameters changed"]}
-        metrics = {tuple(cells[:2]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
+        metrics = {(cells[0], cells[1]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
         assert bool(params) == ("No parameter differs from the base." not in sections["### Parameters changed"])
         assert bool(metrics) == ("No metric differs from the base." not in sections["### Metrics vs the base"])
         return cls(
@@ -138,7 +138,9 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     assert [r[:3] for r in rows(section)] == [
         [r["digit"], f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}"] for r in per_class
     ]
-    image = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section).group(1)
+    link = re.search(r"!\[mlp confusion matrix\]\(([^)]+)\)", section)
+    assert link, section
+    image = link.group(1)
     assert (repo / "out" / image).resolve() == (Layout(repo).eval_dir("mlp") / "confusion_matrix.png").resolve()
     first = report
 

@@ -27,20 +27,22 @@ def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """The text table as a person reads it: the header, each row by column, and the lines after it."""
     lines = stdout.rstrip("\n").splitlines()
     header = re.split(r" {2,}", lines[0].strip())
-    rows, rest = [], []
+    rows: list[dict[str, str]] = []
+    rest: list[str] = []
     for line in lines[1:]:
         cells = re.split(r" {2,}", line.strip())
         if rest or not cells[0].isdigit():
             rest.append(line)
         else:
             assert len(cells) == len(header), f"a row that does not line up with the header:\n{stdout}"
-            rows.append(dict(zip(header, cells)))
+            rows.append(dict(zip(header, cells, strict=True)))
     return header, rows, rest
 
 
 def finished_runs(repo, experiment=TRAINED_EXPERIMENT):
     client = MlflowClient(store_uri(repo))
     found = client.get_experiment_by_name(experiment)
+    assert found is not None, experiment
     return client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'")
 
 
@@ -174,7 +176,9 @@ def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
     assert rows[2]["test_macro_recall"] == "-"  # a metric the run lacks
     assert max(map(len, out["text"].splitlines())) <= 120
     # The run id: in the text when it fits (here it does not: the last line says so and how to see it).
-    needed = re.fullmatch(r"Not shown \(all: --width (\d+) or --format csv\): run_id", " ".join(rest)).group(1)
+    not_shown = re.fullmatch(r"Not shown \(all: --width (\d+) or --format csv\): run_id", " ".join(rest))
+    assert not_shown, rest
+    needed = not_shown.group(1)
     wider = compare(store, "--model", "mlp", "--width", needed).stdout
     assert read_text(wider)[0][-1] == "run_id" and max(map(len, wider.splitlines())) == int(needed)
     csv = pd.read_csv(io.StringIO(out["csv"]), dtype=str, keep_default_na=False)
@@ -202,7 +206,7 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
         out = compare(store, columns=columns).stdout
         assert max(map(len, out.splitlines())) <= columns, out
         header, rows, rest = read_text(out)
-        hidden = [name for name in params + ["run_id"] if name not in header]
+        hidden = [name for name in [*params, "run_id"] if name not in header]
         assert header[:4] == ["rank", "model", "run", "data.train_size"] and set(HEADLINE) <= set(header)
         assert hidden, f"all columns fit in {columns}: this test no longer tests cutting"
         needed = max(map(len, wide.splitlines()))

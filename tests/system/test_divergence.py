@@ -70,11 +70,9 @@ def test_a_diverging_train_stage_fails_in_one_line_and_keeps_the_previous_model(
     assert not list(tmp_path.glob("models/.*")) and not list(tmp_path.glob("reports/history/.*")), "temporary files"
 
     client = MlflowClient(store_uri(layout))
-    [failed] = [
-        run
-        for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-        if run.info.run_id != good_run
-    ]
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None, "tiny"
+    [failed] = [run for run in client.search_runs([experiment.experiment_id]) if run.info.run_id != good_run]
     assert failed.info.status == "FAILED"
     # The epochs before the divergence were logged; nothing of the diverged one, and no model.
     assert [m.step for m in client.get_metric_history(failed.info.run_id, "loss")] == list(range(1, epoch))

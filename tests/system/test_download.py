@@ -33,9 +33,9 @@ def test_keras_npz_over_http(http_server, mnist_files, tmp_path):
     folder, url = http_server
     arrays = {
         key: idx.decode(mnist_files[name])
-        for key, name in zip(("x_train", "y_train", "x_test", "y_test"), idx.FILENAMES)
+        for key, name in zip(("x_train", "y_train", "x_test", "y_test"), idx.FILENAMES, strict=True)
     }
-    np.savez_compressed(folder / "mnist.npz", **arrays)
+    np.savez_compressed(folder / "mnist.npz", allow_pickle=False, **arrays)
     download(params({"kind": "keras_npz", "url": url + "mnist.npz"}), tmp_path / "raw")
     assert written(tmp_path / "raw") == mnist_files
 
@@ -111,7 +111,7 @@ def test_a_trickling_mirror_is_given_up_at_its_deadline_and_the_next_source_used
 
 def test_a_short_read_is_reported_and_the_next_source_used(mnist_dir, mnist_files, tmp_path, caplog):
     caplog.set_level("INFO")
-    with mirror(cut_short) as (url, sent):
+    with mirror(cut_short) as (url, _sent):
         used = download(
             params({"kind": "idx_mirror", "url": url}, {"kind": "local", "path": str(mnist_dir)}), tmp_path / "raw"
         )

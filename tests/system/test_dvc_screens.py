@@ -156,9 +156,11 @@ def test_dvc_plots_page_renders_every_chart(repo, vega_scripts, page, screenshot
     for name, path in vega_scripts.items():
         shutil.copy(path, out / "vega" / f"{name}.js")
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -26,6 +26,7 @@ def test_twenty_queued_experiments_with_two_workers_all_land(tmp_path, mnist_dir
     assert len(names) == N_EXPERIMENTS
     client = MlflowClient(store_uri(repo))
     experiment = client.get_experiment_by_name("load")
+    assert experiment is not None, "load"
     swept = client.search_runs([experiment.experiment_id], "tags.model = 'logistic' and tags.`dvc.exp_name` != ''")
     assert sorted(r.data.tags["dvc.exp_name"] for r in swept) == sorted(names)
     assert sorted(float(r.data.params["learning_rate"]) for r in swept) == rates

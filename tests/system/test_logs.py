@@ -29,7 +29,7 @@ KEPT_LINE = re.compile(
 def stage_logs(log: str) -> dict[str, str]:
     """`dvc repro`'s output cut at each "Running stage" line: {stage: what it printed}."""
     parts = re.split(r"^Running stage '([^']+)':$", log, flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def test_dvc_repro_reads_clean_with_one_line_per_epoch(trained_repo):

@@ -6,7 +6,7 @@ from tests.support.harness import TRAINED_EXPERIMENT, sh, store_uri
 
 
 def artifact_paths(client, run_id, path=None) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for item in client.list_artifacts(run_id, path):
         found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
     return found
@@ -16,6 +16,7 @@ def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(traine
     repo = trained_repo
     client = MlflowClient(store_uri(repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
 
     def mlp_runs():
         return client.search_runs([experiment.experiment_id], "tags.model = 'mlp'", order_by=["attributes.start_time"])

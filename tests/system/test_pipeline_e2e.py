@@ -38,6 +38,7 @@ def repo(tmp_path_factory, mnist_dir):
     # tests that check it whichever of the others (which add runs and retrain) ran before them.
     client = MlflowClient(store_uri(root))
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     for model in ("logistic", "mlp"):
         shutil.copytree(Layout(root).eval_dir(model), root / FIRST_REPRO / model)
     (root / FIRST_REPRO / "runs.json").write_text(
@@ -55,11 +56,12 @@ def repo(tmp_path_factory, mnist_dir):
 def client(repo):
     mlflow.set_tracking_uri(store_uri(repo))
     yield MlflowClient()
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
 
 
 def runs(client, model=None):
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     query = f"tags.model = '{model}'" if model else ""
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 
@@ -74,7 +76,8 @@ def test_first_repro_runs_every_stage_in_order(repo):
 def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
     """dvc.yaml's promise: a change to any project file a stage runs re-runs it, and a change to
     any other leaves it alone. What each stage ran comes from Python's own import log."""
-    ran, stage = {}, None
+    ran: dict[str, set[str]] = {}
+    stage: set[str] | None = None
     for line in (repo / "first_repro.log").read_text().splitlines():
         if started := re.match(r"Running stage '([^']+)'", line):
             stage = ran.setdefault(started.group(1), {"src/mnist_pipeline/stages/__main__.py"})  # what `python -m` runs

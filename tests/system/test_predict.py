@@ -1,5 +1,7 @@
 """`predict`: images of any size and mode, .npy batches, models from a path, a run or the registry."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -31,7 +33,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def test_a_large_light_background_image_becomes_the_mnist_digit(test_images):
     x, _ = test_images
     for digit in x[:20]:
-        recovered = to_mnist(as_photo(digit, 280), "photo")
+        recovered = to_mnist(as_photo(digit, 280), Path("photo"))
         assert recovered.shape == (28, 28) and recovered.dtype == np.uint8
         assert correlation(recovered, digit) > 0.85
         # Inverting or not centring it would break the likeness.
@@ -42,7 +44,7 @@ def test_transparent_png_reads_as_ink_on_paper(test_images):
     digit = test_images[0][0]
     rgba = np.zeros((28, 28, 4), np.uint8)
     rgba[..., 3] = digit  # black ink whose opacity is the stroke, on a transparent background
-    recovered = to_mnist(Image.fromarray(rgba, "RGBA"), "ink")
+    recovered = to_mnist(Image.fromarray(rgba, "RGBA"), Path("ink"))
     assert correlation(recovered, digit) > 0.85
 
 
@@ -85,7 +87,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
     try:
         registered = mlflow.tensorflow.load_model(version.source).predict(x[:8], verbose=0)
     finally:
-        mlflow.set_tracking_uri(None)
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None: back to the default; MLflow's annotation omits it
     assert [digit for _, digit, _ in champion] == registered.argmax(axis=1).tolist()
     assert [p for _, _, p in champion] == pytest.approx(registered.max(axis=1).tolist(), abs=1e-4)
 
@@ -94,7 +96,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
         photos.append(tmp_path / f"digit{i}.{'jpg' if i % 2 else 'png'}")
         as_photo(x[i], 200 + 10 * i).save(photos[-1])
     from_photos = parse(predict_cli(trained_repo, *photos, "--model", "models/mlp").stdout)
-    agree = sum(a[1] == b[1] for a, b in zip(from_photos, rows))
+    agree = sum(a[1] == b[1] for a, b in zip(from_photos, rows, strict=True))
     assert agree >= 6, (from_photos, rows)
 
 

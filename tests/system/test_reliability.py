@@ -60,6 +60,7 @@ def client_for(uri: str) -> MlflowClient:
 def runs(repo, query: str = "") -> list:
     client = client_for(store_uri(repo))
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 
 
@@ -314,6 +315,7 @@ def assert_all_four_complete(results, client: MlflowClient):
         assert done.returncode == 0, done.stderr[-2000:]
         assert "database is locked" not in done.stderr
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     found = client.search_runs([experiment.experiment_id])
     assert sorted(int(r.data.params["seed"]) for r in found) == [0, 1, 2, 3]
     for run in found:

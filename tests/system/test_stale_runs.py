@@ -10,6 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import mlflow
 import psutil
@@ -41,6 +42,11 @@ with active_run(run_name="holder", tags={"model": sys.argv[2]}) as run:
 """
 
 
+def pipe(stream: IO[str] | None) -> IO[str]:
+    assert stream is not None  # started with stdout=PIPE and stderr=PIPE
+    return stream
+
+
 def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen, str]]:
     """Real processes holding RUNNING runs of `models`, once each has said its run id."""
     env = repo_env(REPO)
@@ -55,8 +61,8 @@ def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen,
         )
         for model in models
     ]
-    started = [(holder, holder.stdout.readline().strip()) for holder in holders]
-    assert all(run_id for _, run_id in started), [holder.stderr.read() for holder, _ in started]
+    started = [(holder, pipe(holder.stdout).readline().strip()) for holder in holders]
+    assert all(run_id for _, run_id in started), [pipe(holder.stderr).read() for holder, _ in started]
     return started
 
 
@@ -106,10 +112,16 @@ def repo(tmp_path_factory, mnist_dir):
     return root
 
 
-def train(repo: Path, *overrides: str) -> subprocess.Popen:
+class Training(subprocess.Popen[str]):
+    """A `train mlp` process, and `log`: the file its output goes to."""
+
+    log: Path
+
+
+def train(repo: Path, *overrides: str) -> Training:
     """`train mlp` started; its output goes to a file (a pipe nobody reads would stop it when full)."""
     with open(repo / f"train-{time.monotonic_ns()}.log", "w+") as log:
-        process = subprocess.Popen(
+        process = Training(
             [sys.executable, "-m", "mnist_pipeline", "train", "mlp", *overrides],
             cwd=repo,
             env=repo_env(repo),
@@ -323,7 +335,9 @@ def test_training_in_a_copied_repository_stops_in_one_line_before_it_starts(repo
     shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns("cache"))  # cp -a, less DVC's cache
     original_artifacts = sorted((repo / "mlruns").rglob("*"))
     client = client_for(copy)
-    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    found = client.get_experiment_by_name(EXPERIMENT)
+    assert found is not None, "the copy holds the original's store"
+    experiment = found.experiment_id
     runs_before = len(client.search_runs([experiment]))
 
     done = subprocess.run(

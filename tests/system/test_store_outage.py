@@ -34,7 +34,8 @@ class Server:
     """`mlflow server` over a SQLite file on a port of its own, which the test kills and starts again."""
 
     def __init__(self, folder: Path):
-        self.folder, self.db, self.process, self.starts = folder, folder / "server.db", None, 0
+        self.folder, self.db, self.starts = folder, folder / "server.db", 0
+        self.process: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{free_port()}"
         self.cmd = [
             str(Path(venv_bin()) / "mlflow"),
@@ -75,6 +76,7 @@ class Server:
                 time.sleep(0.2)
 
     def kill(self) -> None:
+        assert self.process is not None, "kill() before start()"
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
@@ -83,6 +85,7 @@ class Server:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        assert self.process is not None  # __enter__ started it
         if self.process.poll() is None:
             self.kill()
 
@@ -186,10 +189,11 @@ def test_a_server_back_during_the_fit_gets_every_epoch_and_the_model(tmp_path):
         assert stage.returncode == 0, err
 
         client = MlflowClient(server.url)
-        run_id = read_run_id(root / "models/mlp")
+        run_id, model_id = read_run_id(root / "models/mlp"), read_model_id(root / "models/mlp")
+        assert run_id and model_id, "the train stage recorded its run and model"
         run = client.get_run(run_id)
         history = client.get_metric_history(run_id, "val_loss")
-        logged_model = client.get_logged_model(read_model_id(root / "models/mlp"))
+        logged_model = client.get_logged_model(model_id)
 
     assert run.info.status == "FINISHED" and run.data.metrics["epochs_trained"] == epochs
     assert sorted(m.step for m in history) == list(range(1, epochs + 1))

@@ -6,6 +6,7 @@ import filecmp
 import io
 import json
 import subprocess
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Team:
+def team(tmp_path_factory) -> Iterator[Team]:
     """PostgreSQL, the S3 endpoint and the MLflow server in front of both; stopped after the module."""
     logs = tmp_path_factory.mktemp("team-servers")
     with ExitStack() as servers:
@@ -78,6 +79,7 @@ def client(team) -> MlflowClient:
 
 def finished_runs(client: MlflowClient, query: str = "") -> list:
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, EXPERIMENT
     return client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
 
 
@@ -142,7 +144,7 @@ def test_dvc_pull_in_a_fresh_clone_restores_data_and_models_and_repro_runs_nothi
         left, right = repo / folder, fresh / folder
         files = sorted(p.relative_to(left) for p in left.rglob("*") if p.is_file())
         assert files and sorted(p.relative_to(right) for p in right.rglob("*") if p.is_file()) == files
-        match, mismatch, errors = filecmp.cmpfiles(left, right, [str(f) for f in files], shallow=False)
+        _match, mismatch, errors = filecmp.cmpfiles(left, right, [str(f) for f in files], shallow=False)
         assert (mismatch, errors) == ([], [])
     assert stages_run(sh(fresh, "dvc", "repro", env=client_env(fresh, team)).stdout) == []
 
@@ -170,7 +172,7 @@ def test_two_workers_in_separate_clones_share_the_server(repo, team, client, tmp
     names = {name: sh(w, "dvc", "exp", "ls", "--name-only").stdout.split() for name, w in workers.items()}
     assert [len(n) for n in names.values()] == [1, 1]
     swept = finished_runs(client, "tags.`dvc.exp_name` != ''")
-    assert sorted(r.data.tags["dvc.exp_name"] for r in swept) == sorted(sum(names.values(), []))
+    assert sorted(r.data.tags["dvc.exp_name"] for r in swept) == sorted(n for listed in names.values() for n in listed)
     assert sorted(float(r.data.params["learning_rate"]) for r in swept) == sorted(rates.values())
     assert all(
         r.info.status == "FINISHED" and r.data.tags["model"] == "mlp" and "test_accuracy" in r.data.metrics

@@ -11,15 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.params import MLPParams, load_params
 from mnist_pipeline.data.splits import save_splits
 from mnist_pipeline.tuning import optuna_study
 from mnist_pipeline.tuning.schema import search_for
@@ -87,7 +88,7 @@ def test_a_hopeless_learning_rate_is_pruned_in_optuna_and_a_finished_tagged_run_
     assert runs[2].data.tags["tune.pruned"] == "at epoch 1"
     assert len(client.get_metric_history(runs[2].info.run_id, "val_loss")) == 1  # stopped after epoch 1 of 2
     assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == 2
-    best = min(trials[:2], key=lambda t: t.value)
+    best = min(trials[:2], key=trial_value)
     assert [r.data.tags.get("tune.best") for r in runs] == ["true" if t is best else None for t in trials]
     parent = client.get_run(study.user_attrs[optuna_study.PARENT_ATTR])
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
@@ -127,15 +128,28 @@ def wait(worker: subprocess.Popen, log: Path, timeout_s: float = 240) -> tuple[i
 
 
 @pytest.fixture(scope="module")
-def pg() -> str:
+def pg() -> Iterator[str]:
     with postgres("optuna") as url:
         yield url
+
+
+def trial_value(trial: FrozenTrial) -> float:
+    assert trial.value is not None, trial  # a complete trial has its value
+    return trial.value
+
+
+def worker_ran(out: str) -> int:
+    """How many trials a worker says it ran."""
+    said = re.search(r"this worker ran (\d+)", out)
+    assert said, out
+    return int(said[1])
 
 
 def study_runs(root: Path, study: optuna.Study) -> tuple[list, list]:
     """The study's MLflow parent runs and child runs in `root`'s store."""
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tune")
+    assert experiment is not None, "tune"
     runs = client.search_runs([experiment.experiment_id], f"tags.`tune.study` = '{study.study_name}'")
     return (
         [r for r in runs if "mlflow.parentRunId" not in r.data.tags],
@@ -156,7 +170,7 @@ def test_two_workers_on_one_postgresql_study_run_its_trials_once_each_under_one_
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == n
     assert all(t.user_attrs.get(optuna_study.SURPLUS_ATTR) for t in study.trials if t not in finished)
-    ran = [int(re.search(r"this worker ran (\d+)", out)[1]) for _, out, _ in results]
+    ran = [worker_ran(out) for _, out, _ in results]
     assert sum(ran) == n and all(ran), ran
     # One line per trial a worker ran, each trial printed by one worker only.
     printed = [int(m) for _, out, _ in results for m in re.findall(r"^trial (\d+)  ", out, re.MULTILINE)]
@@ -186,10 +200,11 @@ def test_sigterm_to_one_worker_fails_its_trial_kills_its_run_and_the_other_finis
     while training is None:  # the first worker's first trial is in its fit: epochs are being logged
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
         time.sleep(0.3)
-        if client.get_experiment_by_name("tune") is None:
+        experiment = client.get_experiment_by_name("tune")
+        if experiment is None:
             continue
         runs = client.search_runs(
-            [client.get_experiment_by_name("tune").experiment_id],
+            [experiment.experiment_id],
             f"attributes.status = 'RUNNING' and tags.`process.pid` = '{first.pid}'",
         )
         training = next((r for r in runs if "val_loss" in r.data.metrics), None)
@@ -255,10 +270,11 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     study = optuna.load_study(study_name="mlp", storage=optuna_study.default_storage(root))
     best = study.best_trial.user_attrs[optuna_study.VALUES_ATTR]
     after = (root / "params.yaml").read_text().splitlines()
-    changed = [(b, a) for b, a in zip(before, after) if b != a]
+    changed = [(b, a) for b, a in zip(before, after, strict=False) if b != a]
     assert len(before) == len(after) and [b.split(":")[0].strip() for b, _ in changed] == ["dropout", "learning_rate"]
     assert changed[1][1].endswith("# 0.001 at batch 128, scaled with the batch size")  # its comment kept
     mlp = load_params(root / "params.yaml").model("mlp")
+    assert isinstance(mlp, MLPParams)
     assert (mlp.learning_rate, mlp.dropout) == (best["learning_rate"], best["dropout"])
     assert f"models.mlp.dropout 0.2 -> {optuna_study.text(best['dropout'])}" in done.stdout.splitlines()[-2]
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.support.harness import TRAINED_EXPERIMENT, free_port, repo_env, store_uri, venv_bin
@@ -71,6 +72,7 @@ def ui(trained_repo, tmp_path_factory):
 def test_make_ui_prints_the_link_to_the_training_runs_and_keeps_the_server_quiet(ui, trained_repo, page, screenshots):
     port, lines, err = ui
     experiment = MlflowClient(store_uri(trained_repo)).get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     link = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
     assert lines == [f"MLflow UI on the runs of experiment '{TRAINED_EXPERIMENT}' (Ctrl-C stops it):", link]
     assert experiment.tags[KIND] == "custom_model_development"
@@ -109,22 +111,24 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
         timeout=120,
         env=repo_env(trained_repo, MLFLOW_TRACKING_URI=server),
     )
-    experiment_id = MlflowClient(server).get_experiment_by_name(TRAINED_EXPERIMENT).experiment_id
+    experiment = MlflowClient(server).get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; the runs of '{TRAINED_EXPERIMENT}':",
-        f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
+        f"{server}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
     ]
 
 
-def runs_of_dvc_repro(trained_repo) -> dict:
+def runs_of_dvc_repro(trained_repo) -> dict[str, Run]:
     """The two training runs `dvc repro` logged (other tests may add runs of their own)."""
     client = MlflowClient(store_uri(trained_repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
+    assert experiment is not None, TRAINED_EXPERIMENT
     found = client.search_runs(
         [experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'", order_by=["attributes.start_time ASC"]
     )
-    runs = {}
+    runs: dict[str, Run] = {}
     for run in found:
         runs.setdefault(run.data.tags["model"], run)  # the first repro's run of each model
     assert set(runs) == {"logistic", "mlp"}
@@ -195,7 +199,7 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
         model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
         for model, run in runs.items()
     }
-    best, worst = sorted(accuracy, key=accuracy.get, reverse=True)
+    best, worst = sorted(accuracy, key=accuracy.__getitem__, reverse=True)
     assert ranks[best] < ranks[worst]  # highest test accuracy first
     page.screenshot(path=screenshots / "mlflow-4-runs-by-test-accuracy.png")
 

@@ -19,7 +19,7 @@ def defaults() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def write(tmp_path, params) -> str:
+def write(tmp_path: Path, params: dict | str) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(params if isinstance(params, str) else yaml.safe_dump(params))
     return path
@@ -365,8 +365,10 @@ def test_bad_overrides_are_refused_in_one_line(extra, expected):
 def test_overrides_replace_only_the_keys_given():
     params = load_params(REPO / "params.yaml")
     changed = override_model(params, "mlp", split_overrides(["--epochs", "2", "--hidden-units=[64, 32]"]))
-    assert (changed.models["mlp"].epochs, changed.models["mlp"].hidden_units) == (2, [64, 32])
-    assert changed.models["mlp"].model_copy(update={"epochs": 30, "hidden_units": [512, 512]}) == params.models["mlp"]
+    mlp = changed.models["mlp"]
+    assert isinstance(mlp, MLPParams)
+    assert (mlp.epochs, mlp.hidden_units) == (2, [64, 32])
+    assert mlp.model_copy(update={"epochs": 30, "hidden_units": [512, 512]}) == params.models["mlp"]
     assert changed.models["logistic"] == params.models["logistic"]
 
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import numpy as np
 import pytest
@@ -69,14 +69,13 @@ def test_npz_is_read_without_pickle(tmp_path):
 def mirror(answer):
     """A real HTTP server on 127.0.0.1 that answers every GET with `answer(handler, stop)`; yields
     (base URL, bytes sent). `stop` is set when the test ends, to release answers that wait."""
-    stop, sent = threading.Event(), []
+    stop = threading.Event()
+    sent: list[int] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            try:
+            with suppress(BrokenPipeError, ConnectionResetError):  # the client gave up on us: what these tests want
                 answer(self, stop, sent)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on us: what these tests want
 
         def log_message(self, *args):
             pass
@@ -109,9 +108,11 @@ def endless(handler, stop, sent, announce=None):
 
 
 def test_a_mirror_announcing_ten_gigabytes_is_refused_before_reading(tmp_path, caplog):
-    with mirror(lambda h, stop, sent: endless(h, stop, sent, announce=10 * 10**9)) as (url, sent):
-        with pytest.raises(PipelineError) as error:
-            download(params({"kind": "idx_mirror", "url": url}), tmp_path / "raw")
+    with (
+        mirror(lambda h, stop, sent: endless(h, stop, sent, announce=10 * 10**9)) as (url, _sent),
+        pytest.raises(PipelineError) as error,
+    ):
+        download(params({"kind": "idx_mirror", "url": url}), tmp_path / "raw")
     assert "the server offers 10,000,000,000 bytes, more than the MNIST file can be" in str(error.value)
     assert not (tmp_path / "raw").exists() and list(tmp_path.glob(".raw*")) == []
 

@@ -21,7 +21,7 @@ TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
 
 
 @pytest.mark.parametrize(
-    "recorded, exists, launched, expected",
+    ("recorded", "exists", "launched", "expected"),
     [
         # `dvc repro`: the training run is in the store; nothing else launched.
         (TRAINING_RUN, True, None, RunChoice(TRAINING_RUN, new=False, warn=False)),
@@ -89,7 +89,9 @@ def trained(tmp_path_factory):
 
 def runs(uri: str, experiment: str):
     client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, experiment
+    return client.search_runs([found.experiment_id])
 
 
 def test_evaluate_logs_into_the_training_run(trained, clean_env):
@@ -125,7 +127,9 @@ def test_a_run_launched_by_mlflow_run_gets_the_evaluation_and_the_params_of_the_
     """`mlflow run -e evaluate -P model=mlp` opens a run holding one param and names it in MLFLOW_RUN_ID."""
     layout, params, run_id = trained
     client = MlflowClient(store_uri(layout))
-    launched = client.create_run(client.get_experiment_by_name("tiny").experiment_id).info.run_id
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None, "tiny"
+    launched = client.create_run(experiment.experiment_id).info.run_id
     client.log_param(launched, "model", "mlp")
     monkeypatch.setenv("MLFLOW_RUN_ID", launched)
     scores = evaluate("mlp", params, layout)
@@ -136,4 +140,5 @@ def test_a_run_launched_by_mlflow_run_gets_the_evaluation_and_the_params_of_the_
     assert run.data.metrics["test_accuracy"] == scores["accuracy"] and run.info.status == "FINISHED"
     # The model the training run logged is an input of this run.
     model_id = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert run.inputs is not None, "the run has no inputs"
     assert [m.model_id for m in run.inputs.model_inputs] == [model_id[0].model_id]

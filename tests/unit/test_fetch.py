@@ -19,7 +19,8 @@ KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 def npz_bytes(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{key: idx.decode(files[name]) for key, name in zip(KERAS_KEYS, idx.FILENAMES)})
+    arrays = {key: idx.decode(files[name]) for key, name in zip(KERAS_KEYS, idx.FILENAMES, strict=True)}
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 

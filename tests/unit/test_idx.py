@@ -42,5 +42,5 @@ def test_encode_refuses_other_dtypes():
 def test_verify_rejects_bytes_that_are_not_the_canonical_file():
     # A well-formed IDX file with the right shape but the wrong pixels.
     fake = idx.encode(np.zeros(10000, dtype=np.uint8))
-    with pytest.raises(idx.IdxError, match="t10k-labels-idx1-ubyte: sha256 .* does not match"):
+    with pytest.raises(idx.IdxError, match=r"t10k-labels-idx1-ubyte: sha256 .* does not match"):
         idx.verify("t10k-labels-idx1-ubyte", fake)

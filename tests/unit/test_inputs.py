@@ -6,6 +6,7 @@ import re
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ MODES = [
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_reads_as_the_8_bit_grayscale_image_does(seven, mode):
-    expected = to_mnist(Image.fromarray(seven), "8-bit")
+    expected = to_mnist(Image.fromarray(seven), Path("8-bit"))
     image = as_mode(seven, mode)
     got = to_mnist(image, mode)
     assert np.abs(got.astype(int) - expected).max() <= 1, (image.mode, np.abs(got.astype(int) - expected).max())
@@ -79,7 +80,7 @@ def test_a_16_bit_png_file_reads_as_the_8_bit_one(seven, tmp_path):
 def test_lab_reads_as_the_same_digit(seven):
     lab = Image.fromarray(seven).convert("RGB").convert("LAB")
     assert "A" in lab.getbands()  # a colour channel, not alpha: it must not be composited
-    got, expected = to_mnist(lab, "lab"), to_mnist(Image.fromarray(seven), "8-bit")
+    got, expected = to_mnist(lab, Path("lab")), to_mnist(Image.fromarray(seven), Path("8-bit"))
     assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.98
 
 
@@ -126,7 +127,7 @@ def test_an_image_at_the_limit_is_read(tmp_path):
 
 
 def test_npy_shaped_28_by_28_is_one_image(seven, tmp_path):
-    digit = to_mnist(Image.fromarray(seven), "seven")
+    digit = to_mnist(Image.fromarray(seven), Path("seven"))
     np.save(tmp_path / "one.npy", digit)
     names, images = load_inputs([tmp_path / "one.npy"])
     assert names == [str(tmp_path / "one.npy")]
@@ -135,7 +136,7 @@ def test_npy_shaped_28_by_28_is_one_image(seven, tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.int64])
 def test_npy_shaped_n_by_784_is_n_flattened_images(seven, tmp_path, dtype):
-    digit = to_mnist(Image.fromarray(seven), "seven")
+    digit = to_mnist(Image.fromarray(seven), Path("seven"))
     batch = np.stack([digit, np.roll(digit, 3, axis=1), digit.T])
     np.save(tmp_path / "flat.npy", batch.reshape(3, 784).astype(dtype))
     names, images = load_inputs([tmp_path / "flat.npy"])
@@ -169,7 +170,7 @@ BLANK = [
 @pytest.mark.parametrize(("name", "array", "expected"), BLANK, ids=[b[0] for b in BLANK])
 def test_blank_arrays_are_refused_like_blank_images(seven, tmp_path, name, array, expected):
     if isinstance(array, str):
-        digit = to_mnist(Image.fromarray(seven), "seven")
+        digit = to_mnist(Image.fromarray(seven), Path("seven"))
         array = np.stack([digit, np.full_like(digit, 20), digit])
     np.save(tmp_path / "batch.npy", array)
     with pytest.raises(InputError, match=r"^" + re.escape(f"{tmp_path / 'batch.npy'}: {expected}")):
@@ -178,5 +179,5 @@ def test_blank_arrays_are_refused_like_blank_images(seven, tmp_path, name, array
 
 def test_an_array_of_records_is_refused_before_it_is_read(tmp_path):
     np.save(tmp_path / "records.npy", np.zeros((2, 28, 28), dtype=[("a", "f4"), ("b", "f4")]))
-    with pytest.raises(InputError, match="array of .*; expected pixel intensities 0–255"):
+    with pytest.raises(InputError, match=r"array of .*; expected pixel intensities 0–255"):
         load_inputs([tmp_path / "records.npy"])

@@ -12,14 +12,17 @@ HERE = Layout(Path())  # paths relative to the repository root, as dvc.yaml writ
 
 
 def written_by_layout(stage: str, model: str | None) -> set[Path]:
-    """What Layout says each stage writes."""
+    """What Layout says each stage writes (`model`: that of a stage of the foreach over models)."""
+    if model is None:
+        return {
+            "check_params": lambda: {HERE.params_ok},
+            "download": lambda: {HERE.raw},
+            "preprocess": lambda: {HERE.processed, HERE.data_summary, HERE.class_counts},
+            "summarize": lambda: {HERE.metrics},
+        }[stage]()
     return {
-        "check_params": lambda: {HERE.params_ok},
-        "download": lambda: {HERE.raw},
-        "preprocess": lambda: {HERE.processed, HERE.data_summary, HERE.class_counts},
         "train": lambda: {HERE.model_dir(model), HERE.history(model)},
         "evaluate": lambda: set(HERE.eval_reports(model).all),
-        "summarize": lambda: {HERE.metrics},
     }[stage]()
 
 
@@ -45,7 +48,7 @@ def stages() -> list[tuple[str, str | None, dict]]:
 
 
 @pytest.mark.parametrize(
-    "stage, model, definition", [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()]
+    ("stage", "model", "definition"), [pytest.param(*s, id=f"{s[0]}@{s[1]}" if s[1] else s[0]) for s in stages()]
 )
 def test_each_stage_writes_what_layout_names(stage, model, definition):
     assert declared_outputs(definition, model) == written_by_layout(stage, model)

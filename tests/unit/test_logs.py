@@ -40,10 +40,10 @@ def test_kept_epoch_is_the_one_whose_weights_the_model_holds():
             seed=1,
         )
         curves, kept_epoch, _ = fit(model, params, (x, y), (x_val, y_val))
-        assert curves["val_loss"].idxmin() != len(curves) - 1  # else this proves nothing
+        assert curves["val_loss"].argmin() != len(curves) - 1  # else this proves nothing
         kept = curves.iloc[kept_epoch - 1]
         val_loss, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
-        assert kept["epoch"] == (curves["val_loss"].idxmin() + 1 if patience else len(curves))
+        assert kept["epoch"] == (curves["val_loss"].argmin() + 1 if patience else len(curves))
         assert val_loss == pytest.approx(kept["val_loss"], rel=1e-5)
         assert val_accuracy == pytest.approx(kept["val_accuracy"])
 

@@ -1,26 +1,42 @@
 import os
 import signal
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
 tf = pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
 
 from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
 from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
 
-TRAINING = dict(
-    optimizer="adam",
-    learning_rate=0.001,
-    lr_schedule="constant",
-    epochs=1,
-    batch_size=32,
-    early_stopping_patience=0,
-    seed=0,
-)
+
+class Training(TypedDict):
+    """The training fields these tests give every model, typed as the params classes take them."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float
+    lr_schedule: Literal["constant", "cosine"]
+    epochs: int
+    batch_size: int
+    early_stopping_patience: int
+    seed: int
+
+
+TRAINING: Training = {
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "lr_schedule": "constant",
+    "epochs": 1,
+    "batch_size": 32,
+    "early_stopping_patience": 0,
+    "seed": 0,
+}
 
 
 def test_logistic_is_one_dense_softmax_layer_on_raw_pixels():
@@ -80,7 +96,7 @@ def test_precision_sets_the_fits_arithmetic_and_the_saved_model_is_float32_with_
 
     twin = for_inference(model, mixed)
     assert {layer.compute_dtype for layer in twin.layers if layer.name != "pixels"} == {"float32"}
-    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), twin.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), twin.get_weights(), strict=True))
     twin.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert {layer.compute_dtype for layer in loaded.layers if layer.name != "pixels"} == {"float32"}
@@ -112,7 +128,7 @@ def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarra
 
 def test_the_seed_decides_the_weights():
     first, again, other = fit_weights(7), fit_weights(7), fit_weights(8)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.allclose(first[0], other[0])
 
 
@@ -122,7 +138,8 @@ class SignalAt(keras.callbacks.Callback):
 
     def __init__(self, batch: int, signals: list[int]):
         super().__init__()
-        self.batch, self.signals, self.ended_batches = batch, signals, []
+        self.batch, self.signals = batch, signals
+        self.ended_batches: list[int] = []
 
     def on_train_batch_end(self, batch, logs=None):
         self.ended_batches.append(batch)

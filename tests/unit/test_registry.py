@@ -2,9 +2,9 @@
 `enabled: false`, a champion that moves only when beaten, and never another model under these numbers."""
 
 import mlflow
-import mlflow.pyfunc
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.errors import PipelineError
@@ -13,7 +13,7 @@ from mnist_pipeline.tracking.registry import ALIAS, promote
 from tests.support.tiny import cleared_env
 
 
-class Constant(mlflow.pyfunc.PythonModel):
+class Constant(PythonModel):
     def predict(self, context, model_input: list[str], params=None) -> list[int]:
         return [0] * len(model_input)
 
@@ -41,8 +41,8 @@ def promote_new(params: RegistryParams, accuracy: float) -> str | None:
     return promote(params, "mlp", model_id, accuracy, run_id)
 
 
-def registry(prefix: str, **params) -> RegistryParams:
-    return RegistryParams(**({"enabled": True, "min_accuracy": 0.9, "name_prefix": prefix} | params))
+def registry(prefix: str, enabled: bool = True) -> RegistryParams:
+    return RegistryParams(enabled=enabled, min_accuracy=0.9, name_prefix=prefix)
 
 
 def champion(client: MlflowClient, name: str) -> str | None:
@@ -57,7 +57,7 @@ def versions(client: MlflowClient, name: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "accuracy, registered", [(0.8999, False), (0.9, True), (0.95, True)], ids=["below", "at", "above"]
+    ("accuracy", "registered"), [(0.8999, False), (0.9, True), (0.95, True)], ids=["below", "at", "above"]
 )
 def test_min_accuracy_gate(store, accuracy, registered):
     params = registry(f"gate-{accuracy}-")
@@ -85,7 +85,7 @@ def test_the_champion_moves_only_when_beaten(store):
 
 
 @pytest.mark.parametrize(
-    "logged_as, by_another_run", [("logistic", False), ("mlp", True)], ids=["another-model", "another-run"]
+    ("logged_as", "by_another_run"), [("logistic", False), ("mlp", True)], ids=["another-model", "another-run"]
 )
 def test_a_model_another_training_logged_is_never_registered(store, logged_as, by_another_run):
     """The issue's case: the MLP's test accuracy must not promote the logistic model, nor an mlp that

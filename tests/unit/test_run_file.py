@@ -23,7 +23,7 @@ GOOD = Recorded("mlp", EXP, SHA, ("mlp", RUN))
 
 
 @pytest.mark.parametrize(
-    "run_file, recorded, logs_into_it, expected",
+    ("run_file", "recorded", "logs_into_it", "expected"),
     [
         # `dvc repro`: the run trained this file and logged this model.
         (RunFile(RUN, MODEL, SHA), GOOD, True, None),
@@ -218,7 +218,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("damage, problem", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize(("damage", "problem"), CASES.values(), ids=CASES.keys())
 def test_evaluate_refuses_a_run_file_that_is_not_this_trainings(folder, damage, problem):
     layout, runs, client = folder
     damage(layout.model_dir("mlp"), layout.model_dir("logistic"), runs)

@@ -34,5 +34,5 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
 
 
 def test_refuses_other_globals_even_harmless_ones():
-    with pytest.raises(safe_pickle.UnsafePickleError, match="collections.OrderedDict"):
+    with pytest.raises(safe_pickle.UnsafePickleError, match=r"collections\.OrderedDict"):
         safe_pickle.loads(pickle.dumps(__import__("collections").OrderedDict(a=1)))

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.usefixtures("no_tracking_env")
 def test_a_reused_pid_is_dead_and_another_machine_is_dead_only_when_its_heartbeat_is_old(store):
     client = client_for(store)
     use_experiment("crafted", store)
-    experiment = mlflow.get_experiment_by_name("crafted").experiment_id
+    crafted = mlflow.get_experiment_by_name("crafted")
+    assert crafted is not None, "use_experiment creates it"
+    experiment = crafted.experiment_id
     me = {PROCESS_TAG + key: value for key, value in processes.identity().items()}
     now = datetime.now(UTC)
     old_beat = now - timedelta(seconds=STALE_AFTER_S + 60)

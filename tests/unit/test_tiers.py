@@ -27,9 +27,9 @@ def no_network(monkeypatch):
 
 
 def test_only_this_machine_answers(no_network, http_server):
-    with pytest.raises(ConnectionRefusedError, match="example.com: the fast tier has no network"):
+    with pytest.raises(ConnectionRefusedError, match=r"example\.com: the fast tier has no network"):
         socket.getaddrinfo("example.com", 443)
-    with pytest.raises(ConnectionRefusedError, match="192.0.2.1: the fast tier has no network"):
+    with pytest.raises(ConnectionRefusedError, match=r"192\.0\.2\.1: the fast tier has no network"):
         socket.create_connection(("192.0.2.1", 80), timeout=5)  # an address, so no name to resolve
     with pytest.raises(ConnectionRefusedError, match="2001:db8::1: the fast tier has no network"):
         socket.socket(socket.AF_INET6).connect_ex(("2001:db8::1", 80, 0, 0))
@@ -40,7 +40,11 @@ def test_only_this_machine_answers(no_network, http_server):
 
 
 def test_subprocesses_http_clients_get_a_closed_proxy(no_network):
-    probe = "import urllib.request\ntry: urllib.request.urlopen('http://example.com/', timeout=5)\nexcept OSError as e: print(e)"
+    probe = (
+        "import urllib.request\n"
+        "try: urllib.request.urlopen('http://example.com/', timeout=5)\n"
+        "except OSError as e: print(e)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     # Refused by the proxy on 127.0.0.1:9: no name lookup, nothing sent beyond this machine.
     assert "Connection refused" in done.stdout, done.stdout + done.stderr

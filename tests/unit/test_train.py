@@ -33,6 +33,7 @@ def test_train_writes_the_model_its_run_file_and_history_and_the_run_holds_its_p
 
     assert read_run_id(layout.model_dir("mlp")) == run_id
     model_id = read_model_id(layout.model_dir("mlp"))
+    assert model_id, "train recorded the logged model's id"
     history = pd.read_csv(layout.history("mlp"))
     assert history["epoch"].tolist() == [1, 2]
     client = MlflowClient(store_uri(layout))  # the store at the layout's root: nothing chose another
@@ -106,4 +107,4 @@ def test_each_optimizer_builds_and_fits_a_step(optimizer):
     assert int(model.optimizer.iterations) == 1
     assert fitted.curves["epoch"].tolist() == [1] and np.isfinite(fitted.curves["val_loss"]).all()
     assert fitted.kept_epoch == 1 and fitted.why == "the last"
-    assert all(not np.array_equal(b, a) for b, a in zip(before, model.get_weights()))
+    assert all(not np.array_equal(b, a) for b, a in zip(before, model.get_weights(), strict=True))

@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -19,7 +20,7 @@ from mlflow.projects import load_project
 from optuna.trial import TrialState
 
 from mnist_pipeline.core.errors import ParamsError, PipelineError
-from mnist_pipeline.core.params import Params, load_params, parse_params
+from mnist_pipeline.core.params import MLPParams, Params, load_params, parse_params
 from mnist_pipeline.data.splits import save_splits
 from mnist_pipeline.tuning import optuna_study
 from mnist_pipeline.tuning.params_edit import apply_values
@@ -109,7 +110,8 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
         ),
         (
             lambda t: t["space"].update(learning_rate={"low": 0.0, "high": 0.1, "log": True}),
-            "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 (low is 0)",
+            "tune.mlp.space.learning_rate = {'high': 0.1, 'log': True, 'low': 0.0}: log: true needs low above 0 "
+            "(low is 0)",
         ),
         (
             lambda t: t["space"].update(hidden_units={"low": 16, "high": 512}),
@@ -136,8 +138,8 @@ def tiny_repo(root: Path, raw: dict, train: int = 120, store: Path | None = None
         ),
         (
             lambda t: t.update(trails=30),
-            "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, epochs, "
-            "seed, space",
+            "unknown key 'tune.mlp.trails'; allowed here: trials, objective, pruner, startup_trials, warmup_epochs, "
+            "epochs, seed, space",
         ),
         (
             lambda t: t.update(objective="test_accuracy"),
@@ -235,6 +237,7 @@ def test_a_trial_draws_values_the_model_accepts_rounded_as_params_yaml_will_hold
         assert values["hidden_units"] in ([16], [32, 16]) and values["batch_size"] % 8 == 0
         assert isinstance(values["batch_size"], int)
         trained = optuna_study.trial_model(model, values, tuning)
+        assert isinstance(trained, MLPParams)
         assert trained.hidden_units == values["hidden_units"] and trained.epochs == model.epochs
         seen.add(tuple(values["hidden_units"]))
         study.tell(trial, values["learning_rate"])
@@ -291,6 +294,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     shutil.copy(REPO / "params.yaml", path)
     before = path.read_text().splitlines()
     shipped = load_params(path).model("mlp")
+    assert isinstance(shipped, MLPParams)
     values = {"learning_rate": 0.00001, "dropout": 0.312, "hidden_units": [1024, 512], "batch_size": shipped.batch_size}
     changed = apply_values(path, "mlp", values)
     assert changed == {
@@ -299,7 +303,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
         "hidden_units": (shipped.hidden_units, [1024, 512]),
     }
     after = path.read_text().splitlines()
-    differ = [(b, a) for b, a in zip(before, after) if b != a]
+    differ = [(b, a) for b, a in zip(before, after, strict=False) if b != a]
     assert len(before) == len(after)
     assert [a.strip() for _, a in differ] == [
         "- 1024",
@@ -307,6 +311,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
         "learning_rate: 0.00001       # 0.001 at batch 128, scaled with the batch size",
     ]
     mlp = load_params(path).model("mlp")
+    assert isinstance(mlp, MLPParams)
     assert (mlp.learning_rate, mlp.dropout, mlp.hidden_units) == (0.00001, 0.312, [1024, 512])
     assert yaml.safe_load(path.read_text())["models"]["mlp"]["learning_rate"] == 0.00001  # a float to PyYAML too
     assert apply_values(path, "mlp", values) == {}  # already there: the file is not touched
@@ -322,13 +327,23 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     params, tunes = parsed(tiny_raw())
     tuning = search_for(tunes, params, "mlp")
     storage = optuna_study.open_storage(optuna_study.default_storage(tmp_path))
-    made = []
+    made: list[str] = []
+
+    def parent(run_id: str) -> Callable[[], str]:
+        """A maker of the study's parent run that notes each call in `made`."""
+
+        def make() -> str:
+            made.append("parent")
+            return run_id
+
+        return make
+
     study, created = optuna_study.open_study(
-        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-1"
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), parent("run-1")
     )
     assert created and made == ["parent"] and study.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
     again, created = optuna_study.open_study(
-        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), lambda: made.append("parent") or "run-2"
+        storage, "s", tuning, optuna_study.definition("mlp", params, tuning), parent("run-2")
     )
     assert not created and made == ["parent"] and again.user_attrs[optuna_study.PARENT_ATTR] == "run-1"
 
@@ -336,6 +351,7 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     other["tune"]["mlp"]["space"]["dropout"]["high"] = 0.5
     other["models"]["mlp"]["optimizer"] = "sgd"
     other_params, other_tunes = parsed(other)
+    other_tuning = search_for(other_tunes, other_params, "mlp")
     with pytest.raises(
         PipelineError,
         match=re.escape(
@@ -343,7 +359,6 @@ def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
             "and tune.yaml)"
         ),
     ):
-        other_tuning = search_for(other_tunes, other_params, "mlp")
         optuna_study.open_study(
             storage, "s", other_tuning, optuna_study.definition("mlp", other_params, other_tuning), lambda: "x"
         )
