@@ -108,6 +108,20 @@ def make_repo(root: Path, params: dict) -> Path:
     return root
 
 
+def code_deps(repo: Path, deps: list[str]) -> set[str]:
+    """The project modules a stage's deps (paths as dvc.lock holds them) name: each .py file under
+    src/, and every .py file in a folder under src/ (dvc.yaml names a package whose every module the
+    stage runs by its folder)."""
+    modules = set()
+    for dep in deps:
+        if not dep.startswith("src/"):
+            continue
+        path = repo / dep
+        found = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        modules |= {str(module.relative_to(repo)) for module in found}
+    return modules
+
+
 def store_uri(repo: Path) -> str:
     """The pipeline's default tracking store in `repo`."""
     return f"sqlite:///{repo / 'mlflow.db'}"

@@ -13,7 +13,17 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.tracking.run_file import read_model_id
-from tests.support.harness import REPO, make_repo, repo_env, sh, small_params, stages_run, store_uri, write_params
+from tests.support.harness import (
+    REPO,
+    code_deps,
+    make_repo,
+    repo_env,
+    sh,
+    small_params,
+    stages_run,
+    store_uri,
+    write_params,
+)
 
 pytestmark = pytest.mark.e2e
 EXPERIMENT = "e2e"
@@ -87,7 +97,7 @@ def test_every_stage_declares_exactly_the_project_code_it_runs(repo):
     locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(ran) == set(locked)
     for name, files in ran.items():
-        declared = {dep["path"] for dep in locked[name]["deps"] if dep["path"].startswith("src/")}
+        declared = code_deps(repo, [dep["path"] for dep in locked[name]["deps"]])
         assert declared == files, (
             f"{name}: runs but does not declare {sorted(files - declared)}; "
             f"declares but does not run {sorted(declared - files)}"

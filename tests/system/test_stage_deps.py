@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.harness import repo_env, sh, stages_run
+from tests.support.harness import code_deps, repo_env, sh, stages_run
 
 MODELS = ("logistic", "mlp")
+UP_TO_DATE = "Data and pipelines are up to date."
 
 
 @contextlib.contextmanager
@@ -30,8 +31,9 @@ def commented(repo: Path, paths: list[str]) -> Iterator[None]:
 
 
 def stage_deps(repo: Path) -> set[str]:
+    """Every project module some stage runs, as dvc.lock declares them."""
     locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    return {dep["path"] for stage in locked.values() for dep in stage["deps"]}
+    return code_deps(repo, [dep["path"] for stage in locked.values() for dep in stage["deps"]])
 
 
 def would_run(repo: Path, *flags: str) -> list[str]:
@@ -39,20 +41,29 @@ def would_run(repo: Path, *flags: str) -> list[str]:
     return stages_run(sh(repo, "dvc", "repro", "--dry", *flags, env=repo_env(repo)).stdout)
 
 
-def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(trained_repo):
-    modules = sorted(str(p.relative_to(trained_repo)) for p in (trained_repo / "src").rglob("*.py"))
-    untouched = [m for m in modules if m not in stage_deps(trained_repo)]
+@pytest.fixture
+def repo(trained_repo: Path) -> Path:
+    """The shared trained repository with its outputs as dvc.lock records them: another test may
+    have trained a model there outside DVC (`train mlp`, `mlflow run`), which `dvc checkout` undoes."""
+    sh(trained_repo, "dvc", "checkout", "--force", "--quiet", env=repo_env(trained_repo))
+    status = sh(trained_repo, "dvc", "status", env=repo_env(trained_repo)).stdout
+    assert status.strip() == UP_TO_DATE, status
+    return trained_repo
+
+
+def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(repo):
+    modules = sorted(str(p.relative_to(repo)) for p in (repo / "src").rglob("*.py"))
+    untouched = [m for m in modules if m not in stage_deps(repo)]
     # Every tool, all of tuning and the `mnist-pipeline` entry are among them: if one were a stage's
     # dep, its edit would retrain the models.
     package = "src/mnist_pipeline/"
     for role in ("tools/", "tuning/"):
         assert {m for m in modules if m.startswith(package + role)} <= set(untouched), role
     assert {package + "cli.py", package + "__main__.py"} <= set(untouched)
-    assert sh(trained_repo, "dvc", "status", env=repo_env(trained_repo)).stdout.strip().endswith("up to date.")
-    with commented(trained_repo, untouched):
-        status = sh(trained_repo, "dvc", "status", env=repo_env(trained_repo)).stdout
-        assert status.strip() == "Data and pipelines are up to date.", status
-        assert would_run(trained_repo) == []
+    with commented(repo, untouched):
+        status = sh(repo, "dvc", "status", env=repo_env(repo)).stdout
+        assert status.strip() == UP_TO_DATE, status
+        assert would_run(repo) == []
 
 
 TRAIN, EVALUATE = [f"train@{m}" for m in MODELS], [f"evaluate@{m}" for m in MODELS]
@@ -63,14 +74,16 @@ TRAIN, EVALUATE = [f"train@{m}" for m in MODELS], [f"evaluate@{m}" for m in MODE
     [
         ("stages/preprocess.py", ["preprocess"], [*TRAIN, *EVALUATE, "summarize"]),
         ("stages/train.py", TRAIN, [*EVALUATE, "summarize"]),
+        ("data/sources.py", ["download"], ["preprocess", *TRAIN, *EVALUATE, "summarize"]),
+        ("tracking/run_file.py", [*TRAIN, *EVALUATE], ["summarize"]),  # a folder dep of both
         ("evaluation/scoring.py", EVALUATE, ["summarize"]),
         ("stages/summarize.py", ["summarize"], []),
     ],
 )
-def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(trained_repo, module, changed, follow):
+def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(repo, module, changed, follow):
     """`dvc repro --dry` names the stages whose own deps changed; what follows them runs once their
     outputs change, which --force-downstream shows without training."""
-    with commented(trained_repo, [f"src/mnist_pipeline/{module}"]):
-        assert sorted(would_run(trained_repo)) == sorted(changed)
-        assert sorted(would_run(trained_repo, "--force-downstream")) == sorted(changed + follow)
-    assert would_run(trained_repo) == []
+    with commented(repo, [f"src/mnist_pipeline/{module}"]):
+        assert sorted(would_run(repo)) == sorted(changed)
+        assert sorted(would_run(repo, "--force-downstream")) == sorted(changed + follow)
+    assert would_run(repo) == []

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core import processes
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.tracking import processes
 from mnist_pipeline.tracking.liveness import active_run
 from mnist_pipeline.tracking.store import check_store, use_experiment
 from tests.support.harness import REPO, make_repo, repo_env, sh, small_params, store_uri, write_params

@@ -43,7 +43,7 @@ def test_predict_with_a_damaged_model_gets_one_line_and_exit_2(tmp_path):
 
 
 def test_a_zip_that_is_not_a_keras_model_names_what_keras_says(tmp_path):
-    from mnist_pipeline.training.keras_file import load_keras
+    from mnist_pipeline.evaluation.keras_file import load_keras
 
     with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
         archive.writestr("notes.txt", "not a model")

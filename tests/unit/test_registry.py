@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import RegistryParams
-from mnist_pipeline.tracking.registry import ALIAS, promote
+from mnist_pipeline.evaluation.registry import ALIAS, promote
 from tests.support.tiny import cleared_env
 
 

@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 import mlflow
 import pytest
 
-from mnist_pipeline.core import processes
-from mnist_pipeline.tracking import liveness
+from mnist_pipeline.tracking import liveness, processes
 from mnist_pipeline.tracking.liveness import HEARTBEAT_TAG, PROCESS_TAG, STALE_AFTER_S, active_run, end_dead_runs
 from mnist_pipeline.tracking.store import use_experiment
 from tests.support.harness import REPO, repo_env
@@ -74,7 +73,7 @@ def test_the_heartbeat_is_renewed_while_the_run_is_open_and_stops_with_it(store,
 # A process that runs a stand-in for dvc (sleep), watches it, and says what reached it.
 WATCHER = """
 import os, signal, subprocess, sys, time
-from mnist_pipeline.core import processes
+from mnist_pipeline.tracking import processes
 signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
 signal.signal(signal.SIGINT, lambda *_: print("SIGINT: ending", flush=True))  # a stage that is ending
 dvc = subprocess.Popen(["sleep", "60"])

@@ -1,6 +1,6 @@
 """The packages' layers (docs/architecture.md): imports point one way, read from the source itself.
 
-    cli ──▶ stages, tools, tuning ──▶ evaluation ──▶ training ──▶ tracking, data ──▶ core
+    cli.py ──▶ stages/, tools/, tuning/ ──▶ evaluation/ ──▶ training/ ──▶ tracking/, data/ ──▶ core/
 
 A stage never imports a tool, tuning or another stage, so a stage's deps in dvc.yaml name its own
 code and the shared pieces only; the core imports nothing above it."""

@@ -17,8 +17,8 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import EvalReports, Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.splits import load_split
-from mnist_pipeline.evaluation import scoring
-from mnist_pipeline.tracking import registry
+from mnist_pipeline.evaluation import registry, scoring
+from mnist_pipeline.evaluation.keras_file import load_keras, restore_fix
 from mnist_pipeline.tracking.liveness import active_run
 from mnist_pipeline.tracking.run_file import MODEL_DIGEST_TAG, file_sha256, read_run_file
 from mnist_pipeline.tracking.runs import (
@@ -31,7 +31,6 @@ from mnist_pipeline.tracking.runs import (
     training_params,
 )
 from mnist_pipeline.tracking.store import tracking_uri, use_experiment
-from mnist_pipeline.training.keras_file import load_keras, restore_fix
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import argparse
 
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.params import load_params
-from mnist_pipeline.core.processes import stop_with_dvc
+from mnist_pipeline.tracking.processes import stop_with_dvc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

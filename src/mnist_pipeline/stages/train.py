@@ -6,7 +6,7 @@ import argparse
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import load_params, override_model
-from mnist_pipeline.core.processes import stop_with_dvc
+from mnist_pipeline.tracking.processes import stop_with_dvc
 
 TAKES_OVERRIDES = True  # --epochs 2 --learning_rate=0.01: any key of models.MODEL, for this run only
 

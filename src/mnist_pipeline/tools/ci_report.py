@@ -18,9 +18,9 @@ import yaml
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.git import git_dirty, git_output
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
+from mnist_pipeline.tracking.git import git_dirty, git_output
 from mnist_pipeline.tracking.run_file import read_run_id
 
 # Hidden in rendered Markdown; CI finds its own PR comment by it and edits it in place.

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import InputError, PipelineError, first_line
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
-from mnist_pipeline.training.keras_file import load_keras, restore_fix
+from mnist_pipeline.evaluation.keras_file import load_keras, restore_fix
 
 SIDE = 28
 BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28

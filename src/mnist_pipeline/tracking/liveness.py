@@ -15,8 +15,8 @@ from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core import processes
 from mnist_pipeline.core.errors import first_line
+from mnist_pipeline.tracking import processes
 from mnist_pipeline.tracking.store import store_error, tracking_uri
 
 log = logging.getLogger(__name__)

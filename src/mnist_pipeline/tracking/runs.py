@@ -16,8 +16,8 @@ from mlflow.entities import LoggedModelInput, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core.git import git_dirty, git_output
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.tracking.git import git_dirty, git_output
 
 
 def run_name(model: str) -> str:
