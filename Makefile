@@ -25,7 +25,8 @@ repro: $(STAMP)
 test: system-packages $(STAMP)
 	python -m pytest
 
-# No network, no system packages, no trained model (tests/conftest.py says which tests).
+# tests/unit: no network, no system packages, no trained model (tests/conftest.py says which tests);
+# tests/unit/test_lint.py runs the checks of `make lint` among them.
 test-fast: $(STAMP)
 	python -m pytest --fast tests/unit
 

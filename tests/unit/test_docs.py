@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.harness import REPO
 
@@ -58,3 +59,58 @@ def test_relative_links_are_found_and_code_is_left_out():
         "```\n[f](f.md)\n```\n[g]: docs/g.md\n"
     )
     assert relative_links(markdown) == ["docs/a.md", "docs/b.md#part", "docs/g.md"]
+
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+COMMAND_LINE = re.compile(r"(?:python -m mnist_pipeline(?:\.stages)?|mnist-pipeline) ([^`|;&#>\n]*)")
+
+
+def code(page: Path) -> str:
+    """What a page shows as code: its fenced blocks and its inline code spans, one per line."""
+    text = page.read_text()
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    spans = re.findall(r"(`+)(.+?)\1", re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL))
+    return "\n".join([*blocks, *(span for _, span in spans)])
+
+
+def quoted_command_lines() -> list[tuple[str, list[str]]]:
+    """Each `python -m mnist_pipeline …` or `mnist-pipeline …` the pages show as code: (page, its words)."""
+    found = []
+    for page in PAGES:
+        for match in COMMAND_LINE.finditer(code(page)):
+            words = [word.rstrip(",.:;") for word in match.group(1).split()]
+            if words and words[0] not in ("COMMAND", "STAGE", "…", "entry") and not words[0].startswith("{"):
+                found.append((page.name, words))
+    return found
+
+
+def test_every_command_the_pages_show_exists_with_the_options_it_is_given():
+    """A renamed command or option leaves no page showing the old one (the options of `train` beyond
+    its own are overrides of models.MODEL, checked by params.yaml's rules, not here)."""
+    import argparse
+
+    from mnist_pipeline.cli import COMMANDS
+
+    shown = quoted_command_lines()
+    assert len(shown) >= 20  # the pages show the tools' commands: this reads them
+    for page, words in shown:
+        if words[0] == "--help":
+            continue
+        assert words[0] in COMMANDS, f"{page}: {' '.join(words)}: no command {words[0]!r}"
+        parser = argparse.ArgumentParser()
+        __import__(COMMANDS[words[0]].module)
+        sys.modules[COMMANDS[words[0]].module].configure(parser)
+        options = {option for action in parser._actions for option in action.option_strings}
+        given = {word.split("=")[0] for word in words[1:] if word.startswith("--")}
+        if words[0] != "train":
+            assert given <= options, f"{page}: {' '.join(words)}: no option {sorted(given - options)}"
+
+
+def test_every_make_target_the_pages_show_exists():
+    targets = set(re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    shown = {
+        target
+        for page in PAGES
+        for target in re.findall(r"(?:^|\s)make ([a-z][a-z-]*)", code(page), flags=re.MULTILINE)
+    }
+    assert shown and shown <= targets, sorted(shown - targets)

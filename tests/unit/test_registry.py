@@ -20,12 +20,16 @@ class Constant(PythonModel):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One SQLite store for this module; each test registers under a name prefix of its own."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
+    """One SQLite store for this module; each test registers under a name prefix of its own. Its
+    artifacts beside it: a store's default is ./mlruns, wherever pytest runs."""
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with cleared_env():
         mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        client.create_experiment("registry", artifact_location=(folder / "mlruns").as_uri())
         mlflow.set_experiment("registry")
-        yield MlflowClient(uri)
+        yield client
 
 
 def logged_model(name: str = "mlp") -> tuple[str, str]:
