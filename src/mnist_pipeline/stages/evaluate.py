@@ -5,7 +5,6 @@ import argparse
 
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.params import load_params
-from mnist_pipeline.tracking.processes import stop_with_dvc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +15,10 @@ def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     params.model(args.model)
     # Imported once params.yaml has passed: a typo costs a second, not MLflow's and TensorFlow's start-up.
-    from mnist_pipeline.tracking.store import check_store
-    from mnist_pipeline.training.quiet_tf import import_tensorflow
+    from mnist_pipeline.training.startup import start
 
     where = layout_of(args)
-    check_store(where.root)
-    stop_with_dvc()
-    import_tensorflow()
+    start(where.root, under_dvc=True)
     from mnist_pipeline.evaluation.evaluator import evaluate
 
     evaluate(args.model, params, where)

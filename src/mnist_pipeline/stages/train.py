@@ -6,7 +6,6 @@ import argparse
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import load_params, override_model
-from mnist_pipeline.tracking.processes import stop_with_dvc
 
 TAKES_OVERRIDES = True  # --epochs 2 --learning_rate=0.01: any key of models.MODEL, for this run only
 
@@ -31,13 +30,10 @@ def run(args: argparse.Namespace) -> None:
     if args.overrides:
         params = override_model(params, args.model, split_overrides(args.overrides))
     # Imported once params.yaml has passed: a typo costs a second, not MLflow's and TensorFlow's start-up.
-    from mnist_pipeline.tracking.store import check_store
-    from mnist_pipeline.training.quiet_tf import import_tensorflow
+    from mnist_pipeline.training.startup import start
 
     where = layout_of(args)
-    check_store(where.root)  # in seconds, before TensorFlow loads and any training starts
-    stop_with_dvc()  # a stage whose `dvc repro` was killed ends too, rather than train on as an orphan
-    import_tensorflow()
+    start(where.root, under_dvc=True)
     from mnist_pipeline.training.trainer import train
 
     train(args.model, params, where)

@@ -40,12 +40,10 @@ def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     search = search_for(load_tuning(args.params, params), params, args.model)
     # Imported once both files have passed: a typo costs a second, not MLflow's and TensorFlow's start-up.
-    from mnist_pipeline.tracking.store import check_store
-    from mnist_pipeline.training.quiet_tf import import_tensorflow
+    from mnist_pipeline.training.startup import start
 
     where = layout_of(args)
-    check_store(where.root)
-    import_tensorflow()
+    start(where.root, under_dvc=False)
     from mnist_pipeline.tuning.trials import tune
 
     tune(args.model, params, search, where, args.params, args.trials, args.storage, args.study, args.apply)
