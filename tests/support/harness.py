@@ -64,22 +64,19 @@ def stages_run(output: str) -> list[str]:
 def copy_project(dest: Path) -> None:
     """The files `dvc repro` needs, copied into a fresh folder."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "tune.yaml", ".gitignore", "MLproject", "python_env.yaml"):
+    for name in ("dvc.yaml", "download.yaml", "tune.yaml", ".gitignore", "MLproject", "python_env.yaml"):
         shutil.copy(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
-def shipped_params(mnist_dir: Path | None = None) -> dict:
-    """The shipped params.yaml; with `mnist_dir`, MNIST comes from that folder only."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if mnist_dir is not None:
-        params["download"]["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
-    return params
+def shipped_params() -> dict:
+    """The shipped params.yaml."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def small_params(mnist_dir: Path | None, experiment: str | None = None) -> dict:
+def small_params(experiment: str | None = None) -> dict:
     """The shipped params.yaml cut down to 400 training images and one epoch."""
-    params = shipped_params(mnist_dir)
+    params = shipped_params()
     params["data"] |= {"validation_size": 100, "train_size": 400}
     if experiment:
         params["mlflow"]["experiment"] = experiment
@@ -94,10 +91,20 @@ def write_params(repo: Path, params: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(root: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the pipeline and `params`, committed."""
+def use_local_mnist(repo: Path, mnist_dir: Path) -> None:
+    """download.yaml naming `mnist_dir` as the only source."""
+    config = yaml.safe_load((REPO / "download.yaml").read_text())
+    config["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
+    (repo / "download.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def make_repo(root: Path, params: dict, mnist_dir: Path | None = None) -> Path:
+    """A fresh git + DVC repository holding the pipeline and `params`, committed; with `mnist_dir`,
+    MNIST comes from that folder only."""
     copy_project(root)
     write_params(root, params)
+    if mnist_dir is not None:
+        use_local_mnist(root, mnist_dir)
     sh(root, "git", "init", "-q")
     sh(root, "git", "config", "user.email", "ci@example.com")
     sh(root, "git", "config", "user.name", "CI")

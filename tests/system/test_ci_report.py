@@ -80,7 +80,7 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     (against HEAD, against its parent, a branch against main), an uncommitted change, and going
     back, which DVC's run cache restores. Params and metrics always come from the same two dvc.lock
     states: a param differs exactly when the metrics do."""
-    repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "ci"))
+    repo = make_repo(tmp_path / "repo", small_params("ci"), mnist_dir)
     sh(repo, "dvc", "repro")
     sh(repo, "git", "add", "dvc.lock")
     sh(repo, "git", "commit", "-qm", "baseline results")
@@ -185,7 +185,7 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
 
 
 def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
-    repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "ci"))
+    repo = make_repo(tmp_path / "repo", small_params("ci"), mnist_dir)
     done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "no-such-branch", check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: --base no-such-branch: no such commit")

@@ -133,7 +133,7 @@ def store(tmp_path_factory):
     runs that are not finished; and an experiment whose only run is still running."""
     root = tmp_path_factory.mktemp("board")
     copy_project(root)  # the code under test, which `sh` puts first on PYTHONPATH
-    params = small_params(root, SWEPT)
+    params = small_params(SWEPT)
     write_params(root, params)
     client = MlflowClient(store_uri(root))
     sweep = client.create_experiment(SWEPT)

@@ -21,7 +21,7 @@ def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tm
     params.yaml and leaves it there when check_params rejects it; only that line changes (params.yaml
     is laid out as DVC writes it); `dvc repro` fails until `git checkout params.yaml`; a misspelt
     key, --temp and --queue leave the file alone."""
-    repo = make_repo(tmp_path / "repo", small_params(tmp_path, "exp-rejected"))
+    repo = make_repo(tmp_path / "repo", small_params("exp-rejected"), tmp_path)
     shipped = (REPO / "params.yaml").read_text()
     (repo / "params.yaml").write_text(shipped)
     sh(repo, "git", "commit", "-qam", "the shipped params.yaml")

@@ -39,9 +39,9 @@ PAGE = """<!DOCTYPE html>
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
     """The small pipeline run once and committed, then one experiment that sweeps an mlp param."""
-    params = small_params(mnist_dir, "screens")
+    params = small_params("screens")
     params["models"]["logistic"]["epochs"] = params["models"]["mlp"]["epochs"] = 2  # a curve, not a dot
-    root = make_repo(tmp_path_factory.mktemp("screens"), params)
+    root = make_repo(tmp_path_factory.mktemp("screens"), params, mnist_dir)
     sh(root, "dvc", "repro")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "baseline results")

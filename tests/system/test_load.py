@@ -11,13 +11,13 @@ N_EXPERIMENTS = 20
 
 
 def test_twenty_queued_experiments_with_two_workers_all_land(tmp_path, mnist_dir):
-    repo = make_repo(tmp_path / "repo", small_params(mnist_dir, "load"))
+    repo = make_repo(tmp_path / "repo", small_params("load"), mnist_dir)
     sh(repo, "dvc", "repro")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "baseline results")
     # None equal to the baseline's rate: DVC would restore that one from its run cache, training nothing.
     rates = [round(0.0001 * (i + 1), 4) for i in range(N_EXPERIMENTS)]
-    assert small_params(mnist_dir, "load")["models"]["logistic"]["learning_rate"] not in rates
+    assert small_params("load")["models"]["logistic"]["learning_rate"] not in rates
     for rate in rates:
         sh(repo, "dvc", "exp", "run", "--queue", "-S", f"models.logistic.learning_rate={rate}")
     sh(repo, "dvc", "exp", "run", "--run-all", "-j", "2")

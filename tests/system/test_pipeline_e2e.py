@@ -32,7 +32,7 @@ FIRST_REPRO = "first_repro"  # untracked, like first_repro.log
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
-    root = make_repo(tmp_path_factory.mktemp("pipeline"), small_params(mnist_dir, EXPERIMENT))
+    root = make_repo(tmp_path_factory.mktemp("pipeline"), small_params(EXPERIMENT), mnist_dir)
     # Python lists every module each stage imports (on stderr, kept in order with DVC's own lines).
     first = subprocess.run(
         ["dvc", "repro"],

@@ -37,7 +37,7 @@ EXPERIMENT = "reliability"
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
-    root = make_repo(tmp_path_factory.mktemp("reliability"), small_params(mnist_dir, EXPERIMENT))
+    root = make_repo(tmp_path_factory.mktemp("reliability"), small_params(EXPERIMENT), mnist_dir)
     sh(root, "dvc", "repro")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "first results")

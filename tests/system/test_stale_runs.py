@@ -105,7 +105,7 @@ def test_a_run_whose_process_was_killed_is_marked_by_the_next_run_of_its_model_a
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir):
     """A small repository with its data prepared (no model trained)."""
-    root = make_repo(tmp_path_factory.mktemp("stale"), small_params(mnist_dir, EXPERIMENT))
+    root = make_repo(tmp_path_factory.mktemp("stale"), small_params(EXPERIMENT), mnist_dir)
     sh(root, "dvc", "repro", "preprocess")
     check_store(root)  # the store's tables, made once: the test reads the store while stages start
     forget_experiment()

@@ -60,9 +60,9 @@ def remote_env(repo: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, mnist_dir, team) -> Path:
     """The pipeline run once against the team server, its results committed and pushed to the remote."""
-    params = small_params(mnist_dir, EXPERIMENT)
+    params = small_params(EXPERIMENT)
     del params["models"]["logistic"]  # one model is enough to prove the wiring, and saves two stages
-    root = make_repo(tmp_path_factory.mktemp("team") / "repo", params)
+    root = make_repo(tmp_path_factory.mktemp("team") / "repo", params, mnist_dir)
     sh(root, "dvc", "remote", "add", "-d", "team", f"s3://{BUCKET}/dvc")
     sh(root, "dvc", "remote", "modify", "team", "endpointurl", team.s3_url)
     sh(root, "dvc", "repro", env=client_env(root, team))

@@ -240,7 +240,7 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     the study left is ignored by git and unknown to DVC."""
     from ruamel.yaml import YAML
 
-    root = make_repo(tmp_path / "repo", small_params(None, "tune"))
+    root = make_repo(tmp_path / "repo", small_params("tune"))
     rt = YAML()
     rt.width = 4096
     params = rt.load((REPO / "params.yaml").read_text())  # the shipped file, comments and all, made tiny

@@ -10,15 +10,15 @@ from contextlib import contextmanager, suppress
 import numpy as np
 import pytest
 
+from mnist_pipeline.core.download_config import DownloadConfig
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import DownloadParams
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.sources import from_npz
 from mnist_pipeline.stages.download import download
 
 
-def params(*sources, timeout_s=10) -> DownloadParams:
-    return DownloadParams(sources=list(sources), timeout_s=timeout_s)
+def params(*sources, timeout_s=10) -> DownloadConfig:
+    return DownloadConfig(sources=list(sources), timeout_s=timeout_s)
 
 
 def test_when_every_source_fails_one_error_lists_each_and_nothing_is_written(http_server, tmp_path):
@@ -123,12 +123,12 @@ def test_an_endless_body_is_refused_at_the_size_cap_with_bounded_memory(tmp_path
     script = """
 import json, resource, sys
 from pathlib import Path
-from mnist_pipeline.core.params import DownloadParams
+from mnist_pipeline.core.download_config import DownloadConfig
 from mnist_pipeline.stages.download import download
 from mnist_pipeline.core.errors import PipelineError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    download(DownloadParams(sources=[{"kind": "idx_mirror", "url": sys.argv[1]}], timeout_s=60), Path(sys.argv[2]))
+    download(DownloadConfig(sources=[{"kind": "idx_mirror", "url": sys.argv[1]}], timeout_s=60), Path(sys.argv[2]))
 except PipelineError as exc:
     error = str(exc)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

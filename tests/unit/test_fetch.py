@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 
-from mnist_pipeline.core.params import IdxMirrorSource, KerasNpzSource, LocalSource
+from mnist_pipeline.core.download_config import IdxMirrorSource, KerasNpzSource, LocalSource
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.sources import fetch, from_wheel
 

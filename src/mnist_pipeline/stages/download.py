@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.command import layout_of
+from mnist_pipeline.core.download_config import DOWNLOAD_FILE, DownloadConfig, load_download_config
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import DownloadParams, load_params
 from mnist_pipeline.data import idx
 from mnist_pipeline.data.sources import describe, fetch_to
 
@@ -18,14 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--config", type=Path, default=DOWNLOAD_FILE, help=f"the sources to try, in order (default: {DOWNLOAD_FILE})"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    download(load_params(args.params).download, layout_of(args).raw)
+    download(load_download_config(args.config), layout_of(args).raw)
 
 
-def download(params: DownloadParams, out_dir: Path) -> str:
+def download(params: DownloadConfig, out_dir: Path) -> str:
     """Write the verified IDX files into `out_dir`; return a description of the source used."""
     failures = []
     for source in params.sources:
@@ -46,5 +48,5 @@ def download(params: DownloadParams, out_dir: Path) -> str:
     raise PipelineError(
         "no source gave the canonical MNIST files:\n"
         + "\n".join(failures)
-        + "\nfix: put the IDX files (or mnist.npz) in a folder and name it in params.yaml download.sources"
+        + "\nfix: put the IDX files (or mnist.npz) in a folder and name it in download.yaml's sources"
     )
