@@ -105,11 +105,12 @@ def make_repo(root: Path, params: dict, mnist_dir: Path | None = None) -> Path:
     write_params(root, params)
     if mnist_dir is not None:
         use_local_mnist(root, mnist_dir)
-    sh(root, "git", "init", "-q")
+    sh(root, "git", "init", "-q", "-b", "main")
     sh(root, "git", "config", "user.email", "ci@example.com")
     sh(root, "git", "config", "user.name", "CI")
     sh(root, "dvc", "init", "-q")
     shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the plots page's template
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "baseline")
     return root

@@ -114,13 +114,16 @@ def test_metrics_and_reports_exist_and_dvc_reads_them(repo):
             assert (Layout(repo).eval_dir(model) / picture).stat().st_size > 1000
         history = Layout(repo).history(model).read_text().splitlines()
         assert history[0].split(",")[0] == "epoch" and len(history) == 2
-    # One metrics file, every model's headline side by side; nothing else is a metric.
+    # One metrics file, every model's accuracy and log loss side by side; nothing else is a metric.
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)[""]["data"]
     assert list(shown) == ["reports/metrics.json"]
     table = shown["reports/metrics.json"]["data"]
     for model in ("logistic", "mlp"):
         on_disk = json.loads((Layout(repo).eval_dir(model) / "metrics.json").read_text())[model]
-        assert {name: table[name][model] for name in on_disk} == on_disk
+        assert {name: table[name][model] for name in ("accuracy", "log_loss")} == {
+            name: on_disk[name] for name in ("accuracy", "log_loss")
+        }
+    assert list(table) == ["accuracy", "log_loss"]
     assert json.loads((Layout(repo).data_reports / "summary.json").read_text())["images"] == {
         "train": 400,
         "validation": 100,

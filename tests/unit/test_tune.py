@@ -308,7 +308,11 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     assert [a.strip() for _, a in differ] == [
         "- 1024",
         "dropout: 0.312",
-        "learning_rate: 0.00001       # 0.001 at batch 128, scaled with the batch size",
+        "learning_rate: 0.00001       # was 0.002 before tune --apply",
+    ]
+    # The comment above `epochs`, which ruamel keeps with the line before it, is not touched.
+    assert [line for line in after if line.strip().startswith("#")] == [
+        line for line in before if line.strip().startswith("#")
     ]
     mlp = load_params(path).model("mlp")
     assert isinstance(mlp, MLPParams)

@@ -1,8 +1,10 @@
 """`tune --apply`: a study's best values written into params.yaml's models.<name>, and nothing else.
 
 ruamel.yaml's round trip (DVC's own, for `dvc exp run -S`) keeps the comments, the order, the flow
-style and the empty values; a list that changes keeps its style too. The new file is checked by the
-rules of check-params before it replaces the old one, in one move."""
+style and the empty values; a list that changes keeps its style too. A comment at the end of a changed
+line explained the value it replaces (`batch_size: 256  # half the steps of 128`), so it becomes
+`# was 256 before tune --apply`. The new file is checked by the rules of check-params before it
+replaces the old one, in one move."""
 
 import io
 from pathlib import Path
@@ -36,6 +38,7 @@ def apply_values(path: Path, name: str, values: dict) -> dict[str, tuple]:
             old[:] = value  # the same list object: its block or flow style stays
         else:
             model[key] = value
+            _retire_comment(model, key, old)
     if not changed:
         return {}
     out = io.StringIO()
@@ -53,6 +56,18 @@ class _Representer(RoundTripRepresenter):
 
 
 _Representer.add_representer(float, lambda r, value: r.represent_scalar("tag:yaml.org,2002:float", text(value)))
+
+
+def _retire_comment(model, key: str, old) -> None:
+    """Replace the comment at the end of `key`'s line, if any, by one naming the value it explained.
+    ruamel keeps that comment in one token with any comment lines below it: those stay."""
+    items = model.ca.items.get(key)
+    token = items[2] if items and len(items) > 2 else None
+    if token is None:
+        return
+    first, newline, rest = token.value.partition("\n")
+    if first.lstrip().startswith("#"):  # a comment on the key's own line, not only lines below it
+        token.value = f"# was {text(old) if isinstance(old, float) else old} before tune --apply{newline}{rest}"
 
 
 def _plain(value):
