@@ -334,6 +334,10 @@ def test_a_swept_param_is_among_the_first_columns_and_values_read_as_written(lr_
         assert header[3:5] == ["learning_rate", "epochs"], out  # the sweep's, then the quick trial's
         assert {row["learning_rate"] for row in rows if row["model"] == "mlp"} == {"0.001", "0.002", "0.003"}
         assert "data.train_size" in " ".join(rest)  # the data settings after those
+    # At 130 columns data.train_size does not fit yet, and a narrower param that only tells the
+    # models apart would (dropout, before: shown): none takes its place.
+    header, _, rest = read_text(compare(lr_sweep, "--experiment", "lr-sweep", columns=130).stdout)
+    assert header[3:6] == ["learning_rate", "epochs", HEADLINE[0]] and "data.train_size, activation" in rest[0]
 
     wide = compare(lr_sweep, "--experiment", "lr-sweep", "--model", "mlp", columns=200).stdout
     header, rows, rest = read_text(wide)

@@ -236,16 +236,20 @@ def render(board: Board, fmt: str, width: int = DEFAULT_WIDTH) -> str:
 
 def text_table(board: Board, names: list[str], rows: list[list[str]], right: list[bool], width: int) -> str:
     """Columns padded to their widest cell. When all of them do not fit in `width`, rank, model, run
-    and the metrics always show, then as many params as fit, then the run id; a last line names
-    what was left out and how to see it."""
+    and the metrics always show, then the params in order of interest and the run id, as many as
+    fit; a last line names what was left out and how to see it."""
     widths = [
         max(len(cell) for cell in [name, *column]) for name, column in zip(names, zip(*rows, strict=True), strict=True)
     ]
     optional = [i for i, name in enumerate(columns(board)) if name in board.params or name == "run_id"]
     shown = [i for i in range(len(names)) if i not in optional]
-    for i in optional:  # params in order of interest, then the run id
-        if sum(widths[j] for j in shown) + len(GAP) * len(shown) + widths[i] <= width:
-            shown.append(i)
+    # Params in order of interest, then the run id, up to the first that does not fit: a narrow
+    # param further down the order (often one that only tells the models apart) never takes the
+    # place of a more telling one.
+    for i in optional:
+        if sum(widths[j] for j in shown) + len(GAP) * len(shown) + widths[i] > width:
+            break
+        shown.append(i)
     shown.sort()
     lines = [
         GAP.join(
