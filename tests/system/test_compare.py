@@ -66,7 +66,7 @@ def test_the_leaderboard_ranks_every_finished_run_and_shows_only_the_params_that
         run = runs[row["run_id"]]
         assert (row["model"], row["run"]) == (run.data.tags["model"], run.info.run_name)
         assert all(float(row[m]) == run.data.metrics[m] for m in HEADLINE)
-        assert all(row[p] == run.data.params.get(p, "") for p in params)
+        assert all(row[p] == {"None": "null"}.get(v := run.data.params.get(p, ""), v) for p in params)
 
 
 def test_filter_by_model_sort_by_any_metric_and_markdown(trained_repo):
@@ -171,7 +171,7 @@ def test_runs_that_differ_in_one_param_show_that_param_and_no_other(store):
     assert [row["run"] for row in rows] == ["mlp-all", "mlp-large", "mlp-small"]  # best test accuracy first; no trial
     for row in rows:
         run = runs[row["run"]]
-        assert row["data.train_size"] == run.data.params["data.train_size"]
+        assert row["data.train_size"] == run.data.params["data.train_size"].replace("None", "null")
         assert row["test_accuracy"] == f"{run.data.metrics['test_accuracy']:.4f}"
     assert rows[2]["test_macro_recall"] == "-"  # a metric the run lacks
     assert max(map(len, out["text"].splitlines())) <= 120
@@ -200,7 +200,7 @@ def test_the_text_fits_120_columns_and_says_what_it_left_out(store):
     assert {"dropout", "hidden_units", "type", "early_stopping_patience"} <= set(params)
     assert not {"epochs", "seed", "data.seed", "data.validation_size", "optimizer", "model"} & set(params)
     logistic = next(row for row in rows if row["model"] == "logistic")
-    assert logistic["hidden_units"] == "-" and logistic["data.train_size"] == "None"
+    assert logistic["hidden_units"] == "-" and logistic["data.train_size"] == "null"  # as params.yaml writes it
 
     for columns in (120, 200):
         out = compare(store, columns=columns).stdout
@@ -225,3 +225,124 @@ def test_an_empty_result_is_one_line_and_exit_0(store):
     assert done.stdout == "" and done.stderr == (
         "no finished runs in experiment 'waiting' yet; run the pipeline first (dvc repro)\n"
     )
+
+
+# Scores and names as any client of the store may write them (issue 22), and a sweep (issue 21).
+
+FORGED_NAME = "mlp-evil\n   1  mlp  fake-run  0.9999\x1b[31m"  # a fake row, then red text
+
+
+@pytest.fixture(scope="module")
+def odd_runs(store):
+    """Experiments in the same store: runs whose score is nan or inf, logged in the order issue 22
+    gives, and runs whose names and values hold a newline, an escape code and a `|`."""
+    client = MlflowClient(store_uri(store))
+    scores = client.create_experiment("scores")
+    nan, inf = float("nan"), float("inf")
+    for name, accuracy, loss in (("a", 0.7, 0.3), ("b", 0.9, 0.1), ("c", nan, nan), ("d", 0.5, 0.5), ("e", inf, inf)):
+        log_run(
+            client, scores, "mlp", f"mlp-{name}", {"model": "mlp"}, {"test_accuracy": accuracy, "test_log_loss": loss}
+        )
+    forged = client.create_experiment("forged")
+    log_run(client, forged, "mlp", "mlp-honest", {"dropout": "0.2"}, {"test_accuracy": 0.8})
+    log_run(client, forged, "mlp\x1b[2J", FORGED_NAME, {"dropout": "0.3\n| 9 | x"}, {"test_accuracy": 0.7})
+    return store
+
+
+def test_nan_and_inf_scores_rank_last_with_a_note_whatever_the_order(odd_runs):
+    def ranked(*args):
+        done = compare(odd_runs, "--experiment", "scores", *args, "--format", "csv")
+        table = pd.read_csv(io.StringIO(done.stdout), dtype=str, keep_default_na=False)
+        return list(table["run"]), done.stderr, table
+
+    note = "Ranks 4-5 come after every finite score: their test_accuracy is inf or nan, not a number to rank by.\n"
+    runs, stderr, table = ranked()
+    assert (runs, stderr) == (["mlp-b", "mlp-a", "mlp-d", "mlp-e", "mlp-c"], note)  # before: e, d, c, b, a
+    assert list(table["test_accuracy"])[-2:] == ["inf", "nan"]  # inf, not 1.797...e+308
+    assert ranked("--ascending")[:2] == (["mlp-d", "mlp-a", "mlp-b", "mlp-e", "mlp-c"], note)
+    assert ranked("--limit", "1")[:2] == (["mlp-b"], "")  # before: mlp-e
+    loss = ranked("--sort-by", "test_log_loss")[:2]  # a loss: lowest first
+    assert loss == (["mlp-b", "mlp-a", "mlp-d", "mlp-e", "mlp-c"], note.replace("test_accuracy", "test_log_loss"))
+    assert ranked("--sort-by", "test_log_loss", "--descending")[0] == ["mlp-d", "mlp-a", "mlp-b", "mlp-e", "mlp-c"]
+
+    _, rows, rest = read_text(compare(odd_runs, "--experiment", "scores").stdout)
+    assert [(row["run"], row["test_accuracy"]) for row in rows] == [
+        ("mlp-b", "0.9000"),
+        ("mlp-a", "0.7000"),
+        ("mlp-d", "0.5000"),
+        ("mlp-e", "inf"),  # before: a 309-digit number
+        ("mlp-c", "nan"),
+    ]
+    assert rest[-1] + "\n" == note
+    _, rows, rest = read_text(compare(odd_runs, "--experiment", "scores", "--limit", "4").stdout)
+    assert rows[-1]["run"] == "mlp-e" and rest[-1] == (
+        "Rank 4 comes after every finite score: its test_accuracy is inf, not a number to rank by."
+    )
+
+
+def test_names_and_values_that_could_forge_output_print_escaped(odd_runs):
+    text = compare(odd_runs, "--experiment", "forged", "--width", "200").stdout
+    assert not [char for char in text if char != "\n" and not char.isprintable()], repr(text)
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2"]  # the header and two rows, nothing forged
+    assert "mlp-evil\\n   1  mlp  fake-run  0.9999\\x1b[31m" in lines[2] and "mlp\\x1b[2J" in lines[2]
+    assert "0.3\\n| 9 | x" in lines[2]
+
+    markdown = compare(odd_runs, "--experiment", "forged", "--format", "markdown").stdout.splitlines()
+    assert len(markdown) == 4 and all(line.startswith("| ") and line.endswith(" |") for line in markdown)
+    assert [len(re.findall(r"(?<!\\)\|", line)) for line in markdown] == [9, 9, 9, 9]  # 8 cells each
+    assert "| mlp\\x1b[2J | mlp-evil\\n   1  mlp  fake-run  0.9999\\x1b[31m | 0.3\\n\\| 9 \\| x |" in markdown[3]
+
+    # CSV is for programs: the values as they are, quoted.
+    csv = pd.read_csv(io.StringIO(compare(odd_runs, "--experiment", "forged", "--format", "csv").stdout), dtype=str)
+    assert list(csv["run"]) == ["mlp-honest", FORGED_NAME] and csv["dropout"][1] == "0.3\n| 9 | x"
+    empty = compare(odd_runs, "--experiment", "forged", "--model", "cnn").stdout
+    assert empty.endswith("models with finished runs there: mlp, mlp\\x1b[2J\n")
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(store):
+    """Runs as the pipeline logs them: both models on all the data (30 epochs) and as a quick trial
+    (400 images, 1 epoch), then a queued sweep of models.mlp.learning_rate on the quick trial."""
+    params = small_params(store, "lr-sweep")
+    full = json.loads(json.dumps(params))
+    for model in full["models"].values():
+        model["epochs"] = 30
+    client = MlflowClient(store_uri(store))
+    sweep = client.create_experiment("lr-sweep")
+
+    def log(model, name, accuracy, params, **data):
+        metrics = dict.fromkeys(HEADLINE, accuracy)
+        log_run(client, sweep, model, name, logged_params(params, model, **data), metrics)
+
+    log("logistic", "logistic-20261123-235023", 0.9262, full, train_size=None)
+    log("mlp", "mlp-20261123-235035", 0.9867, full, train_size=None)
+    log("logistic", "logistic-baggy-apex", 0.7836, params)
+    log("mlp", "mlp-baggy-apex", 0.8661, params)
+    for name, rate, accuracy in (("mlp-tawny-moth", 0.001, 0.8512), ("mlp-lusty-kerb", 0.003, 0.8745)):
+        swept = json.loads(json.dumps(params))
+        swept["models"]["mlp"]["learning_rate"] = rate
+        log("mlp", name, accuracy, swept)
+    return store
+
+
+def test_a_swept_param_is_among_the_first_columns_and_values_read_as_written(lr_sweep):
+    for model in (["--model", "mlp"], []):  # before: data.train_size and epochs; learning_rate not shown
+        out = compare(lr_sweep, "--experiment", "lr-sweep", *model).stdout
+        assert "None" not in out and max(map(len, out.splitlines())) <= 120
+        header, rows, rest = read_text(out)
+        assert header[3:5] == ["learning_rate", "epochs"], out  # the sweep's, then the quick trial's
+        assert {row["learning_rate"] for row in rows if row["model"] == "mlp"} == {"0.001", "0.002", "0.003"}
+        assert "data.train_size" in " ".join(rest)  # the data settings after those
+    # At 130 columns data.train_size does not fit yet, and a narrower param that only tells the
+    # models apart would (dropout, before: shown): none takes its place.
+    header, _, rest = read_text(compare(lr_sweep, "--experiment", "lr-sweep", columns=130).stdout)
+    assert header[3:6] == ["learning_rate", "epochs", HEADLINE[0]] and "data.train_size, activation" in rest[0]
+
+    wide = compare(lr_sweep, "--experiment", "lr-sweep", "--model", "mlp", columns=200).stdout
+    header, rows, rest = read_text(wide)
+    assert header[3:6] == ["learning_rate", "epochs", "data.train_size"] and rest == []
+    assert [row["data.train_size"] for row in rows] == ["null", "400", "400", "400"]  # as params.yaml writes it
+    csv = compare(lr_sweep, "--experiment", "lr-sweep", "--format", "csv").stdout
+    csv = pd.read_csv(io.StringIO(csv), dtype=str, keep_default_na=False)
+    assert set(csv["data.train_size"]) == {"null", "400"}
