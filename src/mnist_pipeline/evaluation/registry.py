@@ -69,15 +69,15 @@ def promote(params: RegistryParams, model: str, model_id: str, accuracy: float, 
     champion = settle_champion(client, name)
     if champion is not None and str(champion.version) != str(version.version):
         log.info(
-            "%s: registered %s version %s (test accuracy %.4f), but version %s, registered meanwhile, "
-            "beats it and stays @%s (%s)",
+            "%s: registered %s version %s (test accuracy %.4f), but version %s (test accuracy %s), "
+            "registered at the same time, beats it and holds @%s",
             model,
             name,
             version.version,
             accuracy,
             champion.version,
-            ALIAS,
             champion.tags.get(ACCURACY_TAG),
+            ALIAS,
         )
         return version.version
     log.info(
