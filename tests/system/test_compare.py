@@ -304,7 +304,7 @@ def test_names_and_values_that_could_forge_output_print_escaped(odd_runs):
 def lr_sweep(store):
     """Runs as the pipeline logs them: both models on all the data (30 epochs) and as a quick trial
     (400 images, 1 epoch), then a queued sweep of models.mlp.learning_rate on the quick trial."""
-    params = small_params(store, "lr-sweep")
+    params = small_params("lr-sweep")
     full = json.loads(json.dumps(params))
     for model in full["models"].values():
         model["epochs"] = 30

@@ -4,15 +4,19 @@ whichever path it takes."""
 
 import json
 import logging
+import os
+import signal
+import time
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline.core.errors import Terminated
 from mnist_pipeline.core.layout import EvalReports
 from mnist_pipeline.core.params import LogisticParams
-from mnist_pipeline.evaluation.evaluator import RunChoice, choose_run, evaluate, score
+from mnist_pipeline.evaluation.evaluator import RunChoice, choose_run, evaluate, interrupts_held, score
 from mnist_pipeline.training.models import build
 from mnist_pipeline.training.trainer import train
 from tests.support.tiny import cleared_env, digits, store_uri, tiny_layout, tiny_params
@@ -142,3 +146,24 @@ def test_a_run_launched_by_mlflow_run_gets_the_evaluation_and_the_params_of_the_
     model_id = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
     assert run.inputs is not None, "the run has no inputs"
     assert [m.model_id for m in run.inputs.model_inputs] == [model_id[0].model_id]
+
+
+def test_the_registry_step_holds_the_first_interrupt_and_a_second_stops_it(caplog):
+    """Real signals to this process: the first is said and held, the block goes on; a second raises
+    as an interrupt always did; afterwards the handlers are the ones from before."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    went_on = []
+
+    def registry_step() -> None:
+        with interrupts_held(until_exit=False):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs in the main thread between bytecodes: by now
+            went_on.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+
+    with pytest.raises(Terminated):
+        registry_step()
+    assert went_on == [True]
+    assert "SIGINT came while the registry was being updated: the stage finishes first" in caplog.text
+    assert {signum: signal.getsignal(signum) for signum in before} == before

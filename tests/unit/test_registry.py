@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import RegistryParams
-from mnist_pipeline.evaluation.registry import ALIAS, promote
+from mnist_pipeline.evaluation.registry import ALIAS, promote, settle_champion
 from tests.support.tiny import cleared_env
 
 
@@ -105,3 +105,18 @@ def test_a_model_another_training_logged_is_never_registered(store, logged_as, b
     ):
         promote(params, "mlp", model_id, 0.99, run_id)
     assert store.search_registered_models(f"name = '{name}'") == []
+
+
+def test_a_promotion_racing_a_better_one_leaves_the_alias_on_the_better(store):
+    """The race of issue 22, one step at a time: the better model is registered but its promoter has
+    not set the alias yet when the worse one, having read "no champion", registers too. The worse
+    one's promotion must leave @champion on the better version, and so must the better one's."""
+    params, name = registry("race-"), "race-mlp"
+    better_id, _ = logged_model()
+    mlflow.register_model(f"models:/{better_id}", name, tags={"test_accuracy": "0.99"})
+    assert str(promote_new(params, 0.95)) == "2"
+    assert champion(store, name) == "1" and versions(store, name) == 2
+    store.set_registered_model_alias(name, ALIAS, "2")  # the worse promoter's set, landing late
+    settled = settle_champion(store, name)
+    assert settled is not None and str(settled.version) == "1"
+    assert champion(store, name) == "1"

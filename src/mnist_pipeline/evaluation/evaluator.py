@@ -3,6 +3,10 @@ trained the model, so the compare view shows params and test metrics side by sid
 
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.atomic import check_writable
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError, interrupt
 from mnist_pipeline.core.layout import EvalReports, Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.splits import load_split
@@ -35,11 +39,14 @@ from mnist_pipeline.tracking.store import tracking_uri, use_experiment
 log = logging.getLogger(__name__)
 
 
-def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
+def evaluate(name: str, params: Params, layout: Layout, *, exits_after: bool = False) -> dict[str, float]:
     """Evaluate model `name` on the test set; log into its training run; return the headline scores.
 
     Into the run its run file names only when that run trained this very file (its model tag,
     experiment and model digest; see `mismatch`): otherwise it refuses before writing anything.
+    The registry comes last, once every report is written and the run has ended, and an interrupt
+    does not cut it short (see `interrupts_held`); `exits_after`: the caller's process ends when this
+    returns (the evaluate stage).
     """
     model_file, model_dir = layout.model_file(name), layout.model_dir(name)
     if not model_file.is_file():
@@ -85,19 +92,54 @@ def evaluate(name: str, params: Params, layout: Layout) -> dict[str, float]:
         log_evaluation(
             active.info.run_id, (x_test, y_test), layout.processed / "test.npz", model_id, scores, classes, reports
         )
-    if model_id:
-        assert run_file.run_id is not None  # model_id is kept only when the store holds the run file's run
-        registry.promote(params.registry, name, model_id, scores["accuracy"], run_file.run_id)
-    elif params.registry.enabled:
-        why = (
-            f"{layout.run_file(name)} names no logged model (its training did not log one); "
-            f"retrain it: dvc repro -f train@{name}"
-            if recorded
-            else "the run that logged the model is not in this tracking store"
-        )
-        log.warning("%s: not registered: %s", name, why)
-    log.info("%s: test accuracy %.4f, macro F1 %.4f", name, scores["accuracy"], scores["f1"])
+    with interrupts_held(until_exit=exits_after):
+        if model_id:
+            assert run_file.run_id is not None  # model_id is kept only when the store holds the run file's run
+            registry.promote(params.registry, name, model_id, scores["accuracy"], run_file.run_id)
+        elif params.registry.enabled:
+            why = (
+                f"{layout.run_file(name)} names no logged model (its training did not log one); "
+                f"retrain it: dvc repro -f train@{name}"
+                if recorded
+                else "the run that logged the model is not in this tracking store"
+            )
+            log.warning("%s: not registered: %s", name, why)
+        log.info("%s: test accuracy %.4f, macro F1 %.4f", name, scores["accuracy"], scores["f1"])
     return scores
+
+
+@contextmanager
+def interrupts_held(until_exit: bool) -> Iterator[None]:
+    """The registry step, the stage's last act, runs to its end: the first SIGINT or SIGTERM in the
+    block is noted, said, and acted on by ending as done; a second stops it at once, as before.
+
+    Cut short, a promotion would leave the registry changed (a version registered, perhaps the alias
+    moved) under a stage that DVC records as failed (issue 22). Every output is written before the
+    block, so a stage that completes it is complete. `until_exit`: the process ends once the caller
+    returns, so the signals stay ignored after the block: there is nothing left to stop, and an
+    interrupt in the interpreter's shutdown would only print `Exception ignored in threading._shutdown`.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if held:
+            raise interrupt(signum)
+        held.append(signum)
+        log.warning(
+            "%s came while the registry was being updated: the stage finishes first and ends as done "
+            "(a second one stops it at once)",
+            signal.Signals(signum).name,
+        )
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_IGN if until_exit else handler)
 
 
 class RunFile(NamedTuple):

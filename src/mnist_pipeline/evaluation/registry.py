@@ -3,17 +3,22 @@ registered version with the best test accuracy so far; `predict` and `mlflow mod
 load it as models:/<name>@champion."""
 
 import logging
+import math
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError, first_line
 from mnist_pipeline.core.params import RegistryParams
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
 ACCURACY_TAG = "test_accuracy"
+# Reads and moves of the alias before settle_champion gives up. Each promotion running at the same
+# time can cost another; two at once settle in one or two.
+SETTLE_TRIES = 20
 
 
 def registered_name(params: RegistryParams, model: str) -> str:
@@ -61,7 +66,20 @@ def promote(params: RegistryParams, model: str, model_id: str, accuracy: float, 
     # From the logged model itself: MLflow records its run as the version's source run. (A runs:/
     # URI makes MLflow look for run artifacts, find none, and warn before it falls back to this.)
     version = mlflow.register_model(f"models:/{model_id}", name, tags={ACCURACY_TAG: str(accuracy)})
-    client.set_registered_model_alias(name, ALIAS, version.version)
+    champion = settle_champion(client, name)
+    if champion is not None and str(champion.version) != str(version.version):
+        log.info(
+            "%s: registered %s version %s (test accuracy %.4f), but version %s (test accuracy %s), "
+            "registered at the same time, beats it and holds @%s",
+            model,
+            name,
+            version.version,
+            accuracy,
+            champion.version,
+            champion.tags.get(ACCURACY_TAG),
+            ALIAS,
+        )
+        return version.version
     log.info(
         "%s: registered %s version %s as @%s (test accuracy %.4f, was %s)",
         model,
@@ -72,3 +90,47 @@ def promote(params: RegistryParams, model: str, model_id: str, accuracy: float, 
         "none" if best is None else f"{best:.4f}",
     )
     return version.version
+
+
+def settle_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """Point @champion at the family's best version (the highest test accuracy; of equals, the first
+    registered) and return it; None when no version has a test accuracy.
+
+    MLflow has no compare-and-set for an alias: set_registered_model_alias overwrites whatever the
+    alias holds (two first sets at once even collide on its key, and one fails), and the model
+    registry offers no lock. So a promoter that has registered its version reads the versions and
+    the alias again after each set, until a read finds the alias on the best. The last set to the
+    alias is then always right: its promoter read again after it and found it on the best version
+    registered by then, and a better version registered after that read has a promoter of its own,
+    whose reads come later still, see the same alias and would have set it again. That needs only
+    that a read sees every write that returned before it: one SQLite file, PostgreSQL (each MLflow
+    call commits before it returns) and any `mlflow server` in front of either give that."""
+    error = None
+    for _ in range(SETTLE_TRIES):
+        best = best_version(client, name)
+        if best is None:
+            return None
+        if str(client.get_registered_model(name).aliases.get(ALIAS)) == str(best.version):
+            return best
+        try:
+            client.set_registered_model_alias(name, ALIAS, best.version)
+        except MlflowException as exc:  # another promoter's first set won the insert: read again
+            error = exc
+    why = f": {first_line(error)}" if error else ""
+    raise PipelineError(
+        f"{name}@{ALIAS} was still moving after {SETTLE_TRIES} tries{why}; run the evaluate stage again "
+        f"once the other promotions have ended"
+    )
+
+
+def best_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version of `name` with the highest test accuracy tag; of equals, the first registered."""
+    scored = []
+    for version in client.search_model_versions(f"name = '{name}'"):
+        try:
+            accuracy = float(version.tags.get(ACCURACY_TAG, "nan"))
+        except ValueError:
+            continue
+        if not math.isnan(accuracy):
+            scored.append((accuracy, -int(version.version), version))
+    return max(scored, key=lambda s: s[:2])[2] if scored else None

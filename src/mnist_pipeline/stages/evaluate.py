@@ -21,4 +21,4 @@ def run(args: argparse.Namespace) -> None:
     start(where.root, under_dvc=True)
     from mnist_pipeline.evaluation.evaluator import evaluate
 
-    evaluate(args.model, params, where)
+    evaluate(args.model, params, where, exits_after=True)  # the stage ends when it returns
