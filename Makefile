@@ -39,8 +39,9 @@ lint: $(STAMP)
 system-packages:
 	PYTHON=$(PYTHON) tests/system-packages
 
+# make ui OPEN=1: open the link it prints in the web browser too.
 ui: $(STAMP)
-	python -m mnist_pipeline ui --port $(PORT)
+	python -m mnist_pipeline ui --port $(PORT)$(if $(OPEN), --open)
 
 # The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or anchor fails it.
 docs: $(STAMP)

@@ -1,8 +1,10 @@
-"""What a person sees of MLflow. `make ui` (python -m mnist_pipeline ui) serves the UI on the
-pipeline's store and prints the link to the experiment's training runs, or says in one line that
-the port is taken. In the UI (headless Debian Chromium, driven by Playwright), a person starting at
-the home page finds both models' runs with their test accuracy, the logged models under their own
-names with their test metrics, and the compare view. Each step's screenshot is kept as
+"""What a person sees of MLflow. `make ui OPEN=1` (python -m mnist_pipeline ui --open) serves the
+UI on the pipeline's store, prints the link to the experiment's training runs ranked by test
+accuracy and opens it in the browser, or says in one line that the port is taken. In the UI
+(headless Debian Chromium at 1600×900, driven by Playwright), the link shows the runs with their
+test accuracy, best first; a person starting at the home page gets there through the experiment's
+description, without the Sort menu, and finds the logged models with their test metrics and the
+compare view, where every param has a value. Each step's screenshot is kept as
 test-output/screenshots/mlflow-<step>.png."""
 
 import os
@@ -20,9 +22,16 @@ from mlflow.tracking import MlflowClient
 from tests.support.harness import TRAINED_EXPERIMENT, free_port, repo_env, store_uri, venv_bin
 from tests.unit.test_ui import KIND
 
+SCREEN = {"width": 1600, "height": 900}
+TEST_ACCURACY = '[role="columnheader"][col-id="metrics.`test_accuracy`"]'
 
-def ui_command(port: int) -> list[str]:
-    return [str(Path(venv_bin()) / "python"), "-m", "mnist_pipeline", "ui", "--port", str(port)]
+
+def ui_command(port: int, *options: str) -> list[str]:
+    return [str(Path(venv_bin()) / "python"), "-m", "mnist_pipeline", "ui", "--port", str(port), *options]
+
+
+def runs_link(base: str, experiment_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=test-accuracy"
 
 
 def as_in_a_terminal() -> None:
@@ -33,15 +42,19 @@ def as_in_a_terminal() -> None:
 
 @pytest.fixture(scope="module")
 def ui(trained_repo, tmp_path_factory):
-    """`make ui` on the trained repository; yields (port, its stdout lines, its stderr file).
-    Stopped with Ctrl-C, which must end it cleanly and free the port."""
+    """`make ui OPEN=1` on the trained repository, with a browser that writes down what it is asked
+    to open; yields (port, its stdout lines, its stderr file, that browser's file). Stopped with
+    Ctrl-C, which must end it cleanly and free the port."""
     port, folder = free_port(), tmp_path_factory.mktemp("ui")
-    out, err = folder / "stdout", folder / "stderr"
+    out, err, opened = folder / "stdout", folder / "stderr", folder / "opened"
+    browser = folder / "browser"  # Python's webbrowser runs $BROWSER with the link
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    browser.chmod(0o755)
     with open(out, "w") as stdout, open(err, "w") as stderr:
         server = subprocess.Popen(
-            ui_command(port),
+            ui_command(port, "--open"),
             cwd=trained_repo,
-            env=repo_env(trained_repo),
+            env=repo_env(trained_repo, BROWSER=str(browser)),
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
@@ -55,7 +68,7 @@ def ui(trained_repo, tmp_path_factory):
                     f"no link printed (exit code {server.poll()}):\n{out.read_text()}{err.read_text()}"
                 )
             time.sleep(0.5)
-        yield port, out.read_text().splitlines(), err
+        yield port, out.read_text().splitlines(), err, opened
     finally:
         os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
         try:
@@ -69,24 +82,57 @@ def ui(trained_repo, tmp_path_factory):
         probe.bind(("127.0.0.1", port))
 
 
-def test_make_ui_prints_the_link_to_the_training_runs_and_keeps_the_server_quiet(ui, trained_repo, page, screenshots):
-    port, lines, err = ui
+def test_make_ui_prints_and_opens_the_link_to_the_runs_by_test_accuracy_and_keeps_the_server_quiet(
+    ui, trained_repo, page, screenshots
+):
+    port, lines, err, opened = ui
     experiment = MlflowClient(store_uri(trained_repo)).get_experiment_by_name(TRAINED_EXPERIMENT)
     assert experiment is not None, TRAINED_EXPERIMENT
-    link = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
-    assert lines == [f"MLflow UI on the runs of experiment '{TRAINED_EXPERIMENT}' (Ctrl-C stops it):", link]
+    link = runs_link(f"http://127.0.0.1:{port}", experiment.experiment_id)
+    assert lines == [
+        f"MLflow UI on the runs of experiment '{TRAINED_EXPERIMENT}', best test accuracy first (Ctrl-C stops it):",
+        link,
+    ]
     assert experiment.tags[KIND] == "custom_model_development"
+    deadline = time.monotonic() + 30  # the browser is started once the link is printed
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert opened.read_text() == link + "\n"
 
+    page.set_viewport_size(SCREEN)
     page.goto(link)
-    for model in ("logistic", "mlp"):
-        page.get_by_text(re.compile(f"^{model}-")).first.wait_for()
+    runs = runs_of_dvc_repro(trained_repo)
+    see_test_accuracy_best_first(page, runs)
     page.screenshot(path=screenshots / "mlflow-link.png")
+    # Its chart view: the test metrics first, a bar per run.
+    page.locator("label:has(input[value=CHART])").click()
+    page.get_by_text("Test metrics", exact=True).wait_for()
+    first_chart = page.locator('[data-testid="experiment-view-compare-runs-card"]').first
+    page.screenshot(path=screenshots / "mlflow-link-chart.png")
+    assert first_chart.inner_text().startswith("test_accuracy"), first_chart.inner_text()
     # No line per request, no start-up banner, no deprecation notices: only warnings and errors.
     assert not re.search(r"GET /|Uvicorn running|DeprecationWarning|Traceback", err.read_text()), err.read_text()
 
 
+def see_test_accuracy_best_first(page, runs: dict[str, Run]) -> None:
+    """The runs table shows each run's test accuracy in a column on screen, highest first."""
+    accuracy = {model: run.data.metrics["test_accuracy"] for model, run in runs.items()}
+    header = page.locator(TEST_ACCURACY)
+    header.wait_for()
+    for model, run in runs.items():
+        wait_for_cell(page, run.info.run_id, str(accuracy[model]))
+    box = header.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= SCREEN["width"], box  # not scrolled off to the right
+    ranks = {
+        model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
+        for model, run in runs.items()
+    }
+    best, worst = sorted(accuracy, key=accuracy.__getitem__, reverse=True)
+    assert ranks[best] < ranks[worst]
+
+
 def test_a_second_ui_on_the_same_port_fails_in_one_line_naming_a_free_one(ui, trained_repo):
-    port, _, _ = ui
+    port, *_ = ui
     done = subprocess.run(
         ui_command(port), cwd=trained_repo, env=repo_env(trained_repo), capture_output=True, text=True, timeout=120
     )
@@ -101,7 +147,7 @@ def test_a_second_ui_on_the_same_port_fails_in_one_line_naming_a_free_one(ui, tr
 
 
 def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, trained_repo):
-    port, _, _ = ui  # the UI is a tracking server too
+    port, *_ = ui  # the UI is a tracking server too
     server = f"http://127.0.0.1:{port}"
     done = subprocess.run(
         ui_command(free_port()),
@@ -115,8 +161,9 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
     assert experiment is not None, TRAINED_EXPERIMENT
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; the runs of '{TRAINED_EXPERIMENT}':",
-        f"{server}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+        "MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; "
+        f"the runs of '{TRAINED_EXPERIMENT}', best test accuracy first:",
+        runs_link(server, experiment.experiment_id),
     ]
 
 
@@ -162,10 +209,11 @@ def row_cells(page, row_id: str) -> list[str]:
 
 
 def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained_repo, page, screenshots):
-    port, _, _ = ui
+    port, *_ = ui
     runs = runs_of_dvc_repro(trained_repo)
     accuracy = {model: run.data.metrics["test_accuracy"] for model, run in runs.items()}
 
+    page.set_viewport_size(SCREEN)
     page.goto(f"http://127.0.0.1:{port}/")
     page.get_by_text("Welcome to MLflow").wait_for()
     page.get_by_role(
@@ -188,19 +236,13 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
     page.get_by_text("mnist-mlp", exact=True).first.wait_for()  # the registered model beside its run
     page.screenshot(path=screenshots / "mlflow-3-runs.png")
 
-    # The table shows no metric until asked; sorting by one adds its column.
-    page.get_by_role("button", name="Sort: Created").click()
-    page.get_by_placeholder("Search").fill("test_accuracy")
-    page.get_by_test_id("sort-select-test_accuracy").click()
-    page.locator('[role="columnheader"][col-id="metrics.`test_accuracy`"]').wait_for()
-    for model, run in runs.items():
-        wait_for_cell(page, run.info.run_id, str(accuracy[model]))
-    ranks = {
-        model: int(page.locator(f'[row-id="{run.info.run_id}"]').first.get_attribute("row-index"))
-        for model, run in runs.items()
-    }
-    best, worst = sorted(accuracy, key=accuracy.__getitem__, reverse=True)
-    assert ranks[best] < ranks[worst]  # highest test accuracy first
+    # MLflow's own table shows no metric (the browser keeps a person's columns and sort, the server
+    # cannot set them); the experiment's description above it links to the saved view that does.
+    with page.context.expect_page() as opened:  # MLflow opens a description's links in a new tab
+        page.get_by_role("link", name="their test accuracy, best first", exact=True).click()
+    page = opened.value
+    page.set_viewport_size(SCREEN)
+    see_test_accuracy_best_first(page, runs)
     page.screenshot(path=screenshots / "mlflow-4-runs-by-test-accuracy.png")
 
     # The Models tab: the logged models under their model keys, with the test metrics logged against them.
@@ -242,8 +284,14 @@ def test_a_person_finds_both_models_test_accuracy_from_the_home_page(ui, trained
 
     by_id = {run.info.run_id: run for run in runs.values()}
     columns = [by_id[run_id] for run_id in row("Run ID:")[1:]]  # in the order the page shows them
-    for param in ("type", "learning_rate", "epochs", "data.train_size"):
+    for param in ("type", "learning_rate", "epochs", "data.train_size", "activation", "dropout"):
         assert row(param) == [param] + [run.data.params[param] for run in columns]
+    assert row("activation")[1 + columns.index(runs["logistic"])] == "none"  # no hidden layer, no activation
+    # The parallel-coordinates plot on top draws each run on every param axis: none "unknown".
+    axes = page.locator(".js-plotly-plot").first
+    axes.wait_for()
+    assert "unknown" not in axes.locator("text").all_text_contents()
+    page.screenshot(path=screenshots / "mlflow-7-compare-plot.png")
     page.get_by_role("switch", name="Parameters - Show diff only").click()  # what tells them apart
     page.get_by_text("Run details", exact=True).evaluate("heading => heading.scrollIntoView()")  # scroll down to them
-    page.screenshot(path=screenshots / "mlflow-7-compare.png")
+    page.screenshot(path=screenshots / "mlflow-8-compare-params.png")

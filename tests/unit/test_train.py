@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core.params import DataParams, MLPParams
+from mnist_pipeline.core.params import DataParams, MLPParams, Params
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.tracking.run_file import read_model_id, read_run_id
+from mnist_pipeline.tracking.runs import training_params
 from mnist_pipeline.training.fit_loop import fit
 from mnist_pipeline.training.models import build
 from mnist_pipeline.training.trainer import train
+from tests.support.harness import shipped_params
 from tests.support.tiny import digits, store_uri, tiny_layout, tiny_params
 
 KEPT_LINE = re.compile(r"kept the weights of epoch (\d+) \(([^)]*)\)")
@@ -58,6 +60,20 @@ def saved_val_loss(layout) -> float:
     model = keras.models.load_model(layout.model_file("mlp"))
     model.compile(loss="sparse_categorical_crossentropy")
     return model.evaluate(*load_split(layout.processed, "validation"), verbose=0)
+
+
+def test_both_models_runs_hold_the_same_params_the_logistic_as_an_mlp_without_hidden_layers():
+    """MLflow's compare view draws a param a run lacks as "unknown": the logistic run logs the MLP's
+    architecture params with the values that describe it, so the two runs line up key by key."""
+    params = Params.model_validate(shipped_params())
+    logistic, mlp = training_params("logistic", params), training_params("mlp", params)
+    assert set(logistic) == set(mlp)
+    assert {key: logistic[key] for key in ("hidden_units", "activation", "dropout")} == {
+        "hidden_units": [],
+        "activation": "none",
+        "dropout": 0.0,
+    }
+    assert mlp["hidden_units"] == shipped_params()["models"]["mlp"]["hidden_units"]  # its own, from params.yaml
 
 
 def test_early_stopping_keeps_the_best_epoch_and_best_epoch_names_it(tmp_path, clean_env, caplog):

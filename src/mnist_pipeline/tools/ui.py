@@ -1,5 +1,5 @@
 """`make ui`: the MLflow UI on the project's tracking store, with the link to the experiment's
-training runs printed once it answers."""
+training runs by test accuracy printed (and with --open, opened in the browser) once it answers."""
 
 import argparse
 import ctypes
@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import webbrowser
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,8 +20,6 @@ from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import load_params
 
-# workflowType: the runs table of model training, not the GenAI view MLflow 3 opens by default.
-RUNS_PAGE = "/#/experiments/{}/runs?workflowType=machine_learning"
 # The server's own chatter, kept to warnings and errors: no job runners for GenAI features this
 # project never uses, no line per request, and not Starlette's deprecation notice on every start.
 QUIET_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -31,14 +30,15 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Serve the MLflow UI on the project's tracking store and print the link to the "
-        "experiment's training runs once it answers; Ctrl-C stops it."
+        "experiment's training runs, ranked by test accuracy, once it answers; Ctrl-C stops it."
     )
     parser.add_argument("--port", type=port_number, default=5000, help="port to serve on (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--open", action="store_true", help="open the link in the web browser too")
 
 
 def run(args: argparse.Namespace) -> None:
-    ui(load_params(args.params).mlflow.experiment, layout_of(args).root, args.host, args.port)
+    ui(load_params(args.params).mlflow.experiment, layout_of(args).root, args.host, args.port, args.open)
 
 
 def port_number(text: str) -> int:
@@ -47,33 +47,43 @@ def port_number(text: str) -> int:
     return int(text)
 
 
-def ui(experiment: str, root: Path, host: str, port: int) -> None:
-    """Serve the UI on host:port until Ctrl-C; print the link to `experiment`'s runs once it answers."""
+def ui(experiment: str, root: Path, host: str, port: int, open_it: bool = False) -> None:
+    """Serve the UI on host:port until Ctrl-C; print the link to `experiment`'s runs once it answers
+    (`open_it`: and open it in the browser)."""
     # MLflow loads in seconds: imported when the command runs, not for --help.
+    from mnist_pipeline.tracking.runs_view import runs_link
     from mnist_pipeline.tracking.store import check_store, ensure_experiment, tracking_uri
 
     uri = tracking_uri(root)
     if urlsplit(uri).scheme in ("http", "https"):  # a team server: its UI is already up
         check_store(root)
-        print(f"MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; the runs of '{experiment}':")
-        print(public(uri) + RUNS_PAGE.format(ensure_experiment(experiment, root)))
+        print(
+            "MLFLOW_TRACKING_URI is a tracking server, which serves the UI itself; "
+            f"the runs of '{experiment}', best test accuracy first:"
+        )
+        link = f"{public(uri)}/{runs_link(ensure_experiment(experiment, root))}"
+        print(link, flush=True)
+        if open_it:
+            open_in_browser(link)
         return
     check_port(host, port)  # before anything starts: the reason would be lost in the server's output
     check_store(root)
     experiment_id = ensure_experiment(experiment, root)  # so that the link leads somewhere
+    link = f"http://{in_url(host)}:{port}/{runs_link(experiment_id)}"
     code = serve(
         uri,
         host,
         port,
-        f"MLflow UI on the runs of experiment '{experiment}' (Ctrl-C stops it):\n"
-        f"http://{in_url(host)}:{port}{RUNS_PAGE.format(experiment_id)}",
+        f"MLflow UI on the runs of experiment '{experiment}', best test accuracy first (Ctrl-C stops it):\n{link}",
+        link if open_it else None,
     )
     if code:
         raise PipelineError(f"the MLflow UI stopped with exit code {code}; its messages are above")
 
 
-def serve(uri: str, host: str, port: int, ready_message: str) -> int:
-    """`mlflow ui` on the store; print `ready_message` once it answers; its exit code (0 after Ctrl-C)."""
+def serve(uri: str, host: str, port: int, ready_message: str, open_link: str | None = None) -> int:
+    """`mlflow ui` on the store; print `ready_message` (and open `open_link`) once it answers; its exit
+    code (0 after Ctrl-C)."""
     warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_WARNING]))
     # A session of its own: Ctrl-C reaches this process only, which stops the server with one
     # SIGTERM. In the terminal's group the server got Ctrl-C twice (mlflow's CLI forwards it to
@@ -105,6 +115,8 @@ def serve(uri: str, host: str, port: int, ready_message: str) -> int:
     try:
         if wait_until_up(f"http://{in_url(host)}:{port}/health", server):
             print(ready_message, flush=True)
+            if open_link:
+                open_in_browser(open_link)
         return server.wait()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.py raises it as an interrupt)
         server.terminate()
@@ -113,6 +125,12 @@ def serve(uri: str, host: str, port: int, ready_message: str) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         return 0
+
+
+def open_in_browser(link: str) -> None:
+    """Python's webbrowser: $BROWSER if set, else the desktop's default browser."""
+    if not webbrowser.open(link):
+        print("no web browser found to open it; open the link above in one", file=sys.stderr, flush=True)
 
 
 def stop_with_parent() -> None:

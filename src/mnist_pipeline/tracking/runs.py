@@ -16,7 +16,7 @@ from mlflow.entities import LoggedModelInput, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core.params import Params
+from mnist_pipeline.core.params import LogisticParams, Params
 from mnist_pipeline.tracking.git import git_dirty, git_output
 
 
@@ -42,11 +42,18 @@ def run_tags(model: str, root: Path) -> dict[str, str]:
     return tags
 
 
+# A logistic regression is an MLP without hidden layers: logged in the MLP's terms, so that the two
+# models' runs line up param by param (MLflow's compare view shows a param a run lacks as "unknown").
+NO_HIDDEN_LAYERS = {"hidden_units": [], "activation": "none", "dropout": 0.0}
+
+
 def training_params(model: str, params: Params) -> dict:
     """The params of a training run: the model's key, its params, and the data's as data.*. An
     evaluation that opens a run of its own logs the same, so its run lines up with training runs."""
     data = {f"data.{key}": value for key, value in params.data.model_dump().items()}
-    return {"model": model} | params.model(model).model_dump() | data
+    model_params = params.model(model)
+    architecture = NO_HIDDEN_LAYERS if isinstance(model_params, LogisticParams) else {}
+    return {"model": model} | architecture | model_params.model_dump() | data
 
 
 def log_training_inputs(

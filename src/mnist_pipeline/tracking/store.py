@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.atomic import check_writable
 from mnist_pipeline.core.errors import PipelineError, first_line
+from mnist_pipeline.tracking.runs_view import show_runs_by_test_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def use_experiment(name: str, root: Path) -> str:
 
 
 def ensure_experiment(name: str, root: Path) -> str:
-    """The id of experiment `name` in the project's store, created (marked as model training) if missing."""
+    """The id of experiment `name` in the project's store, created (marked as model training, with the
+    UI's view of its runs) if missing."""
     uri = tracking_uri(root)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
@@ -129,22 +131,27 @@ def ensure_experiment(name: str, root: Path) -> str:
         # Keep a local store's artifacts beside its database, not wherever the command ran.
         location = (store_root(root) / "mlruns").as_uri() if uri.startswith("sqlite:") else None
         try:
-            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+            experiment_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it first
             experiment = client.get_experiment_by_name(name)
             if experiment is None:  # no: the store refused for another reason, which this error says
                 raise
+        else:
+            show_runs_by_test_accuracy(client, experiment_id)
+            return experiment_id
     mark_model_training(client, experiment.experiment_id)
     return experiment.experiment_id
 
 
 def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
-    """Tag the experiment as model training, over whatever kind the UI may have inferred. (The 3.17 UI
-    opens an experiment by its GenAI / Model training switch, not by this tag: `make ui`'s link sets the switch.)"""
+    """Tag the experiment as model training, over whatever kind the UI may have inferred, and give it
+    the UI's view of its runs by test accuracy. (The 3.17 UI opens an experiment by its GenAI / Model
+    training switch, not by this tag: `make ui`'s link sets the switch.)"""
     tags = client.get_experiment(experiment_id).tags
     for key, value in EXPERIMENT_KIND.items():
         if tags.get(key) != value:
             client.set_experiment_tag(experiment_id, key, value)
+    show_runs_by_test_accuracy(client, experiment_id)
 
 
 def check_artifact_home(experiment_id: str, root: Path) -> None:
