@@ -18,10 +18,12 @@ import struct
 import subprocess
 import termios
 import threading
+import time
 
 import pytest
 
-from tests.support.harness import REPO, make_repo, repo_env, sh, small_params
+from tests.support.harness import REPO, free_port, make_repo, repo_env, running, sh, small_params
+from tests.system.test_ui import SCREEN, runs_of_dvc_repro, see_test_accuracy_best_first, ui_command
 
 pytestmark = pytest.mark.e2e
 MODELS = ("mlp", "logistic")
@@ -29,7 +31,10 @@ SWEPT = "models.mlp.learning_rate"
 # What the experiments page tells a user to run after a sweep: the changed columns, both models'
 # accuracy kept beside them, and none of the columns that say nothing about the experiment (when
 # and where it ran, the dependencies' hashes).
-EXP_SHOW_CHANGED = ["dvc", "exp", "show", "--only-changed", "--keep", "accuracy", "--drop", "Created|Executor|/|yaml"]
+EXP_SHOW_CHANGED = [
+    *("dvc", "exp", "show", "--only-changed", "--keep", "accuracy"),
+    *("--drop", r"Created|Executor|.*/|.*\.yaml"),
+]
 # The versions `dvc plots show` loads from a CDN (dvc_render.vega.VegaRenderer.SCRIPTS).
 VEGA = {
     "vega": ("5.20.2", "vega.min.js"),
@@ -160,7 +165,9 @@ def test_after_a_sweep_the_swept_param_sits_beside_both_accuracies_at_120_column
     text = screens["exp show changed"]
     assert max(map(len, text.splitlines())) <= 120, text
     header = row(text, "Experiment")
-    assert {"accuracy.mlp", "accuracy.logistic", SWEPT} <= set(header), text
+    assert {"accuracy.mlp", "accuracy.logistic", SWEPT} <= set(header) and "…" not in text, text
+    quoted = (REPO / "docs" / "experiments.md").read_text().split(EXP_SHOW_CHANGED[-1])[-1]
+    assert row(quoted, "Experiment") == header, quoted  # the page quotes this screen
     rates = sorted(float(row(text, label)[header.index(SWEPT) + 2]) for label in ("├──", "└──"))
     assert rates == [0.001, 0.004], text
     compare = screens["compare"]
@@ -309,3 +316,20 @@ def test_offline_the_plots_page_says_why_it_draws_no_chart(clone, page, screensh
     note = page.locator("#no-vega")
     assert note.is_visible() and "Vega did not load" in note.inner_text()
     assert "dvc plots show --json" in note.inner_text()
+
+
+@pytest.mark.usefixtures("journey")
+def test_the_link_make_ui_prints_lands_on_both_models_test_accuracy(clone, page, screenshots, tmp_path):
+    """`make ui`'s command in the clone; the link it prints, followed in Chromium: the runs of the
+    first `dvc repro` and of the sweep, each with its test accuracy in a column on screen, best first."""
+    port, log = free_port(), tmp_path / "ui.log"
+    with running(ui_command(port), f"http://127.0.0.1:{port}/health", cwd=clone, env=repo_env(clone), log=log):
+        deadline = time.monotonic() + 30
+        while not (links := re.findall(r"^http://\S+$", log.read_text(), re.MULTILINE)):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        page.set_viewport_size(SCREEN)
+        page.goto(links[0])
+        runs = runs_of_dvc_repro(clone, "journey")
+        see_test_accuracy_best_first(page, runs)
+        page.screenshot(path=screenshots / "journey-mlflow-link.png")

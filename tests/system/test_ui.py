@@ -167,11 +167,11 @@ def test_with_a_tracking_server_it_prints_the_link_there_and_starts_nothing(ui, 
     ]
 
 
-def runs_of_dvc_repro(trained_repo) -> dict[str, Run]:
-    """The two training runs `dvc repro` logged (other tests may add runs of their own)."""
-    client = MlflowClient(store_uri(trained_repo))
-    experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
-    assert experiment is not None, TRAINED_EXPERIMENT
+def runs_of_dvc_repro(repo, name: str = TRAINED_EXPERIMENT) -> dict[str, Run]:
+    """The two training runs the first `dvc repro` logged (other tests may add runs of their own)."""
+    client = MlflowClient(store_uri(repo))
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, name
     found = client.search_runs(
         [experiment.experiment_id], "tags.`dvc.stage` LIKE 'train@%'", order_by=["attributes.start_time ASC"]
     )
