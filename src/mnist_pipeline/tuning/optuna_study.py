@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_pipeline.core.errors import PipelineError, first_line
 from mnist_pipeline.core.params import LogisticParams, MLPParams, Params
 from mnist_pipeline.core.validation import field_type
+from mnist_pipeline.tracking.sqlite_url import sqlite_url
 from mnist_pipeline.tuning.schema import TuneParams
 
 STORE_FILE = "optuna.db"  # the default storage, at the repository root beside mlflow.db; git-ignored
@@ -49,7 +50,7 @@ class Surplus(Exception):
 
 
 def default_storage(root: Path) -> str:
-    return f"sqlite:///{(Path(root) / STORE_FILE).resolve()}"
+    return sqlite_url((Path(root) / STORE_FILE).resolve())
 
 
 def shown(url: str) -> str:
