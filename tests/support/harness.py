@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from mnist_pipeline.tracking.sqlite_url import sqlite_url
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINED_EXPERIMENT = "trained"
 REPRO_LOG = "dvc-repro.log"  # untracked: it does not make later runs git.dirty
@@ -132,7 +134,7 @@ def code_deps(repo: Path, deps: list[str]) -> set[str]:
 
 def store_uri(repo: Path) -> str:
     """The pipeline's default tracking store in `repo`."""
-    return f"sqlite:///{repo / 'mlflow.db'}"
+    return sqlite_url(repo / "mlflow.db")
 
 
 # --- what a person reads --------------------------------------------------------------------

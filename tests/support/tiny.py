@@ -14,6 +14,7 @@ import yaml
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.splits import save_splits
+from mnist_pipeline.tracking.sqlite_url import sqlite_url
 from tests.support.harness import REPO
 
 # What else would pick the store, the experiment or the run, or tag the run.
@@ -99,4 +100,4 @@ def as_if_a_new_process() -> None:
 
 
 def store_uri(layout: Layout) -> str:
-    return f"sqlite:///{layout.root / 'mlflow.db'}"
+    return sqlite_url(layout.root / "mlflow.db")

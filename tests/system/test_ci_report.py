@@ -192,6 +192,33 @@ def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):
     assert not (repo / "reports").exists()
 
 
+def test_ci_report_checks_a_damaged_base_before_any_work(tmp_path, mnist_dir):
+    """A base branch whose dvc.lock is damaged (`printf 'stages: [x\\n' > dvc.lock`, committed). Before:
+    `dvc repro` trained every model, then a 50-line yaml ParserError traceback and no report."""
+    repo = make_repo(tmp_path / "repo", small_params("ci"), mnist_dir)
+    sh(repo, "git", "checkout", "-qb", "damaged")
+    (repo / "dvc.lock").write_text("stages: [x\n")
+    sh(repo, "git", "add", "dvc.lock")
+    sh(repo, "git", "commit", "-qm", "damaged dvc.lock")
+    sh(repo, "git", "checkout", "-q", "-")
+    before = sorted(p.name for p in repo.iterdir())
+
+    done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "damaged", "--output", "r.md", check=False)
+    tree = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "HEAD^{tree}", check=False)
+
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: --base damaged: its dvc.lock is not valid YAML (line 2: expected ',' or ']', but got "
+        "'<stream end>'); nothing was run: repair dvc.lock in a commit on damaged (see git show damaged:dvc.lock) "
+        "or compare with another base"
+    ]
+    assert tree.returncode == 1 and tree.stderr.splitlines() == [
+        "error: --base HEAD^{tree}: names a tree, not a commit; name a branch, tag or commit"
+    ]
+    # No stage ran: no data, no dvc.lock, no MLflow store, no report.
+    assert sorted(p.name for p in repo.iterdir()) == before
+
+
 @pytest.mark.slow  # starts an MLflow server
 def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient

@@ -3,6 +3,10 @@ a person reads it; the workflow around it passes actionlint."""
 
 from pathlib import Path
 
+import pytest
+
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.tools.ci_report import read_base
 from tests.support.harness import REPO, sh, venv_bin
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
@@ -13,3 +17,72 @@ def test_the_workflow_passes_actionlint():
     assert actionlint.exists() and shellcheck.exists(), "install the test extra: pip install -e '.[test]'"
     done = sh(REPO, str(actionlint), f"-shellcheck={shellcheck}", "-pyflakes=", str(WORKFLOW), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the base, read and checked before any work -----------------------------------------------------
+GOOD_LOCK = (
+    "schema: '2.0'\nstages:\n  check_params:\n    params:\n      params.yaml:\n        data:\n          seed: 1\n"
+)
+BASE_DAMAGE = [
+    ("dvc.lock", "stages: [x\n", "is not valid YAML (line 2: expected ',' or ']', but got '<stream end>')"),
+    ("dvc.lock", "- stages\n", "holds a list, not a mapping"),
+    ("dvc.lock", "stages: [train, evaluate]\n", "has `stages` that is not a mapping of stage names"),
+    ("dvc.lock", "stages:\n  train: python train.py\n", "has stage 'train' that is not a mapping"),
+    (
+        "dvc.lock",
+        "stages:\n  train:\n    params: [params.yaml]\n",
+        "has stage 'train' whose `params` is not a mapping of params files to their values",
+    ),
+    ("params.yaml", "data: {seed: 1\n", "is not valid YAML (line 2: expected ',' or '}', but got '<stream end>')"),
+    ("dvc.yaml", "stages:\n\tx: 1\n", "is not valid YAML (line 2: found character '\\t' that cannot start any token)"),
+]
+
+
+def git_repo(root: Path) -> Path:
+    """A git repository whose one commit holds a good dvc.lock and the params file it names."""
+    root.mkdir()
+    (root / "dvc.lock").write_text(GOOD_LOCK)
+    (root / "params.yaml").write_text("data:\n  seed: 1\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-qm", "base"],
+    ):
+        sh(root, "git", *args)
+    return root
+
+
+@pytest.mark.parametrize(("path", "text", "problem"), BASE_DAMAGE, ids=[f"{p}: {t!r}" for p, t, _ in BASE_DAMAGE])
+def test_a_damaged_base_is_one_line_naming_the_base_the_file_the_problem_and_the_fix(tmp_path, path, text, problem):
+    """Before: `dvc repro` ran in full, then a yaml ParserError (or AttributeError) traceback and no report."""
+    root = git_repo(tmp_path / "repo")
+    sh(root, "git", "checkout", "-qb", "damaged")
+    (root / path).write_text(text)
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-qm", "damage")
+    sh(root, "git", "checkout", "-q", "-")
+    with pytest.raises(PipelineError) as caught:
+        read_base(root, "damaged")
+    assert str(caught.value) == (
+        f"--base damaged: its {path} {problem}; nothing was run: repair {path} in a commit on damaged "
+        f"(see git show damaged:{path}) or compare with another base"
+    )
+
+
+def test_a_base_that_is_not_a_commit_is_named(tmp_path):
+    root = git_repo(tmp_path / "repo")
+    with pytest.raises(PipelineError, match=r"^--base HEAD\^\{tree\}: names a tree, not a commit; name a branch, tag"):
+        read_base(root, "HEAD^{tree}")
+    with pytest.raises(PipelineError, match=r"^--base HEAD:params.yaml: names a blob, not a commit"):
+        read_base(root, "HEAD:params.yaml")
+
+
+def test_a_good_base_gives_its_params_and_the_keys_changed_without_a_repro(tmp_path):
+    root = git_repo(tmp_path / "repo")
+    assert read_base(root, "HEAD").side.params == {"params.yaml:data.seed": "1"}
+    (root / "params.yaml").write_text("data:\n  seed: 2\n")
+    sh(root, "git", "-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-qam", "seed 2, no repro")
+    assert read_base(root, "HEAD").stale == ["data.seed"]
+    (root / "dvc.lock").unlink()
+    sh(root, "git", "-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-qam", "no lock")
+    assert not read_base(root, "HEAD").side.has_lock  # the pipeline never ran there: a note, not an error

@@ -17,11 +17,13 @@ import optuna
 import pytest
 import yaml
 from mlflow.projects import load_project
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.core.params import MLPParams, Params, load_params, parse_params
 from mnist_pipeline.data.splits import save_splits
+from mnist_pipeline.tracking.sqlite_url import sqlite_url
 from mnist_pipeline.tuning import optuna_study
 from mnist_pipeline.tuning.params_edit import apply_values
 from mnist_pipeline.tuning.schema import TuneParams, checked_tuning, load_tuning, search_for
@@ -327,6 +329,90 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
 
 
 # --- the study its workers share -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables (creating them takes seconds: made once, then copied)."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(sqlite_url(path)).search_experiments()
+    return path
+
+
+def mlflow_store(empty: Path, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(empty, path)
+    return path
+
+
+def tables(path: Path) -> list[str]:
+    return sorted(optuna_study.sqlite_tables(path))
+
+
+FIX = (
+    "give the study a database of its own: leave out --storage (optuna.db at the repository root) "
+    "or name another, e.g. --storage sqlite:///optuna-mlp.db"
+)
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative", "not made yet", "another repository's"])
+def test_a_storage_that_is_an_mlflow_store_is_refused_before_anything_is_written(tmp_path, how, empty_mlflow_db):
+    """Before: Optuna wrote its 12 tables into mlflow.db, then failed with a RuntimeError traceback."""
+    root = tiny_repo(tmp_path / "repo", tiny_raw())
+    store = {"not made yet": root / "mlflow.db", "another repository's": tmp_path / "other" / "mlflow.db"}.get(how)
+    store = store if how == "not made yet" else mlflow_store(empty_mlflow_db, store or root / "mlflow.db")
+    storage = "sqlite:///mlflow.db" if how == "relative" else f"sqlite:///{store}"
+    before = {path: (tables(path), path.read_bytes()) for path in tmp_path.rglob("mlflow.db")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage],
+        cwd=root,
+        env=repo_env(REPO),
+        capture_output=True,
+        text=True,
+    )
+
+    if how == "another repository's":
+        expected = f"error: --storage {storage}: {store} is an MLflow tracking store (it has MLflow's tables); {FIX}"
+    else:
+        tracking = f"sqlite:///{root / 'mlflow.db'}?timeout=60"
+        expected = f"error: --storage {storage} is the MLflow tracking store ({tracking}); {FIX}"
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [expected]
+    assert {path: (tables(path), path.read_bytes()) for path in tmp_path.rglob("mlflow.db")} == before
+    made = {"data", "params.yaml", "tune.yaml"} | ({"mlflow.db"} if how in ("absolute", "relative") else set())
+    assert {p.name for p in root.iterdir()} == made, "no optuna.db, and no mlflow.db where there was none"
+
+
+def test_a_storage_on_the_tracking_stores_database_server_is_refused_without_connecting(tmp_path):
+    """MLflow's store in PostgreSQL, and a study storage naming the same database (another driver,
+    with a password): refused from the URLs alone, so no server is needed here."""
+    root = tiny_repo(tmp_path, tiny_raw())
+    storage = "postgresql+psycopg://me:secret@127.0.0.1:9/mlflow"
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage],
+        cwd=root,
+        env=repo_env(REPO, MLFLOW_TRACKING_URI="postgresql://me@127.0.0.1:9/mlflow"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: --storage postgresql+psycopg://me:***@127.0.0.1:9/mlflow is the MLflow tracking store "
+        f"(postgresql://me@127.0.0.1:9/mlflow); {FIX}"
+    ]
+
+
+def test_a_study_storage_is_told_from_the_tracking_store(tmp_path, empty_mlflow_db):
+    store = mlflow_store(empty_mlflow_db, tmp_path / "mlflow.db")
+    (tmp_path / "link.db").symlink_to(store)
+    assert optuna_study.same_database(f"sqlite:///{tmp_path}/link.db", sqlite_url(store, timeout=60))
+    assert not optuna_study.same_database(optuna_study.default_storage(tmp_path), sqlite_url(store))
+    assert not optuna_study.same_database("postgresql://h/optuna", "postgresql://h/mlflow")
+    assert not optuna_study.same_database("postgresql://h/mlflow", "http://h:5000")
+    study = optuna_study.default_storage(tmp_path)
+    optuna_study.open_storage(study).engine.dispose()
+    optuna_study.check_not_tracking_store(study, sqlite_url(store))  # Optuna's own database: accepted
+
+
 def test_workers_with_another_search_or_no_parent_run_are_refused(tmp_path):
     params, tunes = parsed(tiny_raw())
     tuning = search_for(tunes, params, "mlp")

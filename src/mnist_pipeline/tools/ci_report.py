@@ -87,19 +87,16 @@ def run(args: argparse.Namespace) -> None:
 def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it."""
     root = layout.root
-    base_commit = git_output(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
-    if not base_commit:
-        raise PipelineError(
-            f"--base {base}: no such commit in {root}; fetch it first "
-            "(git fetch origin main) or name another branch, tag or commit"
-        )
+    # All the report reads of the base, read and checked first: a damaged base found after
+    # `dvc repro` would cost the whole training and end in no report.
+    old = read_base(root, base)
     head = git_output(root, "rev-parse", "--short", "HEAD")
     # Params or code changed and not committed (dvc.lock, which the repro rewrites, does not count).
     changes = " + uncommitted changes" if git_dirty(root) else ""
     workspace = f"HEAD `{head}`{changes}" if head else "no commit"
     repro = run_repro(root)
     images_dir = (output or Path("report.md")).resolve().parent
-    report = render(repro, base, base_commit[:7], workspace, layout, images_dir if embed_images else None)
+    report = render(repro, old, workspace, layout, images_dir if embed_images else None)
     if output:
         write_text(output, report)
     else:
@@ -131,7 +128,8 @@ def run_repro(root: Path) -> Repro:
     return Repro({stage: outcome for _, stage, outcome in found})
 
 
-def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: Layout, images_dir: Path | None) -> str:
+def render(repro: Repro, old: "Base", workspace: str, layout: Layout, images_dir: Path | None) -> str:
+    base, base_commit = old.rev, old.commit[:7]
     models = repro.models()
     summary = [
         f"**{label}:** {', '.join(m for m, s in models.items() if s == status)}."
@@ -148,19 +146,18 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
     base_name = f"`{base_commit}`" if base_commit.startswith(base) else f"`{base}` (`{base_commit}`)"
     lines = [MARKER, f"## Retrain report: workspace ({workspace}) vs {base_name}", "", " ".join(summary), ""]
 
-    old = lock_side(layout.root, base)
     new = Side("workspace", flat_params(yaml.safe_load((layout.root / "dvc.lock").read_text())))
     lines += [
         f"Parameters and metrics on each side are as its `dvc.lock` records them: the base's as committed "
         f"in {base_name}, the workspace's after this `dvc repro`.",
         "",
     ]
-    if not old.has_lock:
+    if not old.side.has_lock:
         lines += [
             f"> {base_name} has no `dvc.lock`: the pipeline never ran there, so every parameter and metric is new.",
             "",
         ]
-    elif stale := stale_params(layout.root, base, old):
+    elif stale := old.stale:
         more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         lines += [
             f"> {base_name} changed its params without a `dvc repro` ({', '.join(f'`{k}`' for k in stale[:3])}"
@@ -171,7 +168,13 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
 
     lines += ["### Stages", "", "| stage | outcome |", "| --- | --- |"]
     lines += [f"| `{stage}` | {outcome} |" for stage, outcome in repro.outcomes.items()]
-    lines += ["", "### Parameters changed", "", params_table(old, new) or "No parameter differs from the base.", ""]
+    lines += [
+        "",
+        "### Parameters changed",
+        "",
+        params_table(old.side, new) or "No parameter differs from the base.",
+        "",
+    ]
     metrics, warning = dvc_diff(layout.root, "metrics", base)
     lines += ["### Metrics vs the base", "", metrics or "No metric differs from the base.", ""]
     if warning:
@@ -186,11 +189,80 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
     return "\n".join(lines).rstrip() + "\n"
 
 
-def lock_side(root: Path, rev: str) -> Side:
-    text = git_output(root, "show", f"{rev}:./dvc.lock")
-    if text is None:
-        return Side(rev, {}, has_lock=False)
-    return Side(rev, flat_params(yaml.safe_load(text) or {}))
+@dataclass(frozen=True)
+class Base:
+    """What the report reads of the base revision: its commit, its dvc.lock's params, and the keys
+    whose value in its params files differs from what that dvc.lock recorded."""
+
+    rev: str
+    commit: str
+    side: Side
+    stale: list[str]
+
+
+def read_base(root: Path, rev: str) -> Base:
+    """The base, read and checked before any work: a commit, whose dvc.yaml, dvc.lock (if any) and
+    the params files that dvc.lock names are YAML of the shape DVC writes. Anything else is one line
+    naming the base, the file, the problem and the fix. (A base without dvc.lock is no damage: the
+    report says the pipeline never ran there.)"""
+    commit = git_output(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    kind = None if commit else git_output(root, "cat-file", "-t", rev)
+    if kind:
+        raise PipelineError(f"--base {rev}: names a {kind}, not a commit; name a branch, tag or commit")
+    if not commit:
+        raise PipelineError(
+            f"--base {rev}: no such commit in {root}; fetch it first "
+            "(git fetch origin main) or name another branch, tag or commit"
+        )
+    base_yaml(root, rev, "dvc.yaml")  # DVC reads the base's metrics through it
+    lock = base_yaml(root, rev, "dvc.lock")
+    if lock is None:
+        return Base(rev, commit, Side(rev, {}, has_lock=False), [])
+    if problem := lock_problem(lock):
+        raise base_error(rev, "dvc.lock", problem)
+    side = Side(rev, flat_params(lock))
+    files = {
+        path: _flatten(base_yaml(root, rev, path) or {}) for path in dict.fromkeys(k.split(":")[0] for k in side.params)
+    }
+    return Base(rev, commit, side, stale_params(files, side))
+
+
+def base_yaml(root: Path, rev: str, path: str) -> dict | None:
+    """The YAML mapping `path` holds at `rev` (empty for an empty file); None where there is no such file."""
+    # Not git_output, which strips the text: the line numbers in YAML's errors must be the file's.
+    shown = subprocess.run(["git", "show", f"{rev}:./{path}"], cwd=root, capture_output=True, text=True)
+    if shown.returncode:
+        return None
+    try:
+        data = yaml.safe_load(shown.stdout)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', None)})" if mark else ""
+        raise base_error(rev, path, f"is not valid YAML{where}") from None
+    if data is not None and not isinstance(data, dict):
+        raise base_error(rev, path, f"holds a {type(data).__name__}, not a mapping")
+    return data or {}
+
+
+def lock_problem(lock: dict) -> str | None:
+    """Where a dvc.lock is not the shape DVC writes (stages, each with params by file), or None."""
+    stages = lock.get("stages") or {}
+    if not isinstance(stages, dict):
+        return "has `stages` that is not a mapping of stage names"
+    for name, stage in stages.items():
+        if not isinstance(stage, dict):
+            return f"has stage {name!r} that is not a mapping"
+        params = stage.get("params") or {}
+        if not isinstance(params, dict) or not all(isinstance(values, dict) for values in params.values()):
+            return f"has stage {name!r} whose `params` is not a mapping of params files to their values"
+    return None
+
+
+def base_error(rev: str, path: str, problem: str) -> PipelineError:
+    return PipelineError(
+        f"--base {rev}: its {path} {problem}; nothing was run: repair {path} in a commit on {rev} "
+        f"(see git show {rev}:{path}) or compare with another base"
+    )
 
 
 def flat_params(lock: dict) -> dict[str, str]:
@@ -206,15 +278,11 @@ def flat_params(lock: dict) -> dict[str, str]:
     return {key: " / ".join(seen) for key, seen in values.items()}
 
 
-def stale_params(root: Path, rev: str, side: Side) -> list[str]:
-    """Keys whose value in `rev`'s params files differs from what its dvc.lock recorded."""
-    files: dict[str, dict] = {}
+def stale_params(files: dict[str, dict], side: Side) -> list[str]:
+    """Keys whose value in the side's params files (flattened, by path) differs from what its dvc.lock recorded."""
     stale = []
     for name, value in side.params.items():
         path, _, key = name.partition(":")
-        if path not in files:
-            text = git_output(root, "show", f"{rev}:./{path}")
-            files[path] = _flatten(yaml.safe_load(text) or {}) if text else {}
         if key in files[path] and _show(files[path][key]) != value:
             stale.append(key)
     return stale

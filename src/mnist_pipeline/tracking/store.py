@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.core.atomic import check_writable
 from mnist_pipeline.core.errors import PipelineError, first_line
 from mnist_pipeline.tracking.runs_view import show_runs_by_test_accuracy
+from mnist_pipeline.tracking.sqlite_url import sqlite_file, sqlite_url
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def tracking_uri(root: Path) -> str:
 
 
 def local_store_uri(root: Path) -> str:
-    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+    return sqlite_url(store_root(root) / "mlflow.db", timeout=SQLITE_BUSY_TIMEOUT_S)
 
 
 def check_store(root: Path) -> None:
@@ -79,8 +80,8 @@ def check_store(root: Path) -> None:
     uri = tracking_uri(root)
     fix = "start the server or correct MLFLOW_TRACKING_URI (unset it to use the local sqlite store)"
     lock: AbstractContextManager[object] = nullcontext()
-    if uri.startswith("sqlite:///"):
-        db_file = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    db_file = sqlite_file(uri)
+    if db_file is not None:
         try:
             check_writable(db_file.parent)
         except OSError:
@@ -129,7 +130,7 @@ def ensure_experiment(name: str, root: Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # Keep a local store's artifacts beside its database, not wherever the command ran.
-        location = (store_root(root) / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+        location = (store_root(root) / "mlruns").as_uri() if sqlite_file(uri) else None
         try:
             experiment_id = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it first
@@ -182,7 +183,7 @@ def check_artifact_home(experiment_id: str, root: Path) -> None:
     story, original = f"the store came from {old}", ""
     if (old / "mlflow.db").is_file():
         story = f"the store was copied from {old}"
-        original = f", or log into the original's: export MLFLOW_TRACKING_URI={_quoted(f'sqlite:///{old}/mlflow.db')}"
+        original = f", or log into the original's: export MLFLOW_TRACKING_URI={_quoted(sqlite_url(old / 'mlflow.db'))}"
     raise PipelineError(
         f"{problem}, outside this repository: {story}, and new runs would write their models "
         f"there; fix: give this copy a store of its own ({anew}){original}"

@@ -4,10 +4,13 @@ worker prints. No TensorFlow and no MLflow here (tune.py trains and logs), so al
 without either."""
 
 import json
+import os
 import shlex
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Literal
 
@@ -17,9 +20,10 @@ import sqlalchemy.exc
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_pipeline.core.errors import PipelineError, first_line
+from mnist_pipeline.core.errors import InputError, PipelineError, first_line
 from mnist_pipeline.core.params import LogisticParams, MLPParams, Params
 from mnist_pipeline.core.validation import field_type
+from mnist_pipeline.tracking.sqlite_url import sqlite_file, sqlite_url
 from mnist_pipeline.tuning.schema import TuneParams
 
 STORE_FILE = "optuna.db"  # the default storage, at the repository root beside mlflow.db; git-ignored
@@ -41,6 +45,8 @@ HEARTBEAT_S = 60
 GRACE_S = 180
 PARENT_WAIT_S = 60  # for the worker that created the study to record its MLflow parent run
 WAIT_S = 2  # between looks at the last trials other workers are training
+# Tables of MLflow's schema that Optuna's lacks (both have alembic_version): a file with them is an MLflow store.
+MLFLOW_TABLES = {"alembic_version", "experiments", "runs"}
 SIGNIFICANT_DIGITS = 3  # of a float drawn from a range: params.yaml gets 0.00282, not 0.0028183829312644534
 
 
@@ -49,7 +55,49 @@ class Surplus(Exception):
 
 
 def default_storage(root: Path) -> str:
-    return f"sqlite:///{(Path(root) / STORE_FILE).resolve()}"
+    return sqlite_url((Path(root) / STORE_FILE).resolve())
+
+
+def check_not_tracking_store(url: str, tracking: str) -> None:
+    """Refuse a study storage that is the MLflow tracking store (`tracking`), or any MLflow database:
+    Optuna would add its tables to MLflow's and then fail on MLflow's alembic_version ("no longer
+    compatible with the table schema"). Read only, before anything is written."""
+    fix = (
+        "give the study a database of its own: leave out --storage (optuna.db at the repository root) "
+        "or name another, e.g. --storage sqlite:///optuna-mlp.db"
+    )
+    if same_database(url, tracking):
+        raise InputError(f"--storage {shown(url)} is the MLflow tracking store ({shown(tracking)}); {fix}")
+    path = sqlite_file(url)
+    if path is not None and sqlite_tables(path) >= MLFLOW_TABLES:
+        raise InputError(f"--storage {shown(url)}: {path} is an MLflow tracking store (it has MLflow's tables); {fix}")
+
+
+def same_database(a: str, b: str) -> bool:
+    """Whether two database URLs open one database: the same SQLite file (resolved, or one file under
+    two names), else the same backend, host, port and database, whatever the driver or credentials."""
+    file_a, file_b = sqlite_file(a), sqlite_file(b)
+    if file_a is not None and file_b is not None:
+        both = file_a.exists() and file_b.exists()
+        return file_a.resolve() == file_b.resolve() or (both and os.path.samefile(file_a, file_b))
+    try:
+        url_a, url_b = sqlalchemy.engine.make_url(a), sqlalchemy.engine.make_url(b)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a database URL (an MLflow server's http://)
+        return False
+    return all(getattr(url_a, key) == getattr(url_b, key) for key in ("host", "port", "database")) and (
+        url_a.get_backend_name() == url_b.get_backend_name()
+    )
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    """The tables of the SQLite file at `path`, read only; none when it is missing or not a database."""
+    if not path.is_file():
+        return set()
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:  # not a database: open_storage says so
+        return set()
 
 
 def shown(url: str) -> str:

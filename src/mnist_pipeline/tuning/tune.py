@@ -39,10 +39,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     search = search_for(load_tuning(args.params, params), params, args.model)
+    where = layout_of(args)
     # Imported once both files have passed: a typo costs a second, not MLflow's and TensorFlow's start-up.
+    if args.storage:  # before the store is opened: a storage that is MLflow's database is refused unwritten
+        from mnist_pipeline.tracking.store import tracking_uri
+        from mnist_pipeline.tuning.optuna_study import check_not_tracking_store
+
+        check_not_tracking_store(args.storage, tracking_uri(where.root))
     from mnist_pipeline.training.startup import start
 
-    where = layout_of(args)
     start(where.root, under_dvc=False)
     from mnist_pipeline.tuning.trials import tune
 
