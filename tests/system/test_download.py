@@ -106,7 +106,7 @@ def test_a_trickling_mirror_is_given_up_at_its_deadline_and_the_next_source_used
     # 0.2 s for ever, and after the trickle stops, a full timeout_s more.
     assert timeout_s - 0.1 < spent < timeout_s + 0.7, spent
     print(f"gave up after {spent:.2f} s")
-    assert f"gave up after {timeout_s:g} s (download.timeout_s" in reason and len(sent) > 3
+    assert f"gave up after {timeout_s:g} s (timeout_s in download.yaml" in reason and len(sent) > 3
 
 
 def test_a_short_read_is_reported_and_the_next_source_used(mnist_dir, mnist_files, tmp_path, caplog):

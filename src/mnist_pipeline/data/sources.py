@@ -60,8 +60,8 @@ class Deadline:
 
     def expired(self, what: str) -> PipelineError:
         return PipelineError(
-            f"{what}: gave up after {self.seconds:g} s (download.timeout_s, the time for all "
-            "of one source's files; raise it in params.yaml on a slow network)"
+            f"{what}: gave up after {self.seconds:g} s (timeout_s in download.yaml, the time for all "
+            "of one source's files; raise it on a slow network)"
         )
 
 
