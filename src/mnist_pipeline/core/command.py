@@ -19,6 +19,7 @@ from pathlib import Path
 from mnist_pipeline.core.errors import PipelineError, Terminated, interrupt
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import PARAMS_FILE
+from mnist_pipeline.core.printable import printable
 
 # A full disk, a file-size limit, a read-only folder: the user's to fix, not a bug to trace.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -57,13 +58,13 @@ def main(prog: str, description: str, commands: dict[str, Command], argv: list[s
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         module.run(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except PipelineError as exc:  # one line, whatever a file name or a library's message in it holds
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in DISK_ERRORS:
             raise
-        where = f" {exc.filename}" if exc.filename else ""
+        where = f" {printable(str(exc.filename))}" if exc.filename else ""
         print(
             f"error: cannot write{where}: {exc.strerror}; free space or fix permissions, then run again",
             file=sys.stderr,

@@ -51,13 +51,9 @@ def run(args: argparse.Namespace) -> None:
     """Needs no params.yaml, only a model."""
     from mnist_pipeline.training.quiet_tf import import_tensorflow
 
-    try:
-        names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
-        import_tensorflow()
-        model = load_model(args.model, layout_of(args).root)
-    except InputError as exc:  # a name (or a library's message quoting it) may hold a newline or an escape code
-        raise InputError(printable(str(exc))) from None
-    digits, probabilities = predict(model, images)
+    names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+    import_tensorflow()
+    digits, probabilities = predict(load_model(args.model, layout_of(args).root), images)
     shown = [printable(name) for name in names]  # a name must not forge a row: "ok\nfake.png  9  1.0000"
     width = max(len(name) for name in shown)
     print(f"{'input':<{width}}  digit  probability")
