@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.download_config import PypiSource
 from mnist_pipeline.data import idx
+from mnist_pipeline.data.download_config import PypiSource
 from mnist_pipeline.data.sources import fetch
 from tests.support.harness import (
     CHROMIUM,

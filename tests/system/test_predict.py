@@ -1,12 +1,14 @@
 """`predict`: images of any size and mode, .npy batches, models from a path, a run or the registry."""
 
+import json
+import os
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
 from mnist_pipeline.data.splits import load_split
@@ -48,7 +50,7 @@ def test_transparent_png_reads_as_ink_on_paper(test_images):
     assert correlation(recovered, digit) > 0.85
 
 
-def predict_cli(repo, *args, check=True):
+def predict_cli(repo, *args, check=True, env=None):
     return sh(
         repo,
         "python",
@@ -57,7 +59,7 @@ def predict_cli(repo, *args, check=True):
         "predict",
         *map(str, args),
         check=check,
-        env=repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo)),
+        env=env or repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo)),
     )
 
 
@@ -120,7 +122,15 @@ BAD_INPUTS = [
         "1,913,266 images of uint8, 1,431 MiB; predict reads at most 256 MiB per file",
     ),
     ("blank.npy", lambda p: np.save(p, np.zeros((4, 784), np.uint8)), "4 of its 4 images are blank (one colour"),
+    ("bomb.png", lambda p: png_with_text(p, 20 << 20), "a text chunk in it (PNG metadata) inflates past Pillow's"),
 ]
+
+
+def png_with_text(path: Path, size: int) -> None:
+    """A small digit PNG whose zTXt chunk inflates to `size` bytes."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "a" * size, zip=True)
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(path, pnginfo=info)
 
 
 @pytest.mark.parametrize(("name", "make", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
@@ -144,3 +154,95 @@ def test_a_model_that_is_not_there_gets_one_line_and_exit_2(trained_repo, test_i
         # The last line is ours; TensorFlow's start-up lines may come before it.
         last = done.stderr.strip().splitlines()[-1]
         assert done.returncode == 2 and last.startswith(f"error: {source}: ") and expected in last, done.stderr
+
+
+def one_error_line(done) -> str:
+    """The error line of a refused run: exit 2, nothing on stdout, no traceback; TensorFlow's
+    start-up lines may come before it."""
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_models_predict_cannot_read_get_one_line_and_exit_2(trained_repo, test_images, tmp_path):
+    """Before: a 57-line YAML traceback, `KeyError: 'tensorflow'`, `ModuleNotFoundError: boto3` or
+    `NoCredentialsError`, `ValueError: not enough values to unpack`."""
+    batch = tmp_path / "one.npy"
+    np.save(batch, test_images[0][:1])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "MLmodel").write_text("flavors: [\n  tensorflow: keras: 3\n")
+    (tmp_path / "sklearn").mkdir()
+    (tmp_path / "sklearn" / "MLmodel").write_text("flavors:\n  python_function: {}\n  sklearn: {}\n")
+    for source, expected in (
+        (tmp_path / "bad", "its MLmodel is not valid YAML at line 2 (expected ',' or ']', but got ':'); restore"),
+        (tmp_path / "sklearn", "not a Keras model: its MLmodel names no tensorflow flavor (flavors: python_f"),
+        ("s3://nobucket/model", "predict does not load s3: URIs; give a .keras file, a folder holding model.keras"),
+        ("http://127.0.0.1:9/model", "predict does not load http: URIs; give a .keras file"),
+    ):
+        last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False))
+        assert last.startswith(f"error: {source}: ") and expected in last, last
+
+
+def test_a_model_whose_artifact_store_cannot_be_read_gets_one_line(trained_repo, test_images, tmp_path):
+    """A logged model in a store whose artifacts live in S3, read without S3 credentials, or where
+    boto3 is not installed (a folder on PYTHONPATH whose boto3 cannot be imported stands for that)."""
+    store = f"sqlite:///{tmp_path / 'remote.db'}"
+    client = MlflowClient(store)
+    experiment = client.create_experiment("remote", artifact_location="s3://nobucket/mlflow")
+    source = f"models:/{client.create_logged_model(experiment, name='mlp').model_id}"
+    batch = tmp_path / "one.npy"
+    np.save(batch, test_images[0][:1])
+    env = {k: v for k, v in repo_env(trained_repo).items() if not k.startswith("AWS_")}
+    env |= {  # no credentials from this machine, and no minutes spent asking EC2's metadata service
+        "MLFLOW_TRACKING_URI": store,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env))
+    assert last == (
+        f"error: {source}: cannot download the model from its artifact store (NoCredentialsError: Unable to "
+        "locate credentials); check the store's address and your credentials for it"
+    )
+    (tmp_path / "no_boto3" / "boto3").mkdir(parents=True)
+    (tmp_path / "no_boto3" / "boto3" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n"
+    )
+    env["PYTHONPATH"] = f"{tmp_path / 'no_boto3'}{os.pathsep}{env['PYTHONPATH']}"
+    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env))
+    assert last.startswith(f"error: {source}: its artifact store needs the Python package boto3, which is not ")
+
+
+def test_a_deleted_runs_model_predicts_with_a_warning(trained_repo, test_images, tmp_path):
+    batch = tmp_path / "one.npy"
+    np.save(batch, test_images[0][:1])
+    run_id = json.loads((Layout(trained_repo).model_dir("logistic") / "mlflow_run.json").read_text())["run_id"]
+    source = f"runs:/{run_id}/logistic"
+    client = MlflowClient(store_uri(trained_repo))
+    live = predict_cli(trained_repo, batch, "--model", source)
+    client.delete_run(run_id)
+    try:
+        deleted = predict_cli(trained_repo, batch, "--model", source)
+    finally:
+        client.restore_run(run_id)  # the repository is shared with other tests
+    assert "deleted" not in live.stderr
+    assert deleted.stdout == live.stdout and len(parse(deleted.stdout)) == 1
+    assert (
+        f"WARNING mnist_pipeline.tools.predict: {source}: run {run_id} is deleted (in MLflow's trash, where "
+        f"`mlflow gc` removes its model for good); predicting with it anyway: restore it with "
+        f"`mlflow runs restore --run-id {run_id}`"
+    ) in deleted.stderr
+
+
+def test_a_file_name_cannot_forge_a_row_or_an_escape_code(trained_repo, test_images, tmp_path):
+    """A newline in a name once printed a second row: `fake.png  9  1.0000` read as a prediction."""
+    forged = tmp_path / "ok\nfake.png  9  1.0000.png"
+    as_photo(test_images[0][0], 100).save(forged, format="PNG")
+    done = predict_cli(trained_repo, forged, "--model", "models/mlp")
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"{tmp_path}/ok\\nfake.png  9  1.0000.png  "), lines
+    # An error line names the file the same way: a terminal shows the escape code, it does not obey it.
+    text = tmp_path / "bad\x1b[2J\u202egnp.png"
+    text.write_text("not an image")
+    last = one_error_line(predict_cli(trained_repo, text, "--model", "models/mlp", check=False))
+    assert last.startswith(f"error: {tmp_path}/bad\\x1b[2J\\u202egnp.png: not an image Pillow can read")
+    assert last.isprintable()

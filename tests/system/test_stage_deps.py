@@ -75,6 +75,8 @@ TRAIN, EVALUATE = [f"train@{m}" for m in MODELS], [f"evaluate@{m}" for m in MODE
         ("stages/preprocess.py", ["preprocess"], [*TRAIN, *EVALUATE, "summarize"]),
         ("stages/train.py", TRAIN, [*EVALUATE, "summarize"]),
         ("data/sources.py", ["download"], ["preprocess", *TRAIN, *EVALUATE, "summarize"]),
+        # download.yaml's schema: check_params validates the file, the download stage reads it.
+        ("data/download_config.py", ["check_params", "download"], ["preprocess", *TRAIN, *EVALUATE, "summarize"]),
         ("tracking/run_file.py", [*TRAIN, *EVALUATE], ["summarize"]),  # a folder dep of both
         ("evaluation/scoring.py", EVALUATE, ["summarize"]),
         ("stages/summarize.py", ["summarize"], []),
@@ -87,3 +89,10 @@ def test_an_edit_of_a_stages_module_re_runs_that_stage_and_what_follows_it(repo,
         assert sorted(would_run(repo)) == sorted(changed)
         assert sorted(would_run(repo, "--force-downstream")) == sorted(changed + follow)
     assert would_run(repo) == []
+
+
+def test_an_edit_of_download_yaml_is_checked_and_downloads_nothing(repo):
+    """dvc.yaml's promise: the sources are no dependency of the download stage (any source gives the
+    same verified bytes), so an edit re-runs check_params alone, whose output never changes."""
+    with commented(repo, ["download.yaml"]):
+        assert would_run(repo) == ["check_params"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.core.download_config import load_download_config
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.params import LogisticParams, MLPParams, load_params, override_model
+from mnist_pipeline.data.download_config import load_download_config
 from mnist_pipeline.stages.train import split_overrides
 from tests.support.harness import REPO, repo_env
 

@@ -10,9 +10,9 @@ from contextlib import contextmanager, suppress
 import numpy as np
 import pytest
 
-from mnist_pipeline.core.download_config import DownloadConfig
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.data import idx
+from mnist_pipeline.data.download_config import DownloadConfig
 from mnist_pipeline.data.sources import from_npz
 from mnist_pipeline.stages.download import download
 
@@ -123,7 +123,7 @@ def test_an_endless_body_is_refused_at_the_size_cap_with_bounded_memory(tmp_path
     script = """
 import json, resource, sys
 from pathlib import Path
-from mnist_pipeline.core.download_config import DownloadConfig
+from mnist_pipeline.data.download_config import DownloadConfig
 from mnist_pipeline.stages.download import download
 from mnist_pipeline.core.errors import PipelineError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,8 +10,8 @@ import zipfile
 
 import numpy as np
 
-from mnist_pipeline.core.download_config import IdxMirrorSource, KerasNpzSource, LocalSource
 from mnist_pipeline.data import idx
+from mnist_pipeline.data.download_config import IdxMirrorSource, KerasNpzSource, LocalSource
 from mnist_pipeline.data.sources import fetch, from_wheel
 
 KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")

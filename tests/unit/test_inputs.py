@@ -1,6 +1,7 @@
 """What `predict` reads, checked on small files made here (no model, no network): images in every
-Pillow mode read as the same digit, .npy batches in each accepted shape, and inputs too large or
-blank refused from their headers, before any decoding."""
+Pillow mode read as the same digit, .npy batches in each accepted shape, inputs too large or
+blank refused from their headers, before any decoding, what a multi-frame image gives, and model
+sources refused before MLflow or TensorFlow load."""
 
 import re
 import struct
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from mnist_pipeline.core.errors import InputError
-from mnist_pipeline.tools.predict import MAX_NPY_BYTES, MAX_PIXELS, load_inputs, to_mnist
+from mnist_pipeline.tools.predict import MAX_NPY_BYTES, MAX_PIXELS, load_inputs, load_model, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +182,77 @@ def test_an_array_of_records_is_refused_before_it_is_read(tmp_path):
     np.save(tmp_path / "records.npy", np.zeros((2, 28, 28), dtype=[("a", "f4"), ("b", "f4")]))
     with pytest.raises(InputError, match=r"array of .*; expected pixel intensities 0–255"):
         load_inputs([tmp_path / "records.npy"])
+
+
+def test_a_png_whose_text_chunk_inflates_past_pillows_limit_is_refused_in_one_line(seven, tmp_path):
+    """20 MiB of metadata in a 20 KB zTXt chunk: Pillow stops at 1 MiB with a ValueError."""
+    path = tmp_path / "bomb.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "a" * (20 << 20), zip=True)
+    Image.fromarray(seven).save(path, pnginfo=info)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(InputError) as error:
+        load_inputs([path])
+    assert str(error.value) == (
+        f"{path}: a text chunk in it (PNG metadata) inflates past Pillow's limit (Decompressed data too large "
+        "for PngImagePlugin.MAX_TEXT_CHUNK); save the image again without its metadata"
+    )
+
+
+@pytest.mark.parametrize(("name", "count"), [("pages.tiff", 200), ("animated.gif", 12), ("animated.png", 3)])
+def test_a_multi_frame_image_reads_its_first_frame_and_says_so(seven, tmp_path, caplog, name, count):
+    first = Image.fromarray(seven)
+    others = [Image.fromarray(np.roll(seven, 5 * i, axis=1)) for i in range(1, count)]
+    first.save(tmp_path / name, save_all=True, append_images=others)
+    first.save(tmp_path / "first.png")
+    _, images = load_inputs([tmp_path / name, tmp_path / "first.png"])
+    assert np.abs(images[0].astype(int) - images[1]).max() <= 1  # the first frame (a GIF's palette may shift a level)
+    kind = Image.open(tmp_path / name).format
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / name}: {kind} image of {count} frames; predict reads the first only: "
+        "save each frame you mean as an image of its own"
+    ]
+
+
+def test_a_cameras_mpo_jpeg_reads_without_a_warning(seven, tmp_path, caplog):
+    """A multi-picture JPEG (phones and cameras write them): the second frame is a preview of the first."""
+    image = Image.fromarray(seven).convert("RGB")
+    image.save(tmp_path / "photo.jpg", format="MPO", save_all=True, append_images=[image.resize((28, 28))])
+    assert getattr(Image.open(tmp_path / "photo.jpg"), "n_frames") == 2  # noqa: B009 - typeshed knows no n_frames
+    load_inputs([tmp_path / "photo.jpg"])
+    assert caplog.records == []
+
+
+def mlmodel_folder(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "MLmodel").write_text(text)
+    return folder
+
+
+MODEL_SOURCES = [
+    (
+        lambda tmp: str(mlmodel_folder(tmp / "bad", "flavors: [\n  tensorflow: keras: 3\n")),
+        "its MLmodel is not valid YAML at line 2 (expected ',' or ']', but got ':'); restore the folder, "
+        "or give the model's .keras file",
+    ),
+    (
+        lambda tmp: str(mlmodel_folder(tmp / "sk", "flavors:\n  python_function: {}\n  sklearn: {}\n")),
+        "not a Keras model: its MLmodel names no tensorflow flavor (flavors: python_function, sklearn); "
+        "give a model logged with mlflow.tensorflow, as the train stage logs them",
+    ),
+    (lambda tmp: str(mlmodel_folder(tmp / "list", "- 1\n")), "names no tensorflow flavor (flavors: none)"),
+    (lambda tmp: "s3://nobucket/model", "predict does not load s3: URIs; give a .keras file, a folder holding"),
+    (lambda tmp: "http://127.0.0.1:9/model", "predict does not load http: URIs; give a .keras file, a folder"),
+    (lambda tmp: "gs://b/m", "then give --model DIR)"),
+    (lambda tmp: str(tmp / "nothing"), "no model there; give a .keras file, a folder holding model.keras or"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"), MODEL_SOURCES, ids=["yaml", "flavor", "list", "s3", "http", "gs", "none"]
+)
+def test_a_model_source_predict_cannot_load_is_refused_before_mlflow_loads(tmp_path, make, expected):
+    source = make(tmp_path)
+    with pytest.raises(InputError) as error:
+        load_model(source, tmp_path)
+    assert str(error.value).startswith(f"{source}: ") and expected in str(error.value), str(error.value)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mnist_pipeline.core.download_config import IdxMirrorSource, KerasNpzSource, LocalSource, PypiSource
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.data import idx, safe_pickle
+from mnist_pipeline.data.download_config import IdxMirrorSource, KerasNpzSource, LocalSource, PypiSource
 
 log = logging.getLogger(__name__)
 Files = dict[str, bytes]

@@ -6,8 +6,8 @@ import argparse
 
 from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.command import layout_of
-from mnist_pipeline.core.download_config import DOWNLOAD_FILE, load_download_config
 from mnist_pipeline.core.params import load_params
+from mnist_pipeline.data.download_config import DOWNLOAD_FILE, load_download_config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from mnist_pipeline.core.atomic import atomic_dir
 from mnist_pipeline.core.command import layout_of
-from mnist_pipeline.core.download_config import DOWNLOAD_FILE, DownloadConfig, load_download_config
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.data import idx
+from mnist_pipeline.data.download_config import DOWNLOAD_FILE, DownloadConfig, load_download_config
 from mnist_pipeline.data.sources import describe, fetch_to
 
 log = logging.getLogger(__name__)

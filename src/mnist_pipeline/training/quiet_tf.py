@@ -11,18 +11,23 @@ which says again what the dropped line said. TF_CPP_MIN_LOG_LEVEL (set to 1 unle
 it) still governs TensorFlow's own logging: INFO off, warnings and errors on.
 
 This file is also a pyfunc flavor: `log_model` logs a Keras model as mlflow.tensorflow does,
-plus a copy of this file (standard library only) as the model's pyfunc loader, so
+plus a copy of this file (standard library and numpy only) as the model's pyfunc loader, so
 `mlflow models serve` loads TensorFlow quietly and predicts without a progress bar per request,
-in any environment the model is served from.
+in any environment the model is served from. The served model takes the pixels as `predict`
+does, (N, 28, 28) or flattened (N, 784), and refuses anything else with a message that describes
+the request, never repeats it.
 """
 
 import faulthandler
+import json
 import os
 import re
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 # Abseil's notice that it writes to stderr, and its INFO lines ("I0000 00:00:1795477247.754250  8938 port.cc:153] ...").
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
@@ -100,13 +105,21 @@ def log_model(model, **kwargs):
 
 
 def save_model(model, path, mlflow_model, code_paths=None, **kwargs):
-    """mlflow.tensorflow.save_model, then this file shipped in the model and named its pyfunc loader."""
+    """mlflow.tensorflow.save_model, then this file shipped in the model and named its pyfunc loader.
+
+    The signature keeps its outputs only: MLflow enforces an input schema before the model sees a
+    request, so a shape of (-1, 28, 28) refused (N, 784), and its 400 quoted the request's data.
+    `pixels` checks the input instead.
+    """
     import mlflow
+    from mlflow.models import ModelSignature
 
     mlflow.tensorflow.save_model(
         model, path, mlflow_model=mlflow_model, code_paths=[__file__, *(code_paths or [])], **kwargs
     )
     mlflow_model.flavors["python_function"]["loader_module"] = Path(__file__).stem
+    if mlflow_model.signature is not None:
+        mlflow_model.signature = ModelSignature(outputs=mlflow_model.signature.outputs)
     mlflow_model.save(Path(path) / "MLmodel")
 
 
@@ -128,4 +141,41 @@ class QuietKeras:
         return self.keras_model
 
     def predict(self, data, params=None):
-        return self.keras_model.predict(data, verbose=0)
+        return self.keras_model.predict(pixels(data), verbose=0)
+
+
+SIDE = 28
+SHAPES = "(N, 28, 28) or (N, 784)"
+
+
+def pixels(data) -> np.ndarray:
+    """The request as uint8 images (N, 28, 28): numbers 0–255 shaped (N, 28, 28) or (N, 784), as
+    `predict` reads a .npy file; anything else is refused (a 400 from `mlflow models serve`)."""
+    array = data.to_numpy() if hasattr(data, "to_numpy") else data  # a DataFrame from dataframe_split
+    if not isinstance(array, np.ndarray):
+        raise refusal(f"the model takes one array of pixels {SHAPES}, got {type(data).__name__}")
+    if array.ndim == 2 and array.shape[1] == SIDE * SIDE:
+        array = array.reshape(-1, SIDE, SIDE)
+    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:
+        raise refusal(f"an array of shape {data.shape}; the model takes pixels 0–255 shaped {SHAPES}")
+    if array.dtype.kind not in "uif":
+        raise refusal(f"an array of {array.dtype}; the model takes pixel intensities 0–255 (numbers)")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise refusal(
+            f"an array of {array.dtype} holding values below 0, above 255, NaN or infinite; "
+            "the model takes pixel intensities 0–255"
+        )
+    if array.dtype.kind == "f" and 0 < array.max() <= 1:
+        raise refusal("an array of floats in [0, 1]; the model takes pixel intensities 0–255: multiply by 255")
+    return np.rint(array).astype(np.uint8)
+
+
+def refusal(message: str):
+    """An MlflowException (a 400) whose body is `message` alone: MLflow's scoring server puts the
+    request's data in front of any MlflowException's message (`Failed to predict data '[[…]]'`),
+    and this one's serialize_as_json, what the server answers with, leaves that out."""
+    from mlflow.exceptions import MlflowException
+
+    error = MlflowException.invalid_parameter_value(message)
+    error.serialize_as_json = lambda: json.dumps({"error_code": error.error_code, "message": message})
+    return error
