@@ -82,7 +82,7 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     states: a param differs exactly when the metrics do."""
     repo = make_repo(tmp_path / "repo", small_params("ci"), mnist_dir)
     sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "dvc.lock")
+    sh(repo, "git", "add", "dvc.lock", "reports")  # the baseline, as CI commits it on main
     sh(repo, "git", "commit", "-qm", "baseline results")
     sh(repo, "git", "branch", "-M", "main")
     sh(repo, "git", "checkout", "-qb", "faster-mlp")

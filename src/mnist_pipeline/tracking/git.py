@@ -6,9 +6,10 @@ from pathlib import Path
 
 
 def git_dirty(root: Path) -> bool:
-    """Whether tracked files differ from HEAD; dvc.lock changes as the pipeline runs, so it does
-    not count."""
-    return bool(git_output(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"))
+    """Whether tracked files differ from HEAD; what the pipeline itself writes (dvc.lock, and the
+    reports/ committed beside it) does not count."""
+    pathspec = [".", ":(exclude)dvc.lock", ":(exclude)reports"]
+    return bool(git_output(root, "status", "--porcelain", "--untracked-files=no", "--", *pathspec))
 
 
 def git_output(root: Path, *args: str) -> str | None:
