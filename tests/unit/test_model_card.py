@@ -1,6 +1,8 @@
 """The model card (evaluation/model_card.py) from plain values: every section a reader looks for,
 what it says when a fact was not recorded, and MLflow's limit on a version's description."""
 
+import dataclasses
+
 from mnist_pipeline.data.idx import SHA256
 from mnist_pipeline.evaluation.gates import Scores
 from mnist_pipeline.evaluation.model_card import MAX_CHARS, Card, describe, model_card
@@ -10,30 +12,32 @@ CHAMPION = ("2", Scores(0.9850, (0.98,) * 10, (0.97,) * 10))
 PARAMS = {"type": "mlp", "hidden_units": "[512, 512]", "activation": "relu", "dropout": "0.2", "data.seed": "42"}
 
 
+FULL = Card(
+    name="mnist-mlp",
+    version="3",
+    model="mlp",
+    model_id="m-abc",
+    run_id="r123",
+    scores=SCORES,
+    champion=CHAMPION,
+    run_name="mlp-20250101-120000",
+    experiment="mnist",
+    params=PARAMS,
+    confusions=[(4, 9, 12), (7, 2, 9)],
+    split={"training": 55000, "validation": 5000, "test": 10000},
+    data_sha256=SHA256,
+    inputs_md5={"data/processed": "18d8.dir", "models/mlp": "75b6.dir"},
+    git_commit="a64f849",
+    git_dirty="false",
+    host="ci-runner",
+    compute_dtype="mixed_bfloat16",
+    fit_seconds=123.45,
+    epochs_trained=30,
+)
+
+
 def card(**changes) -> Card:
-    facts = {
-        "name": "mnist-mlp",
-        "version": "3",
-        "model": "mlp",
-        "model_id": "m-abc",
-        "run_id": "r123",
-        "scores": SCORES,
-        "champion": CHAMPION,
-        "run_name": "mlp-20250101-120000",
-        "experiment": "mnist",
-        "params": PARAMS,
-        "confusions": [(4, 9, 12), (7, 2, 9)],
-        "split": {"training": 55000, "validation": 5000, "test": 10000},
-        "data_sha256": SHA256,
-        "inputs_md5": {"data/processed": "18d8.dir", "models/mlp": "75b6.dir"},
-        "git_commit": "a64f849",
-        "git_dirty": "false",
-        "host": "ci-runner",
-        "compute_dtype": "mixed_bfloat16",
-        "fit_seconds": 123.45,
-        "epochs_trained": 30,
-    }
-    return Card(**(facts | changes))
+    return dataclasses.replace(FULL, **changes)
 
 
 def test_a_card_says_what_the_model_is_how_it_scores_where_it_comes_from_and_how_to_call_it():
