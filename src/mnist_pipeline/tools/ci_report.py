@@ -99,9 +99,9 @@ def ci_report(
     fail_on_regression: bool = False,
 ) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it.
-    With `params`, each model whose scores changed is judged against the
-    base's by the registry's gates (its `registry` section); `fail_on_regression`: a failed regression gate then
-    raises GateFailed once the report is written."""
+    With `params`, each model whose test scores changed is judged against the base's by the gates of
+    its `registry` section; `fail_on_regression`: a failed regression gate then raises GateFailed,
+    once the report is written."""
     root = layout.root
     base_commit = git_output(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
     if not base_commit:
