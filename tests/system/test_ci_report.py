@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.tools.ci_report import MARKER, dvc_diff, run_link
@@ -23,6 +24,7 @@ class Report:
 
     heading: str
     summary: str
+    gates: list[str]  # the registry gates' paragraph: its title, then one line per changed model
     sides: str  # what each side of the tables is
     notes: list[str]
     stages: dict[str, str]
@@ -36,6 +38,8 @@ class Report:
         parts = re.split(r"^(### .*)$", text, flags=re.MULTILINE)
         top, sections = parts[0], dict(zip(parts[1::2], parts[2::2], strict=True))
         lines = [line for line in top.splitlines()[1:] if line]
+        gates = [line for line in lines if line.startswith(("**Registry gates", "- "))]
+        lines = [line for line in lines if line not in gates]
         tables = {name: rows(body) for name, body in sections.items()}
         params = {cells[1]: (cells[2], cells[3]) for cells in tables["### Parameters changed"]}
         metrics = {(cells[0], cells[1]): tuple(cells[2:]) for cells in tables["### Metrics vs the base"]}
@@ -44,6 +48,7 @@ class Report:
         return cls(
             heading=lines[0],
             summary=lines[1],
+            gates=gates,
             sides=lines[2],
             notes=[line for line in lines if line.startswith("> ")],
             stages={cells[0].strip("`"): cells[1] for cells in tables["### Stages"]},
@@ -182,6 +187,59 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
     shutil.move(repo / ".dvc/cache", tmp_path / "cache")
     table, unreadable = dvc_diff(repo, "metrics", "main")
     assert unreadable and rows(table)[0][2] == "-"
+
+
+@pytest.mark.e2e
+def test_a_digit_that_falls_past_the_gate_fails_ci_and_keeps_the_champion(tmp_path, mnist_dir):
+    """Issue 23, for real: a learning rate of 0.01 instead of 0.002 (400 images, one epoch) more than
+    doubles the small MLP's test accuracy, but one digit's recall falls by more than registry.max_digit_drop.
+    Nothing is edited by hand: both sides are what the pipeline wrote, the base's reports/ as committed.
+    The registry keeps its champion, the report's first lines name the gate and the digit, and
+    --fail-on-regression exits 3 naming it, with the report written."""
+    params = small_params("gates")
+    params["models"] = {"mlp": params["models"]["mlp"]}
+    repo = make_repo(tmp_path / "repo", params, mnist_dir)
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "dvc.lock", "reports")
+    sh(repo, "git", "commit", "-qm", "baseline results")
+    params["models"]["mlp"]["learning_rate"] = 0.01
+    write_params(repo, params)
+    sh(repo, "git", "commit", "-qam", "mlp: learning rate 0.01")
+
+    done = sh(
+        repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "HEAD~1", "--output", "out/report.md",
+        "--fail-on-regression", check=False,
+    )  # fmt: skip
+    assert stages_run(done.stderr) == ["check_params", "train@mlp", "evaluate@mlp", "summarize"]
+    report = Report.read((repo / "out/report.md").read_text())
+    base = sh(repo, "git", "show", "HEAD~1:reports/eval/mlp/per_class.csv").stdout
+    old, new = (
+        list(csv.DictReader(text.splitlines()))
+        for text in (base, (repo / "reports/eval/mlp/per_class.csv").read_text())
+    )
+    drop, digit = max((float(o["recall"]) - float(n["recall"]), int(o["digit"])) for o, n in zip(old, new, strict=True))
+    before = json.loads(sh(repo, "git", "show", "HEAD~1:reports/eval/mlp/metrics.json").stdout)["mlp"]["accuracy"]
+    after = headline(repo, "mlp")["accuracy"]
+    assert after > before and drop > 0.02  # the issue's case: better overall, one digit worse
+    fall = f"digit {digit} recall {float(old[digit]['recall']):.4f} → {float(new[digit]['recall']):.4f} ({-drop:+.4f})"
+    assert report.gates[0].startswith("**Registry gates** (`registry` in params.yaml)")
+    assert report.gates[1].startswith(f"- **mlp fails:** {fall}, more than registry.max_digit_drop 0.02")
+    assert done.returncode == 3
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: mlp fails the registry's gates against HEAD~1: {fall}, more than registry.max_digit_drop 0.02"
+        )
+    )
+    # The evaluate stage judged it against the champion the baseline registered, with the same rule.
+    assert f"mlp: not registered: {fall}, more than registry.max_digit_drop 0.02" in done.stderr
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    assert [str(v.version) for v in client.search_model_versions("name = 'mnist-mlp'")] == ["1"]
+
+    # Without the flag the same report, and exit 0 (a push to main publishes it and carries on).
+    done = sh(repo, "python", "-m", "mnist_pipeline", "ci-report", "--base", "HEAD~1", "--output", "out/again.md")
+    assert Report.read((repo / "out/again.md").read_text()).gates == report.gates
 
 
 def test_ci_report_names_an_unknown_base_before_any_work(tmp_path, mnist_dir):

@@ -23,6 +23,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.params import RegistryParams
+from mnist_pipeline.evaluation.gates import Scores
 from mnist_pipeline.evaluation.registry import ACCURACY_TAG, ALIAS, promote
 from mnist_pipeline.tracking.store import local_store_uri
 from tests.support.harness import make_repo, repo_env, sh, small_params, store_uri, tracking_server, write_params
@@ -48,7 +49,7 @@ def promoter(uri: str, accuracy: float, barrier, errors) -> None:
             logged = mlflow.pyfunc.log_model(name="mlp", python_model=Constant(), pip_requirements=[])
         for round_ in range(ROUNDS):
             barrier.wait(timeout=120)
-            promote(family(round_), "mlp", logged.model_id, accuracy, run.info.run_id)
+            promote(family(round_), "mlp", logged.model_id, Scores(accuracy), run.info.run_id)
     except BaseException as exc:
         errors.put(f"{accuracy}: {type(exc).__name__}: {exc}")
         barrier.abort()

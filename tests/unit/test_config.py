@@ -84,6 +84,27 @@ def test_the_shipped_download_config_is_valid():
         (lambda p: p["models"]["logistic"].pop("epochs"), "missing key 'models.logistic.epochs'"),
         (lambda p: p.update(models={}), "models = {}: Dictionary should have at least 1 item"),
         (lambda p: p.update(download={"timeout_s": 5}), "unknown key 'download'; allowed here: "),
+        # The registry's gates (issue 23): fractions, as the scores are; 2 meant as "2 %" is refused.
+        (
+            lambda p: p["registry"].update(max_digit_drop=2),
+            "registry.max_digit_drop = 2: Input should be less than or equal to 1",
+        ),
+        (
+            lambda p: p["registry"].update(max_digit_drop=-0.01),
+            "registry.max_digit_drop = -0.01: Input should be greater than or equal to 0",
+        ),
+        (
+            lambda p: p["registry"].update(max_digit_drop=float("nan")),
+            "registry.max_digit_drop = nan: Input should be",
+        ),
+        (
+            lambda p: p["registry"].update(min_gain="a point"),
+            "registry.min_gain = 'a point': Input should be a valid number",
+        ),
+        (
+            lambda p: p["registry"].update(max_digit_fall=0.02),
+            "unknown key 'registry.max_digit_fall'; allowed here: enabled, min_accuracy, min_gain, max_digit_drop, ",
+        ),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, defaults, change, expected):

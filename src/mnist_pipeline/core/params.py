@@ -79,10 +79,15 @@ class MlflowParams(Strict):
 
 
 class RegistryParams(Strict):
-    # After evaluation, a model whose test accuracy reaches min_accuracy and beats the current
-    # champion of its family is registered as `<name_prefix><model>` and takes the alias `champion`.
+    # After evaluation, a model that passes every gate against the current champion of its family
+    # (evaluation/gates.py) is registered as `<name_prefix><model>` and takes the alias `champion`;
+    # ci-report applies the same gates against its base.
     enabled: bool
     min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Test accuracy must rise by at least this much over the champion's (and by something: a tie never counts).
+    min_gain: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # No digit's test precision or recall may fall more than this below the champion's.
+    max_digit_drop: Annotated[float, Field(ge=0, le=1)] = 0.02
     name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "mnist-"
 
 

@@ -21,8 +21,10 @@ from mnist_pipeline.core.errors import PipelineError, interrupt
 from mnist_pipeline.core.layout import EvalReports, Layout
 from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.splits import load_split
-from mnist_pipeline.evaluation import registry, scoring
+from mnist_pipeline.evaluation import lineage, registry, scoring
+from mnist_pipeline.evaluation.gates import Scores
 from mnist_pipeline.evaluation.keras_file import load_keras, restore_fix
+from mnist_pipeline.evaluation.lineage import Evidence
 from mnist_pipeline.tracking.liveness import active_run
 from mnist_pipeline.tracking.run_file import MODEL_DIGEST_TAG, file_sha256, read_run_file
 from mnist_pipeline.tracking.runs import (
@@ -95,7 +97,10 @@ def evaluate(name: str, params: Params, layout: Layout, *, exits_after: bool = F
     with interrupts_held(until_exit=exits_after):
         if model_id:
             assert run_file.run_id is not None  # model_id is kept only when the store holds the run file's run
-            registry.promote(params.registry, name, model_id, scores["accuracy"], run_file.run_id)
+            candidate = Scores.from_rows(scores["accuracy"], classes.to_dict("records"))
+            registry.promote(
+                params.registry, name, model_id, candidate, run_file.run_id, card_evidence(name, layout, reports)
+            )
         elif params.registry.enabled:
             why = (
                 f"{layout.run_file(name)} names no logged model (its training did not log one); "
@@ -140,6 +145,14 @@ def interrupts_held(until_exit: bool) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_IGN if until_exit else handler)
+
+
+def card_evidence(name: str, layout: Layout, reports: EvalReports) -> Evidence:
+    """What the model card takes from this evaluation: the confusion matrix it wrote, and DVC's md5
+    of the stage's data inputs, named as dvc.yaml names them."""
+    matrix = pd.read_csv(reports.confusion_csv, index_col=0).to_numpy()
+    inputs = [layout.processed, layout.model_dir(name)]
+    return lineage.evidence(matrix, {path.relative_to(layout.root).as_posix(): path for path in inputs})
 
 
 class RunFile(NamedTuple):

@@ -19,7 +19,8 @@ from mnist_pipeline.core.atomic import write_text
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
-from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.params import Params, load_params
+from mnist_pipeline.evaluation.gates import Failure, Scores, judge, summary
 from mnist_pipeline.tracking.git import git_dirty, git_output
 from mnist_pipeline.tracking.run_file import read_run_id
 
@@ -72,6 +73,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
     parser.add_argument("--output", type=Path, help="write the report here (default: stdout)")
     parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 3, after writing the report, when a model fails a regression gate of `registry` against the base",
+    )
+    parser.add_argument(
         "--embed-images",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -80,12 +86,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    load_params(args.params)
-    ci_report(args.base, layout_of(args), args.output, args.embed_images)
+    params = load_params(args.params)
+    ci_report(args.base, layout_of(args), args.output, args.embed_images, params, args.fail_on_regression)
 
 
-def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool) -> str:
-    """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it."""
+def ci_report(
+    base: str,
+    layout: Layout,
+    output: Path | None,
+    embed_images: bool,
+    params: Params | None = None,
+    fail_on_regression: bool = False,
+) -> str:
+    """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it.
+    With `params`, each model whose test scores changed is judged against the base's by the gates of
+    its `registry` section; `fail_on_regression`: a failed regression gate then raises GateFailed,
+    once the report is written."""
     root = layout.root
     # All the report reads of the base, read and checked first: a damaged base found after
     # `dvc repro` would cost the whole training and end in no report.
@@ -96,11 +112,17 @@ def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool
     workspace = f"HEAD `{head}`{changes}" if head else "no commit"
     repro = run_repro(root)
     images_dir = (output or Path("report.md")).resolve().parent
-    report = render(repro, old, workspace, layout, images_dir if embed_images else None)
+    verdicts = judge_models(layout, base, params) if params else None
+    report = render(repro, old, workspace, layout, images_dir if embed_images else None, verdicts)
     if output:
         write_text(output, report)
     else:
         sys.stdout.write(report)
+    if fail_on_regression and (failed := [v for v in verdicts or [] if v.regressions]):
+        fails = "; ".join(
+            f"{v.model} fails the registry's gates against {base}: {summary(v.regressions)}" for v in failed
+        )
+        raise GateFailed(f"{fails}; the report is {f'in {output}' if output else 'above'}")
     return report
 
 
@@ -128,7 +150,14 @@ def run_repro(root: Path) -> Repro:
     return Repro({stage: outcome for _, stage, outcome in found})
 
 
-def render(repro: Repro, old: "Base", workspace: str, layout: Layout, images_dir: Path | None) -> str:
+def render(
+    repro: Repro,
+    old: "Base",
+    workspace: str,
+    layout: Layout,
+    images_dir: Path | None,
+    verdicts: list["Verdict"] | None = None,
+) -> str:
     base, base_commit = old.rev, old.commit[:7]
     models = repro.models()
     summary = [
@@ -145,6 +174,8 @@ def render(repro: Repro, old: "Base", workspace: str, layout: Layout, images_dir
         summary = [f"**No model retrained** (stages run: {ran})." if ran else f"**{NOTHING_TO_RETRAIN}**"]
     base_name = f"`{base_commit}`" if base_commit.startswith(base) else f"`{base}` (`{base_commit}`)"
     lines = [MARKER, f"## Retrain report: workspace ({workspace}) vs {base_name}", "", " ".join(summary), ""]
+    if verdicts is not None:
+        lines += [*gate_lines(verdicts, base_name), ""]
 
     new = Side("workspace", flat_params(yaml.safe_load((layout.root / "dvc.lock").read_text())))
     lines += [
@@ -263,6 +294,72 @@ def base_error(rev: str, path: str, problem: str) -> PipelineError:
         f"--base {rev}: its {path} {problem}; nothing was run: repair {path} in a commit on {rev} "
         f"(see git show {rev}:{path}) or compare with another base"
     )
+
+
+class GateFailed(PipelineError):
+    """--fail-on-regression: a model fails a regression gate (the report is written)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One model's scores in the workspace against the base's, and the gates they fail."""
+
+    model: str
+    failures: list[Failure]
+    base: Scores | None  # None: the base has no scores of this model
+    workspace: Scores
+
+    @property
+    def regressions(self) -> list[Failure]:
+        return [failure for failure in self.failures if failure.regression]
+
+
+def judge_models(layout: Layout, base: str, params: Params) -> list[Verdict]:
+    """Each model whose test scores in the workspace differ from the base's, judged against them by
+    the registry's gates (evaluation/gates.py). Both sides from reports/eval/<model>/, which git
+    holds (`cache: false`): the base's as committed, the workspace's after the repro."""
+    verdicts = []
+    for model in params.models:
+        reports = layout.eval_reports(model)
+        if not (reports.metrics.is_file() and reports.per_class.is_file()):
+            continue
+        files = [reports.metrics, reports.per_class]
+        ours = [path.read_text() for path in files]
+        theirs = [
+            git_output(layout.root, "show", f"{base}:./{path.relative_to(layout.root).as_posix()}") for path in files
+        ]
+        if [text and text.strip() for text in theirs] == [text.strip() for text in ours]:
+            continue  # unchanged: nothing to judge
+        workspace = _scores(model, *ours)
+        try:
+            old = _scores(model, theirs[0], theirs[1]) if theirs[0] and theirs[1] else None
+        except (ValueError, KeyError, TypeError):  # the base's files predate these reports: nothing to compare
+            old = None
+        verdicts.append(Verdict(model, judge(workspace, old, params.registry), old, workspace))
+    return verdicts
+
+
+def _scores(model: str, metrics: str, per_class: str) -> Scores:
+    return Scores.from_rows(json.loads(metrics)[model]["accuracy"], csv.DictReader(per_class.splitlines()))
+
+
+def gate_lines(verdicts: list[Verdict], base_name: str) -> list[str]:
+    """The report's verdict on each changed model: the gate it fails and on which digit, or that it passes."""
+    if not verdicts:
+        return [f"**Registry gates:** no model's test scores differ from {base_name}."]
+    lines = [f"**Registry gates** (`registry` in params.yaml), each changed model against {base_name}:", ""]
+    for v in verdicts:
+        accuracy = f"test accuracy {v.base.accuracy:.4f} → " if v.base else "test accuracy "
+        if v.regressions:
+            lines.append(f"- **{v.model} fails:** {summary(v.regressions)}.")
+        elif v.failures:
+            lines.append(f"- {v.model} passes, but would not replace the base's model: {summary(v.failures)}.")
+        else:
+            new = "" if v.base else " (the base has no scores of it)"
+            lines.append(f"- {v.model} passes: {accuracy}{v.workspace.accuracy:.4f}{new}.")
+    return lines
 
 
 def flat_params(lock: dict) -> dict[str, str]:
