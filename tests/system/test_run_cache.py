@@ -11,8 +11,13 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.tracking.run_file import file_sha256, read_model_sha256, read_run_id
+from mnist_pipeline.training.cost import COST_FILE, KEYS
 from tests.support.harness import make_repo, sh, small_params, stages_run, store_uri, write_params
 from tests.system.test_ci_report import Report, rows
+
+
+def cost(repo) -> dict[str, float]:
+    return json.loads((Layout(repo).model_dir("mlp") / COST_FILE).read_text())
 
 
 def headline(repo, model):
@@ -32,12 +37,14 @@ def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp
     sh(teammate, "git", "remote", "add", "origin", str(origin))
     sh(teammate, "git", "push", "-q", "origin", "main")
     baseline_sha = file_sha256(Layout(teammate).model_file("mlp"))
+    baseline_cost = cost(teammate)
 
     # The teammate tries a learning rate and shares the run, not a commit.
     sh(teammate, "dvc", "exp", "run", "-S", "models.mlp.learning_rate=0.01")
     pushed = sh(teammate, "python", "-m", "mnist_pipeline", "push-run-cache").stdout
     assert "the DVC remote holds the run cache of" in pushed and "not pushed" not in pushed, pushed
     trained, trained_run = headline(teammate, "mlp"), read_run_id(Layout(teammate).model_dir("mlp"))
+    trained_cost = cost(teammate)
 
     # A pull request with that change, checked out in a clean clone as CI does.
     clone = tmp_path / "ci"
@@ -55,7 +62,9 @@ def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp
     # Nothing trained: the model and its history are the teammate's, restored; the evaluation (DVC
     # never run-caches it: its outputs are cache: false) runs again, in seconds, to the same scores.
     assert stages_run(done.stderr) == ["check_params", "evaluate@mlp"], done.stderr
-    report = Report.read((clone / "out/report.md").read_text())
+    text = (clone / "out/report.md").read_text()
+    report = Report.read(text)
+    costs = text.split("### Training cost vs the base")[1].split("###")[0]
     assert report.summary == "**Restored from DVC's run cache, not trained again:** mlp."
     assert report.stages["train@mlp"] == report.stages["summarize"] == "restored from DVC's run cache"
     assert report.stages["evaluate@mlp"] == "ran"
@@ -78,6 +87,10 @@ def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp
         f"store (not in this one); evaluated here in run `{runs[0].info.run_id}`." in section
     ), section
     assert [r[0] for r in rows(section)] == [str(digit) for digit in range(10)]
+    # What training cost, the base's (main's model, from the DVC cache) against the restored one's.
+    assert rows(costs) == [
+        ["mlp", *(f"{baseline_cost[key]:,.1f} → {trained_cost[key]:,.1f}" for key in KEYS)]
+    ], costs
     assert "training run" in done.stderr and "is not in" in done.stderr  # the stage's own warning
 
     # The models are DVC artifacts: a version registered (a Git tag, mlp@v0.0.1) names main's MLP, and
