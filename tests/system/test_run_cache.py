@@ -88,9 +88,7 @@ def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp
     ), section
     assert [r[0] for r in rows(section)] == [str(digit) for digit in range(10)]
     # What training cost, the base's (main's model, from the DVC cache) against the restored one's.
-    assert rows(costs) == [
-        ["mlp", *(f"{baseline_cost[key]:,.1f} → {trained_cost[key]:,.1f}" for key in KEYS)]
-    ], costs
+    assert rows(costs) == [["mlp", *(f"{baseline_cost[key]:,.1f} → {trained_cost[key]:,.1f}" for key in KEYS)]], costs
     assert "training run" in done.stderr and "is not in" in done.stderr  # the stage's own warning
 
     # The models are DVC artifacts: a version registered (a Git tag, mlp@v0.0.1) names main's MLP, and
