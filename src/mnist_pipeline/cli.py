@@ -17,6 +17,10 @@ TOOLS = {
     "ci-report": Command(
         "mnist_pipeline.tools.ci_report", "dvc repro what changed; Markdown report of it against --base"
     ),
+    "push-run-cache": Command(
+        "mnist_pipeline.tools.push_run_cache",
+        "dvc push --run-cache, with the files of the cached runs it leaves out (other clones restore them)",
+    ),
     "mark-dead-runs": Command(
         "mnist_pipeline.tools.mark_dead_runs", "mark KILLED the RUNNING MLflow runs whose process is gone"
     ),

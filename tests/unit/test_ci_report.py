@@ -1,9 +1,11 @@
 """`ci-report` for real, in a throwaway git repo against each kind of base, its report read the way
 a person reads it; the workflow around it passes actionlint."""
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.tools.ci_report import read_base
@@ -86,3 +88,19 @@ def test_a_good_base_gives_its_params_and_the_keys_changed_without_a_repro(tmp_p
     (root / "dvc.lock").unlink()
     sh(root, "git", "-c", "user.name=CI", "-c", "user.email=ci@example.com", "commit", "-qam", "no lock")
     assert not read_base(root, "HEAD").side.has_lock  # the pipeline never ran there: a note, not an error
+
+
+def test_the_workflow_pulls_the_run_cache_before_it_retrains_and_pushes_it_on_main():
+    """Issue 23: a PR whose params main or a teammate already ran and pushed is restored, not trained
+    again: DVC's run cache is pulled before `dvc repro` (with --pull, for the outputs of the runs it
+    restores), and main pushes it, with the cache: false files of its runs (push-run-cache)."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["retrain"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    pull = next(i for i, run in enumerate(runs) if "dvc pull" in run)
+    report = next(i for i, run in enumerate(runs) if "ci-report" in run)
+    assert "dvc pull --run-cache" in runs[pull] and pull < report
+    assert "set -- --pull" in runs[report] and '"$@"' in runs[report]
+    push = next(step for step in steps if "push-run-cache" in step.get("run", ""))
+    assert "pull_request" in push["if"] and "refs/heads/main" in push["if"]
+    commands = [line for run in runs for line in run.splitlines() if not line.strip().startswith("#")]
+    assert not any(re.search(r"\bdvc push\b", line) for line in commands), "dvc push alone leaves the run cache out"

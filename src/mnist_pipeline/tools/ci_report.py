@@ -53,6 +53,8 @@ class Repro:
                 continue
             if self.outcomes.get(f"train@{model}") == "ran":
                 status[model] = "retrained"
+            elif self.outcomes.get(f"train@{model}") == RESTORED:  # its evaluation, never run-cached, may run
+                status[model] = "restored"
             elif self.outcomes.get(f"evaluate@{model}") == "ran":
                 status[model] = "re-evaluated"
             else:
@@ -83,11 +85,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)",
     )
+    parser.add_argument(
+        "--pull",
+        action="store_true",
+        help="dvc repro --pull: restore from the DVC remote's run cache what a teammate or main already trained",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
-    ci_report(args.base, layout_of(args), args.output, args.embed_images, params, args.fail_on_regression)
+    ci_report(
+        args.base, layout_of(args), args.output, args.embed_images, params, args.fail_on_regression, pull=args.pull
+    )
 
 
 def ci_report(
@@ -97,11 +106,12 @@ def ci_report(
     embed_images: bool,
     params: Params | None = None,
     fail_on_regression: bool = False,
+    pull: bool = False,
 ) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it.
     With `params`, each model whose test scores changed is judged against the base's by the gates of
     its `registry` section; `fail_on_regression`: a failed regression gate then raises GateFailed,
-    once the report is written."""
+    once the report is written. `pull`: `dvc repro --pull`, for runs restored from a remote's run cache."""
     root = layout.root
     # All the report reads of the base, read and checked first: a damaged base found after
     # `dvc repro` would cost the whole training and end in no report.
@@ -110,7 +120,7 @@ def ci_report(
     # Params or code changed and not committed (dvc.lock, which the repro rewrites, does not count).
     changes = " + uncommitted changes" if git_dirty(root) else ""
     workspace = f"HEAD `{head}`{changes}" if head else "no commit"
-    repro = run_repro(root)
+    repro = run_repro(root, pull)
     images_dir = (output or Path("report.md")).resolve().parent
     verdicts = judge_models(layout, base, params) if params else None
     report = render(repro, old, workspace, layout, images_dir if embed_images else None, verdicts)
@@ -126,9 +136,16 @@ def ci_report(
     return report
 
 
-def run_repro(root: Path) -> Repro:
-    """`dvc repro`, its output streamed to stderr (the CI log) and read for each stage's outcome."""
-    process = subprocess.Popen(_dvc("repro"), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_repro(root: Path, pull: bool = False) -> Repro:
+    """`dvc repro`, its output streamed to stderr (the CI log) and read for each stage's outcome.
+    `pull`: DVC pulls the remote's run cache, and the outputs of a run it restores (push-run-cache)."""
+    process = subprocess.Popen(
+        _dvc("repro", *(["--pull"] if pull else [])),
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     assert process.stdout is not None  # stdout=PIPE
     try:
@@ -215,6 +232,7 @@ def render(
             '"CI retraining".',
             "",
         ]
+    lines += cost_section(layout.root, base, list(models))
     for model, status in models.items():
         lines += model_section(model, status, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
@@ -417,6 +435,33 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines)
 
 
+def cost_section(root: Path, base: str, models: list[str]) -> list[str]:
+    """What training each model cost, the base's → the workspace's: fit time, CPU time and peak
+    memory from models/<model>/train_cost.json. The base's through DVC (the folder is DVC's, not
+    git's): from the local cache or the DVC remote, else "-"."""
+    from mnist_pipeline.training.cost import COST_FILE, KEYS, read_cost
+
+    rows = []
+    for model in models:
+        path = f"models/{model}/{COST_FILE}"
+        new = read_cost((root / path).read_text()) if (root / path).is_file() else {}
+        try:
+            import dvc.api
+
+            old = read_cost(dvc.api.read(path, repo=str(root), rev=base))
+        except Exception:  # noqa: BLE001 - trained before costs were recorded, or not in any cache: no base value
+            old = {}
+        rows.append([model, *(f"{_cost(old.get(key))} → {_cost(new.get(key))}" for key in KEYS)])
+    if not rows:
+        return []
+    table = markdown_table(["model", "fit time (s)", "CPU time (s)", "peak memory (MB)"], rows)
+    return ["### Training cost vs the base", "", table, ""]
+
+
+def _cost(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
 def model_section(model: str, status: str, layout: Layout, images_dir: Path | None) -> list[str]:
     reports = layout.eval_reports(model)
     headline = json.loads(reports.metrics.read_text())[model]
@@ -455,6 +500,8 @@ def run_link(model_dir: Path, root: Path) -> str:
     from mnist_pipeline.tracking.store import tracking_uri  # MLflow loads in seconds: not for --help
 
     uri = tracking_uri(root)
+    if elsewhere := trained_elsewhere(run_id, uri):
+        return elsewhere
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https"):
         return f"`{run_id}` in the local store (`make ui` to browse it)"
@@ -469,6 +516,27 @@ def run_link(model_dir: Path, root: Path) -> str:
         (parts.scheme, (parts.hostname or "") + (f":{parts.port}" if parts.port else ""), parts.path, "", "")
     )
     return f"[`{run_id}`]({server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+
+
+def trained_elsewhere(run_id: str, uri: str) -> str | None:
+    """None when the store holds the run; else what a reader should know: a model restored from a
+    run cache that another clone pushed was trained against that clone's store, and its evaluation
+    here (DVC never run-caches it) went into a run of its own, tagged with the training run's id."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        client.get_run(run_id)
+        return None
+    except MlflowException:
+        pass
+    except Exception:  # noqa: BLE001 - a store that does not answer: run_link's own fallback says what it can
+        return None
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    here = client.search_runs(experiments, f"tags.training_run_id = '{run_id}'", max_results=1) if experiments else []
+    evaluated = f"; evaluated here in run `{here[0].info.run_id}`" if here else ""
+    return f"`{run_id}`, trained against another tracking store (not in this one){evaluated}"
 
 
 def dvc_diff(root: Path, kind: str, base: str) -> tuple[str, bool]:

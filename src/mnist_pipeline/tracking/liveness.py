@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.core.errors import first_line
 from mnist_pipeline.tracking import processes
 from mnist_pipeline.tracking.store import store_error, tracking_uri
+from mnist_pipeline.tracking.system_metrics import SystemMetrics
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,18 @@ def active_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     """mlflow.start_run that never leaves a run RUNNING: KILLED on an interrupt, FAILED on an error.
 
     A process that dies without a word (SIGKILL, out of memory) cannot end its run; the run
-    records its process and a heartbeat instead, and the next run of its model ends it.
+    records its process and a heartbeat instead, and the next run of its model ends it. The run
+    logs MLflow's system metrics until it ends, however it ends (tracking/system_metrics.py).
     """
     run = open_run(**start_run_kwargs)
     heartbeat = Heartbeat(run.info.run_id)
+    system = SystemMetrics(run.info.run_id, resumed=bool(start_run_kwargs.get("run_id")))
     try:
-        end_dead_runs_of(run)
-        yield run
+        try:
+            end_dead_runs_of(run)
+            yield run
+        finally:
+            system.stop()  # its last point before the run ends: no thread logs into an ended run
     except KeyboardInterrupt:
         _end_run_or_warn(RunStatus.KILLED)
         raise
@@ -65,7 +71,9 @@ def open_run(**start_run_kwargs) -> mlflow.ActiveRun:
     resumed = start_run_kwargs.get("run_id") or os.environ.get("MLFLOW_RUN_ID")  # evaluate; `mlflow run`
     if resumed:
         MlflowClient().log_batch(resumed, tags=[RunTag(key, value) for key, value in tags.items()])
-    return mlflow.start_run(**start_run_kwargs | {"tags": (start_run_kwargs.get("tags") or {}) | tags})
+    # log_system_metrics=False: active_run's own sampler, not MLflow's (whatever the environment says)
+    kwargs = start_run_kwargs | {"tags": (start_run_kwargs.get("tags") or {}) | tags, "log_system_metrics": False}
+    return mlflow.start_run(**kwargs)
 
 
 def end_dead_runs_of(run: mlflow.ActiveRun) -> None:

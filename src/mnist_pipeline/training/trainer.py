@@ -21,6 +21,7 @@ from mnist_pipeline.tracking.run_file import MODEL_DIGEST_TAG, file_sha256, writ
 from mnist_pipeline.tracking.runs import log_metrics, log_training_inputs, run_name, run_tags
 from mnist_pipeline.tracking.store import fail_fast, store_error, tracking_uri, use_experiment
 from mnist_pipeline.training import quiet_tf
+from mnist_pipeline.training.cost import peak_rss_mb, write_cost
 from mnist_pipeline.training.fit_loop import EpochMetrics, StopOnDivergence, StopOnSignal, fit, seed_everything
 from mnist_pipeline.training.metric_sender import MetricSender, epochs
 from mnist_pipeline.training.models import build, compute_dtype, for_inference
@@ -63,6 +64,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
                 callbacks=[stop_on_signal, StopOnDivergence(name, model_params), epoch_metrics],
             )
         fit_seconds, fit_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        cost = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu_seconds, "fit_peak_rss_mb": peak_rss_mb()}
 
         curves, model = fitted.curves, for_inference(model, model_params)
         with atomic_file(layout.history(name)) as tmp:
@@ -71,6 +73,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
             model.save(tmp / MODEL_FILE)
             digest = file_sha256(tmp / MODEL_FILE)
             write_run_file(tmp, run_id, model_sha256=digest)
+            write_cost(tmp, cost)
 
         def incomplete(what_happened: str, not_logged: str) -> PipelineError:
             return PipelineError(
@@ -93,9 +96,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
         try:
             log_metrics(
                 run_id,
-                {
-                    "fit_seconds": fit_seconds,
-                    "fit_cpu_seconds": fit_cpu_seconds,  # over fit_seconds: how many cores training kept busy
+                cost  # fit_cpu_seconds over fit_seconds: how many cores training kept busy
+                | {
                     "mlflow_log_seconds": epoch_metrics.seconds,
                     "epochs_trained": len(curves),
                     "best_epoch": best["epoch"],
