@@ -44,7 +44,9 @@ def would_run(repo: Path, *flags: str) -> list[str]:
 @pytest.fixture
 def repo(trained_repo: Path) -> Path:
     """The shared trained repository with its outputs as dvc.lock records them: another test may
-    have trained a model there outside DVC (`train mlp`, `mlflow run`), which `dvc checkout` undoes."""
+    have trained a model there outside DVC (`train mlp`, `mlflow run`), which git (dvc.lock and the
+    committed reports/) and `dvc checkout` (the cached models and data) undo."""
+    sh(trained_repo, "git", "checkout", "--", "dvc.lock", "reports")
     sh(trained_repo, "dvc", "checkout", "--force", "--quiet", env=repo_env(trained_repo))
     status = sh(trained_repo, "dvc", "status", env=repo_env(trained_repo)).stdout
     assert status.strip() == UP_TO_DATE, status

@@ -272,7 +272,8 @@ def test_apply_writes_the_best_values_and_dvc_status_shows_that_models_stages_ch
     after = (root / "params.yaml").read_text().splitlines()
     changed = [(b, a) for b, a in zip(before, after, strict=False) if b != a]
     assert len(before) == len(after) and [b.split(":")[0].strip() for b, _ in changed] == ["dropout", "learning_rate"]
-    assert changed[1][1].endswith("# 0.001 at batch 128, scaled with the batch size")  # its comment kept
+    old_rate = changed[1][0].split(":")[1].split("#")[0].strip()
+    assert changed[1][1].endswith(f"# was {old_rate} before tune --apply")  # its comment explained the old value
     mlp = load_params(root / "params.yaml").model("mlp")
     assert isinstance(mlp, MLPParams)
     assert (mlp.learning_rate, mlp.dropout) == (best["learning_rate"], best["dropout"])
