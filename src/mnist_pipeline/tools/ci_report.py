@@ -20,6 +20,7 @@ from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import load_params
+from mnist_pipeline.tools.report_charts import report_charts
 from mnist_pipeline.tracking.git import git_dirty, git_output
 from mnist_pipeline.tracking.run_file import read_run_id
 
@@ -70,21 +71,30 @@ class Side:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
-    parser.add_argument("--output", type=Path, help="write the report here (default: stdout)")
+    parser.add_argument(
+        "--output", type=Path, help="write the report here, its charts into NAME-charts/ beside it (default: stdout)"
+    )
     parser.add_argument(
         "--embed-images",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="embed confusion matrices by relative path (off for a PR comment, which cannot show them)",
     )
+    parser.add_argument(
+        "--image-url-prefix",
+        metavar="URL",
+        help="link the charts as URL/FILE, where CI publishes them for the PR comment (docs/ci.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     load_params(args.params)
-    ci_report(args.base, layout_of(args), args.output, args.embed_images)
+    ci_report(args.base, layout_of(args), args.output, args.embed_images, args.image_url_prefix)
 
 
-def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool) -> str:
+def ci_report(
+    base: str, layout: Layout, output: Path | None, embed_images: bool, image_url_prefix: str | None = None
+) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it."""
     root = layout.root
     base_commit = git_output(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
@@ -99,7 +109,9 @@ def ci_report(base: str, layout: Layout, output: Path | None, embed_images: bool
     workspace = f"HEAD `{head}`{changes}" if head else "no commit"
     repro = run_repro(root)
     images_dir = (output or Path("report.md")).resolve().parent
-    report = render(repro, base, base_commit[:7], workspace, layout, images_dir if embed_images else None)
+    models = [stage.partition("@")[2] for stage in repro.outcomes if stage.startswith("train@")]
+    charts = report_charts(layout, models, base, base_commit[:7], workspace, output, image_url_prefix, embed_images)
+    report = render(repro, base, base_commit[:7], workspace, layout, images_dir if embed_images else None, charts)
     if output:
         write_text(output, report)
     else:
@@ -131,7 +143,15 @@ def run_repro(root: Path) -> Repro:
     return Repro({stage: outcome for _, stage, outcome in found})
 
 
-def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: Layout, images_dir: Path | None) -> str:
+def render(
+    repro: Repro,
+    base: str,
+    base_commit: str,
+    workspace: str,
+    layout: Layout,
+    images_dir: Path | None,
+    charts: list[str] | None = None,
+) -> str:
     models = repro.models()
     summary = [
         f"**{label}:** {', '.join(m for m, s in models.items() if s == status)}."
@@ -181,6 +201,7 @@ def render(repro: Repro, base: str, base_commit: str, workspace: str, layout: La
             '"CI retraining".',
             "",
         ]
+    lines += charts or []  # report_charts: the learning curves and per-digit scores against the base
     for model, status in models.items():
         lines += model_section(model, status, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
