@@ -343,3 +343,18 @@ def test_the_report_shows_charts_of_the_pr_against_the_base_which_ci_publishes(t
     charts = "### Charts: the workspace against the base"
     assert sections(fallback)[charts].strip() == sections(fork)[charts].strip()
     assert "mlp: learning curves (training and validation): `ci-report/report-charts/mlp-learning-curves.png`." in fork
+
+    # A template Vega-Lite cannot draw: one line naming the plot and the fix; nothing written.
+    template = repo / ".dvc/plots/per_class.json"
+    template.write_text(template.read_text().replace('"mark": {"type": "point"', '"mark": {"type": "no-such-mark"'))
+    done = sh(repo, *command, "--output", "broken/report.md", check=False)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: cannot draw the chart of reports/eval/mlp/per_class.csv (Vega-Lite to PNG conversion failed: "
+        )
+    )
+    assert done.stderr.strip().splitlines()[-1].endswith("fix its template in .dvc/plots; no report was written")
+    assert not (repo / "broken/report.md").exists() and not (repo / "broken/report-charts").exists()

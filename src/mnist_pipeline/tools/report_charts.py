@@ -75,8 +75,7 @@ def draw_charts(layout: Layout, models: list[str], base: str, sides: str, folder
             except ValueError as e:  # "Vega-Lite to PNG conversion failed:", then the error, then JS frames
                 reason = " ".join(str(e).split("\n")[:2]).strip() or type(e).__name__
                 raise PipelineError(
-                    f"cannot draw the chart of {plot} ({reason}); fix its template in .dvc/plots "
-                    f"(`dvc plots show {plot}` shows it too); no report was written"
+                    f"cannot draw the chart of {plot} ({reason}); fix its template in .dvc/plots; no report was written"
                 ) from None
             (tmp / name).write_bytes(png)
             charts.append(Chart(spec["title"]["text"], folder / name))
