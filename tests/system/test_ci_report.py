@@ -5,17 +5,30 @@ import csv
 import json
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.tools.ci_report import MARKER, dvc_diff, run_link
 from mnist_pipeline.tracking.run_file import read_run_id, write_run_file
-from tests.support.harness import make_repo, sh, small_params, stages_run, tracking_server, write_params
+from tests.support.harness import (
+    REPO,
+    SCREENSHOTS,
+    make_repo,
+    repo_env,
+    sh,
+    small_params,
+    stages_run,
+    tracking_server,
+    write_params,
+)
 
 
 @dataclass
@@ -56,6 +69,12 @@ class Report:
             metrics=metrics,
             sections={k: v for k, v in sections.items() if k.split()[1] in MODELS},
         )
+
+
+def sections(markdown: str) -> dict[str, str]:
+    """Each "### " heading → the text under it."""
+    parts = re.split(r"^(### .*)$", markdown, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def rows(markdown: str) -> list[list[str]]:
@@ -291,3 +310,138 @@ def test_run_link_points_at_the_servers_ui_without_credentials(tmp_path, monkeyp
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("http://", "http://ci:s3cret@") + "/")
         link = run_link(tmp_path, tmp_path)
     assert link == f"[`{run_id}`]({url}/#/experiments/{experiment_id}/runs/{run_id})"
+
+
+WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
+CHARTS_URL = "https://github.com/owner/repo/raw/ci-report-images/runs/7-1"
+CHARTS = ("mlp-learning-curves.png", "mlp-per-digit.png")
+
+
+def looked_at(png: Path) -> dict[str, float]:
+    """What a glance at a picture tells: its size, how much of it is not white, how many colours,
+    and how many pixels are blue or orange, Vega's first two colours (training and validation;
+    precision and recall), which points drawn half-transparent blend with white or each other."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    red, blue = pixels[:, 0], pixels[:, 2]
+    return {
+        "width": image.width,
+        "height": image.height,
+        "ink": float((pixels != 255).any(axis=1).mean()),
+        "colours": len(np.unique(pixels, axis=0)),
+        "blue": int((blue - red > 40).sum()),
+        "orange": int((red - blue > 80).sum()),
+    }
+
+
+def publish_step(repo: Path, run: str) -> subprocess.CompletedProcess:
+    """The workflow's step that publishes the charts, its script run as GitHub runs it (bash -eo
+    pipefail), with the variables the runner and the job's env give it."""
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["retrain"]["steps"]
+    script = repo.parent / "publish.sh"
+    script.write_text(next(step["run"] for step in steps if step.get("name", "").startswith("Publish the charts")))
+    env = repo_env(
+        repo,
+        CHARTS_URL=CHARTS_URL.replace("7-1", run),
+        RUNNER_TEMP=str(repo.parent),
+        GITHUB_RUN_ID=run.split("-")[0],
+        GITHUB_REF_NAME="pr",
+    )
+    return sh(repo, "bash", "--noprofile", "--norc", "-eo", "pipefail", str(script), env=env)
+
+
+def branch_files(remote: Path) -> dict[str, bytes]:
+    listing = sh(remote, "git", "ls-tree", "-r", "--name-only", "ci-report-images").stdout.split()
+    return {path: sh_bytes(remote, "git", "show", f"ci-report-images:{path}") for path in listing}
+
+
+def sh_bytes(repo: Path, *cmd: str) -> bytes:
+    return subprocess.run(cmd, cwd=repo, capture_output=True, check=True).stdout
+
+
+@pytest.mark.e2e
+def test_the_report_shows_charts_of_the_pr_against_the_base_which_ci_publishes(tmp_path, mnist_dir):
+    """A PR that trains mlp longer: a real ci-report draws mlp's learning curves and per-digit
+    scores from `dvc plots diff`, links them at the URL the workflow's step then pushes them to, and
+    a refused push leaves the files named, as a fork's report names them, instead of broken images."""
+    params = small_params("charts")
+    params["models"]["mlp"]["epochs"] = 2
+    repo = make_repo(tmp_path / "repo", params, mnist_dir)
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline results")  # reports/ is in git: the base's plot data
+    sh(repo, "git", "checkout", "-qb", "pr")
+    params["models"]["mlp"]["epochs"] = 3
+    write_params(repo, params)
+    sh(repo, "git", "commit", "-qam", "mlp: 3 epochs")
+
+    report, ran = ci_report(repo, "main", "--no-embed-images", "--image-url-prefix", CHARTS_URL)
+    assert "train@mlp" in ran and "train@logistic" not in ran and report.summary == "**Retrained:** mlp."
+    text = (repo / "out/report.md").read_text()
+    # Only mlp changed: logistic's curves and scores are the base's, so it has no chart.
+    assert dict(re.findall(r"^!\[([^\]]+)\]\((\S+)\)$", text, flags=re.MULTILINE)) == {
+        "mlp: learning curves (training and validation)": f"{CHARTS_URL}/{CHARTS[0]}",
+        "mlp: precision and recall per digit (test set)": f"{CHARTS_URL}/{CHARTS[1]}",
+    }
+    assert text.index("### Metrics vs the base") < text.index("### Charts") < text.index("### mlp (retrained)")
+    folder = repo / "out/report-charts"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(CHARTS)
+    kept = SCREENSHOTS.parent / "charts"  # for a person to look at after the run
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in CHARTS:
+        shutil.copy(folder / name, kept / name)
+        seen = looked_at(folder / name)
+        # Readable in a PR comment (shown up to about 880 pixels wide), drawn rather than blank, and
+        # both series there (training and validation; precision and recall).
+        assert seen["width"] >= 1000 and seen["height"] >= 500, seen
+        assert seen["ink"] > 0.03 and seen["colours"] > 100, seen
+        assert seen["blue"] > 500 and seen["orange"] > 500, seen
+
+    # The workflow's step pushes them where the report links them (the URL's path after the branch),
+    # made on first use; the next run's folder goes on top, the first one's kept.
+    remote = tmp_path / "origin.git"
+    sh(tmp_path, "git", "init", "-q", "--bare", str(remote))
+    sh(repo, "git", "remote", "add", "origin", str(remote))
+    shutil.copytree(repo / "out", repo / "ci-report")  # where the workflow writes the report
+    publish_step(repo, "7-1")
+    publish_step(repo, "8-1")
+    published = branch_files(remote)
+    assert published == {
+        f"runs/{run}/{name}": (folder / name).read_bytes() for run in ("7-1", "8-1") for name in CHARTS
+    }
+    assert sh(remote, "git", "log", "--format=%s", "ci-report-images").stdout.split("\n")[:2] == [
+        "Charts of run 8 (pr)",
+        "Charts of run 7 (pr)",
+    ]
+
+    # A remote that refuses the push: the step still ends well, and the report names the files.
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho refused >&2\nexit 1\n")
+    hook.chmod(0o755)
+    done = publish_step(repo, "7-1")  # the run whose URL the report links
+    assert "::warning::could not push the charts to the ci-report-images branch" in done.stdout
+    fallback = (repo / "ci-report/report.md").read_text()
+    assert "![" not in fallback and CHARTS_URL not in fallback
+
+    # … as a fork's report does, which has no URL to link them at.
+    command = ["python", "-m", "mnist_pipeline", "ci-report", "--base", "main", "--no-embed-images"]
+    sh(repo, *command, "--output", "ci-report/report.md")
+    fork = (repo / "ci-report/report.md").read_text()
+    charts = "### Charts: the workspace against the base"
+    assert sections(fallback)[charts].strip() == sections(fork)[charts].strip()
+    assert "mlp: learning curves (training and validation): `ci-report/report-charts/mlp-learning-curves.png`." in fork
+
+    # A template Vega-Lite cannot draw: one line naming the plot and the fix; nothing written.
+    template = repo / ".dvc/plots/per_class.json"
+    template.write_text(template.read_text().replace('"mark": {"type": "point"', '"mark": {"type": "no-such-mark"'))
+    done = sh(repo, *command, "--output", "broken/report.md", check=False)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: cannot draw the chart of reports/eval/mlp/per_class.csv (Vega-Lite to PNG conversion failed: "
+        )
+    )
+    assert done.stderr.strip().splitlines()[-1].endswith("fix its template in .dvc/plots; no report was written")
+    assert not (repo / "broken/report.md").exists() and not (repo / "broken/report-charts").exists()

@@ -21,6 +21,7 @@ from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.core.params import Params, load_params
 from mnist_pipeline.evaluation.gates import Failure, Scores, judge, summary
+from mnist_pipeline.tools.report_charts import report_charts
 from mnist_pipeline.tracking.git import git_dirty, git_output
 from mnist_pipeline.tracking.run_file import read_run_id
 
@@ -73,7 +74,9 @@ class Side:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
-    parser.add_argument("--output", type=Path, help="write the report here (default: stdout)")
+    parser.add_argument(
+        "--output", type=Path, help="write the report here, its charts into NAME-charts/ beside it (default: stdout)"
+    )
     parser.add_argument(
         "--fail-on-regression",
         action="store_true",
@@ -90,12 +93,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="dvc repro --pull: restore from the DVC remote's run cache what a teammate or main already trained",
     )
+    parser.add_argument(
+        "--image-url-prefix",
+        metavar="URL",
+        help="link the charts as URL/FILE, where CI publishes them for the PR comment (docs/ci.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     ci_report(
-        args.base, layout_of(args), args.output, args.embed_images, params, args.fail_on_regression, pull=args.pull
+        args.base,
+        layout_of(args),
+        args.output,
+        args.embed_images,
+        params,
+        args.fail_on_regression,
+        pull=args.pull,
+        image_url_prefix=args.image_url_prefix,
     )
 
 
@@ -107,11 +122,13 @@ def ci_report(
     params: Params | None = None,
     fail_on_regression: bool = False,
     pull: bool = False,
+    image_url_prefix: str | None = None,
 ) -> str:
     """Retrain what changed, compare with `base`, write the report to `output` (else stdout); return it.
     With `params`, each model whose test scores changed is judged against the base's by the gates of
     its `registry` section; `fail_on_regression`: a failed regression gate then raises GateFailed,
-    once the report is written. `pull`: `dvc repro --pull`, for runs restored from a remote's run cache."""
+    once the report is written. `pull`: `dvc repro --pull`, for runs restored from a remote's run cache.
+    `image_url_prefix`: where CI publishes the charts, which the report then links as URL/FILE."""
     root = layout.root
     # All the report reads of the base, read and checked first: a damaged base found after
     # `dvc repro` would cost the whole training and end in no report.
@@ -123,7 +140,9 @@ def ci_report(
     repro = run_repro(root, pull)
     images_dir = (output or Path("report.md")).resolve().parent
     verdicts = judge_models(layout, base, params) if params else None
-    report = render(repro, old, workspace, layout, images_dir if embed_images else None, verdicts)
+    models = [stage.partition("@")[2] for stage in repro.outcomes if stage.startswith("train@")]
+    charts = report_charts(layout, models, base, old.commit[:7], workspace, output, image_url_prefix, embed_images)
+    report = render(repro, old, workspace, layout, images_dir if embed_images else None, verdicts, charts)
     if output:
         write_text(output, report)
     else:
@@ -174,6 +193,7 @@ def render(
     layout: Layout,
     images_dir: Path | None,
     verdicts: list["Verdict"] | None = None,
+    charts: list[str] | None = None,
 ) -> str:
     base, base_commit = old.rev, old.commit[:7]
     models = repro.models()
@@ -233,6 +253,7 @@ def render(
             "",
         ]
     lines += cost_section(layout.root, base, list(models))
+    lines += charts or []  # report_charts: the learning curves and per-digit scores against the base
     for model, status in models.items():
         lines += model_section(model, status, layout, images_dir)
     return "\n".join(lines).rstrip() + "\n"
