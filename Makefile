@@ -5,6 +5,13 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+# uv installs requirements.lock in seconds (pip took minutes); make fetches this version of it with pip.
+UV_VERSION := 0.13.9
+# INSTALLER=pip: pip instead of uv, for a machine whose package index is set in pip's config (uv does not read it).
+INSTALLER ?= uv
+UV := $(BIN)/uv --quiet
+GET_UV := test "$$($(BIN)/uv --version 2>/dev/null | cut -d' ' -f2)" = $(UV_VERSION) || \
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 # DVC's stage commands call `python`: it must be this environment's.
 export PATH := $(BIN):$(PATH)
 
@@ -12,10 +19,22 @@ export PATH := $(BIN):$(PATH)
 
 setup: $(STAMP)
 
+# requirements.lock is the lock: exactly its versions and nothing else (uv pip sync removes what it does not
+# name), then the project itself, editable; `pip check` fails if the lock lacks a package something needs.
+# The stamp goes first and comes back last: after a failed install there is none, and make installs again.
 $(STAMP): pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	rm -f $@
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifeq ($(INSTALLER),pip)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check || { echo 'requirements.lock lacks what this needs: run make lock'; exit 1; }
+else
+	$(GET_UV)
+	$(UV) pip sync --python $(BIN)/python requirements.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	$(UV) pip check --python $(BIN)/python || { echo 'requirements.lock lacks what this needs: run make lock'; exit 1; }
+endif
 	touch $@
 
 repro: $(STAMP)
@@ -47,9 +66,13 @@ ui: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir site
 
-lock: $(STAMP)
-	{ head -n 2 requirements.lock; python -m pip freeze --exclude-editable | grep -v '^mnist-pipeline'; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
+# Resolve requirements.lock again from pyproject.toml, keeping each pin that still fits (UPGRADE=1: the newest
+# versions instead). --universal: for every platform and every Python 3.11.x, Debian 12's 3.11.2 included.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(GET_UV)
+	$(UV) pip compile --universal --python-version 3.11 --extra test --no-annotate --custom-compile-command 'make lock' \
+	  $(if $(UPGRADE),--upgrade) pyproject.toml -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

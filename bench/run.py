@@ -248,7 +248,7 @@ def float32_accuracy(repo: Path, default: dict) -> dict:
 
 
 def first_run(mnist: Path | None) -> dict:
-    """A user's first two commands' worth: `make setup` (a new .venv, from pip's cache when warm) and
+    """A user's first two commands' worth: `make setup` (a new .venv, from uv's cache when warm) and
     `make repro` (every stage), in a fresh clone of this repository's HEAD."""
     with tempfile.TemporaryDirectory(prefix="mnist-first-run-") as tmp:
         clone = Path(tmp) / "clone"
@@ -417,9 +417,9 @@ def report(r: dict, quick: bool) -> str:
     if "first_run" in r:
         first = r["first_run"]["make_setup_s"] + r["first_run"]["make_repro_s"]
         lines.append(
-            f"| fresh clone: `make repro` ≤ 4 min in all | {first / 60:.1f} min (setup "
+            f"| fresh clone: `make repro` ≤ 2.5 min in all | {first / 60:.1f} min (setup "
             f"{r['first_run']['make_setup_s']:.0f} s, pipeline {r['first_run']['make_repro_s']:.0f} s) | "
-            f"{verdict(first <= 240)} |"
+            f"{verdict(first <= 150)} |"
         )
     stage_walls = {f"`{stage}`": [x["wall_s"] for x in runs] for stage, runs in r["other_stages"].items()}
     stage_walls["`preprocess`"] = [x["wall_s"] for x in r["preprocess"]]
