@@ -1,5 +1,5 @@
 # Two commands after cloning: `make repro` (set up + run the pipeline), `make test` (set up + run the tests;
-# `make test-fast`: the offline tier of unit tests, in under a minute; `make lint`: ruff and mypy).
+# `make test-fast`: the offline tier of unit tests, in about a minute; `make lint`: ruff and mypy).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
