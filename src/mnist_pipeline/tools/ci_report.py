@@ -134,7 +134,7 @@ def ci_report(
     # `dvc repro` would cost the whole training and end in no report.
     old = read_base(root, base)
     head = git_output(root, "rev-parse", "--short", "HEAD")
-    # Params or code changed and not committed (dvc.lock, which the repro rewrites, does not count).
+    # Params or code changed and not committed (dvc.lock and reports/, which the repro rewrites, do not count).
     changes = " + uncommitted changes" if git_dirty(root) else ""
     workspace = f"HEAD `{head}`{changes}" if head else "no commit"
     repro = run_repro(root, pull)
