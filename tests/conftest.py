@@ -11,7 +11,6 @@ import gzip
 import http.server
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,20 +23,16 @@ from mnist_pipeline.data.download_config import PypiSource
 from mnist_pipeline.data.sources import fetch
 from tests.support.harness import (
     CHROMIUM,
-    REPRO_LOG,
     SCREENSHOTS,
-    TRAINED_EXPERIMENT,
-    make_repo,
     refuse_the_network,
-    repo_env,
-    sh,
-    small_params,
 )
+from tests.support.template import trained_copy
+from tests.support.template import trained_template as trained_template_in
 
 # Fixtures that tests in both tiers use, by name: clean_env, no_tracking_env, store.
 pytest_plugins = ["tests.support.tiny", "tests.support.stores"]
 TESTS = Path(__file__).resolve().parent
-SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_repo", "browser", "page"}
+SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_template", "trained_repo", "own_trained_repo", "browser", "page"}
 SLOW_MARKS = ("slow", "e2e", "load")
 FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
 SPENT = pytest.StashKey[float]()
@@ -61,7 +56,7 @@ def pytest_collection_modifyitems(config, items):
     """Mark the slow tests (and, under --fast, leave them out); refuse a test in the folder of the
     other tier, naming where it belongs. Under pytest-xdist (`-n 2 --dist
     loadgroup`, see pyproject.toml) each module's tests stay on one worker with their module
-    fixtures, and all the tests of the shared trained repository on one, which then builds it once."""
+    fixtures (the trained repository is built once for both: tests/support/template.py)."""
     fast: list[pytest.Item] = []
     slow: list[pytest.Item] = []
     misplaced: list[str] = []
@@ -73,8 +68,7 @@ def pytest_collection_modifyitems(config, items):
         belongs = "system" if is_slow else "unit"
         if Path(item.path).relative_to(TESTS).parts[0] != belongs:
             misplaced.append(f"{item.nodeid} is {'slow' if is_slow else 'fast'}: move it to tests/{belongs}")
-        group = "trained_repo" if "trained_repo" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if misplaced:
         raise pytest.UsageError("tests/unit holds the fast tier and tests/system the rest; " + "; ".join(misplaced))
     if config.getoption("fast") and slow:
@@ -189,25 +183,29 @@ def http_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def trained_repo(tmp_path_factory, mnist_dir) -> Path:
-    """A repo where the small pipeline ran once: both models trained, evaluated and registered.
+def trained_template(tmp_path_factory, worker_id, mnist_dir) -> Path:
+    """The small pipeline trained once for the whole run (tests/support/template.py), in the folder
+    the pytest-xdist workers share. Not for tests to change: they take copies."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    return trained_template_in(shared, mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_repo(trained_template, tmp_path_factory) -> Path:
+    """A repo where the small pipeline ran once: both models trained, evaluated and registered, the
+    baseline (dvc.lock, reports/) committed, `dvc repro`'s log kept as REPRO_LOG; one per worker.
 
     Shared by the tests that read runs, models and the registry (compare, predict, serving, UI);
-    tests that add runs to it must not assume a number of runs.
+    tests that add runs to it must not assume a number of runs. A test that changes the repository
+    takes `own_trained_repo` instead.
     """
-    root = make_repo(tmp_path_factory.mktemp("trained"), small_params(TRAINED_EXPERIMENT), mnist_dir)
-    # Kept for tests/unit/test_logs.py: stdout and stderr interleaved, as a user reads them in a terminal.
-    with open(root / REPRO_LOG, "w") as log:
-        done = subprocess.run(
-            ["dvc", "repro"], cwd=root, env=repo_env(root, COLUMNS="120"), stdout=log, stderr=subprocess.STDOUT
-        )
-    if done.returncode != 0:
-        raise AssertionError(f"dvc repro exited {done.returncode}\n{(root / REPRO_LOG).read_text()}")
-    # The baseline committed as CI commits it on main: reports/ is `cache: false`, so git, not
-    # DVC's cache, is what puts it back (tests/system/test_stage_deps.py).
-    sh(root, "git", "add", "dvc.lock", "reports")
-    sh(root, "git", "commit", "-qm", "baseline: dvc.lock and reports/")
-    return root
+    return trained_copy(trained_template, tmp_path_factory.mktemp("trained") / "repo")
+
+
+@pytest.fixture
+def own_trained_repo(trained_template, tmp_path) -> Path:
+    """A trained repository of this test's own (as `trained_repo`), to change as it likes."""
+    return trained_copy(trained_template, tmp_path / "repo")
 
 
 @pytest.fixture(scope="session")

@@ -99,16 +99,12 @@ def ci_report(repo: Path, base: str, *args: str) -> tuple[Report, list[str]]:
 
 
 @pytest.mark.e2e
-def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_dir):
+def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, own_trained_repo):
     """One small repository, a sequence of commits: a param change committed without its dvc.lock
     (against HEAD, against its parent, a branch against main), an uncommitted change, and going
     back, which DVC's run cache restores. Params and metrics always come from the same two dvc.lock
     states: a param differs exactly when the metrics do."""
-    repo = make_repo(tmp_path / "repo", small_params("ci"), mnist_dir)
-    sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "dvc.lock", "reports")  # the baseline, as CI commits it on main
-    sh(repo, "git", "commit", "-qm", "baseline results")
-    sh(repo, "git", "branch", "-M", "main")
+    repo = own_trained_repo  # trained, its baseline committed on main as CI commits it
     sh(repo, "git", "checkout", "-qb", "faster-mlp")
     baseline = sh(repo, "git", "rev-parse", "--short", "HEAD").stdout.strip()
     before = {m: headline(repo, m) for m in MODELS}
@@ -212,18 +208,14 @@ def test_ci_report_compares_the_same_two_states_for_every_base(tmp_path, mnist_d
 
 
 @pytest.mark.e2e
-def test_a_digit_that_falls_past_the_gate_fails_ci_and_keeps_the_champion(tmp_path, mnist_dir):
+def test_a_digit_that_falls_past_the_gate_fails_ci_and_keeps_the_champion(own_trained_repo):
     """Issue 23, for real: a learning rate of 0.01 instead of 0.002 (400 images, one epoch) more than
     doubles the small MLP's test accuracy, but one digit's recall falls by more than registry.max_digit_drop.
     Nothing is edited by hand: both sides are what the pipeline wrote, the base's reports/ as committed.
     The registry keeps its champion, the report's first lines name the gate and the digit, and
     --fail-on-regression exits 3 naming it, with the report written."""
-    params = small_params("gates")
-    params["models"] = {"mlp": params["models"]["mlp"]}
-    repo = make_repo(tmp_path / "repo", params, mnist_dir)
-    sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "dvc.lock", "reports")
-    sh(repo, "git", "commit", "-qm", "baseline results")
+    repo = own_trained_repo  # the small pipeline trained, its baseline committed
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["mlp"]["learning_rate"] = 0.01
     write_params(repo, params)
     sh(repo, "git", "commit", "-qam", "mlp: learning rate 0.01")
@@ -361,17 +353,13 @@ def sh_bytes(repo: Path, *cmd: str) -> bytes:
 
 
 @pytest.mark.e2e
-def test_the_report_shows_charts_of_the_pr_against_the_base_which_ci_publishes(tmp_path, mnist_dir):
+def test_the_report_shows_charts_of_the_pr_against_the_base_which_ci_publishes(tmp_path, own_trained_repo):
     """A PR that trains mlp longer: a real ci-report draws mlp's learning curves and per-digit
     scores from `dvc plots diff`, links them at the URL the workflow's step then pushes them to, and
     a refused push leaves the files named, as a fork's report names them, instead of broken images."""
-    params = small_params("charts")
-    params["models"]["mlp"]["epochs"] = 2
-    repo = make_repo(tmp_path / "repo", params, mnist_dir)
-    sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "baseline results")  # reports/ is in git: the base's plot data
+    repo = own_trained_repo  # one epoch each, its baseline committed: reports/ is in git, the base's plot data
     sh(repo, "git", "checkout", "-qb", "pr")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["mlp"]["epochs"] = 3
     write_params(repo, params)
     sh(repo, "git", "commit", "-qam", "mlp: 3 epochs")

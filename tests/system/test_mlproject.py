@@ -12,8 +12,8 @@ def artifact_paths(client, run_id, path=None) -> set[str]:
     return found
 
 
-def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(trained_repo):
-    repo = trained_repo
+def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(own_trained_repo):
+    repo = own_trained_repo
     client = MlflowClient(store_uri(repo))
     experiment = client.get_experiment_by_name(TRAINED_EXPERIMENT)
     assert experiment is not None, TRAINED_EXPERIMENT
@@ -56,9 +56,9 @@ def test_mlflow_run_train_with_overrides_logs_a_run_shaped_like_dvc_repro(traine
     assert len(logged) == 1
 
 
-def test_a_bad_override_stops_mlflow_run_with_the_params_error(trained_repo):
+def test_a_bad_override_stops_mlflow_run_with_the_params_error(own_trained_repo):
     done = sh(
-        trained_repo,
+        own_trained_repo,
         "mlflow",
         "run",
         ".",

@@ -20,25 +20,25 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.layout import Layout
 from tests.support.harness import (
+    TRAINED_EXPERIMENT,
     free_port,
-    make_repo,
     repo_env,
     sh,
-    small_params,
     stages_run,
     store_uri,
     tracking_server,
     write_params,
 )
+from tests.support.template import trained_copy
 
 pytestmark = pytest.mark.e2e
-EXPERIMENT = "reliability"
+EXPERIMENT = TRAINED_EXPERIMENT
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, mnist_dir):
-    root = make_repo(tmp_path_factory.mktemp("reliability"), small_params(EXPERIMENT), mnist_dir)
-    sh(root, "dvc", "repro")
+def repo(tmp_path_factory, trained_template):
+    """The small pipeline trained, as the template holds it (tests/support/template.py)."""
+    root = trained_copy(trained_template, tmp_path_factory.mktemp("reliability") / "repo")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "first results")
     return root

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.core.layout import Layout
 from mnist_pipeline.tracking.run_file import file_sha256, read_model_sha256, read_run_id
 from mnist_pipeline.training.cost import COST_FILE, KEYS
-from tests.support.harness import make_repo, sh, small_params, stages_run, store_uri, write_params
+from tests.support.harness import sh, small_params, stages_run, store_uri, write_params
 from tests.system.test_ci_report import Report, rows
 
 
@@ -25,12 +25,11 @@ def headline(repo, model):
 
 
 @pytest.mark.e2e
-def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp_path, mnist_dir):
+def test_a_change_a_teammate_trained_and_pushed_is_restored_in_a_clean_clone(tmp_path, own_trained_repo):
     origin, remote = tmp_path / "origin.git", tmp_path / "dvc-remote"
     sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
-    teammate = make_repo(tmp_path / "teammate", small_params("run-cache"), mnist_dir)
+    teammate = own_trained_repo  # the small pipeline trained, its baseline committed
     sh(teammate, "dvc", "remote", "add", "-d", "team", str(remote))
-    sh(teammate, "dvc", "repro")
     sh(teammate, "git", "add", "-A")
     sh(teammate, "git", "commit", "-qm", "baseline results, the team's DVC remote")
     sh(teammate, "python", "-m", "mnist_pipeline", "push-run-cache")

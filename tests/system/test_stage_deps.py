@@ -18,7 +18,7 @@ UP_TO_DATE = "Data and pipelines are up to date."
 
 @contextlib.contextmanager
 def commented(repo: Path, paths: list[str]) -> Iterator[None]:
-    """A comment appended to each file, then the files put back (the trained repository is shared)."""
+    """A comment appended to each file, then the files put back."""
     before = {path: (repo / path).read_bytes() for path in paths}
     try:
         for path in paths:
@@ -42,15 +42,11 @@ def would_run(repo: Path, *flags: str) -> list[str]:
 
 
 @pytest.fixture
-def repo(trained_repo: Path) -> Path:
-    """The shared trained repository with its outputs as dvc.lock records them: another test may
-    have trained a model there outside DVC (`train mlp`, `mlflow run`), which git (dvc.lock and the
-    committed reports/) and `dvc checkout` (the cached models and data) undo."""
-    sh(trained_repo, "git", "checkout", "--", "dvc.lock", "reports")
-    sh(trained_repo, "dvc", "checkout", "--force", "--quiet", env=repo_env(trained_repo))
-    status = sh(trained_repo, "dvc", "status", env=repo_env(trained_repo)).stdout
+def repo(own_trained_repo: Path) -> Path:
+    """A trained repository of the test's own, every stage up to date."""
+    status = sh(own_trained_repo, "dvc", "status", env=repo_env(own_trained_repo)).stdout
     assert status.strip() == UP_TO_DATE, status
-    return trained_repo
+    return own_trained_repo
 
 
 def test_an_edit_of_any_module_no_stage_runs_leaves_every_stage_up_to_date(repo):
