@@ -240,10 +240,10 @@ def rotation(digit: np.ndarray, rng: Rng) -> np.ndarray:
 
 
 def perspective(digit: np.ndarray, rng: Rng) -> np.ndarray:
-    """The phone not held flat: a keystone, one side of the page 15–25 % shorter than the opposite."""
+    """The phone not held flat: a keystone, one side of the page 20–30 % shorter than the opposite."""
     ink = place(stroke(digit), near_middle(rng))
     corners = np.array([[0, 0], [SIDE, 0], [SIDE, SIDE], [0, SIDE]], np.float64)  # (x, y) clockwise from top left
-    squeeze = rng.uniform(0.15, 0.25) * SIDE / 2
+    squeeze = rng.uniform(0.2, 0.3) * SIDE / 2  # at each end of the far side
     side = int(rng.integers(4))  # which side is further from the camera: top, right, bottom, left
     seen = corners.copy()
     ends = [(0, 1), (1, 2), (2, 3), (3, 0)][side]
