@@ -16,6 +16,7 @@ The photos depend only on the seed, so every model sees the same ones and a reru
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -242,6 +243,8 @@ def report(r: dict, command: str, quick: bool) -> str:
         "",
         "Models: " + "; ".join(f"{name} = {path}" for name, path in r["models"].items()) + ".",
     ]
+    if r.get("note"):
+        lines += ["", f"**{r['note']}**"]
     if r.get("variants_note"):
         lines += ["", r["variants_note"]]
     lines += [
@@ -314,6 +317,7 @@ def main() -> None:
     )
     cli.add_argument("--size", type=int, default=2000, help="digits per condition (default: %(default)s)")
     cli.add_argument("--seed", type=int, default=0, help="the sample's and the photos' seed (default: %(default)s)")
+    cli.add_argument("--note", default="", help="a sentence for the report's head: what the figures are")
     cli.add_argument("--quick", action="store_true", help="40 digits per condition: checks the runner")
     cli.add_argument("--out", type=Path, help="where ROBUSTNESS.md goes (default: bench/, bench/quick/ for --quick)")
     args = cli.parse_args()
@@ -321,7 +325,7 @@ def main() -> None:
     if size < 10:
         sys.exit(f"bench: --size {size}: give at least 10, one of each digit")
     out = args.out or REPO / "bench" / ("quick" if args.quick else "") / "ROBUSTNESS.md"
-    command = "python -m bench.robustness " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "-m", "bench.robustness", *sys.argv[1:]])
     started = time.perf_counter()
     paths = named_models(args.model, args.root)
     r: dict = {"machine": machine()}
@@ -337,6 +341,7 @@ def main() -> None:
     r["machine"]["load_after"] = os.getloadavg()
     r["total_s"] = time.perf_counter() - started
     r["command"] = command
+    r["note"] = args.note
     out.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(r.pop("examples")).save(out.parent / SHEET)
     (out.parent / "robustness.json").write_text(json.dumps(r, indent=1) + "\n")
