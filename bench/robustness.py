@@ -233,7 +233,8 @@ def report(r: dict, command: str, quick: bool) -> str:
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, Python {m['python']}, "
         + ", ".join(f"{p} {v}" for p, v in m["versions"].items())
-        + f". Load average (1 min) {m['load_before'][0]:.1f} at the start, {m['load_after'][0]:.1f} at the end.",
+        + f". Load average (1 min) {m['load_before'][0]:.1f} at the start, {m['load_after'][0]:.1f} at the end: "
+        "on a shared machine the times are noisy; the accuracies do not depend on load.",
         "",
         f"{r['sample']:,} digits of MNIST's test set, stratified by digit (seed {r['seed']}), each rendered as a "
         f"{r['side']}×{r['side']} grayscale photo of a digit on paper under each condition (`bench/photos.py`; "
@@ -263,11 +264,8 @@ def report(r: dict, command: str, quick: bool) -> str:
         + " | | |",
     ]
     for condition, c in r["conditions"].items():
-        lines.append(
-            f"| {condition} | "
-            + " | ".join(f"{c[n]:.4f}" for n in names)
-            + f" | {c['refused']} | {spread([t * 1000 for t in c['preprocess_s_per_image']])} |"
-        )
+        ms = spread([t * 1000 for t in c["preprocess_s_per_image"]]).replace("runs", "chunks")
+        lines.append(f"| {condition} | " + " | ".join(f"{c[n]:.4f}" for n in names) + f" | {c['refused']} | {ms} |")
     lines += [
         "",
         f"Preprocessing: `load_inputs` on {CHUNK} files at a time (read the PNG, turn it into MNIST's form), "
