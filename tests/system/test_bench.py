@@ -78,3 +78,39 @@ def test_quick_benchmark_reports_every_target(mnist_dir, tmp_path):
     assert stage_s == pytest.approx(pair["stage_wall_s"], abs=0.05)
     assert bare_s == pytest.approx(pair["bare_wall_s"], abs=0.05)
     assert ratio == pytest.approx(pair["stage_wall_s"] / pair["bare_wall_s"], abs=5e-4)
+
+
+def test_quick_robustness_benchmark_reads_photos_through_predict(trained_repo, tmp_path):
+    """`python -m bench.robustness --quick` on the small trained repository: every photo condition
+    measured for both models through predict's code, the targets table, the contact sheet."""
+    from PIL import Image
+
+    from bench.photos import CONDITIONS
+
+    out = tmp_path / "ROBUSTNESS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.robustness", "--quick", "--root", str(trained_repo), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    results = json.loads((tmp_path / "robustness.json").read_text())
+    assert results["sample"] == 40 and set(results["mnist"]) == {"mlp", "logistic"}
+    assert set(results["conditions"]) == set(CONDITIONS)
+    for condition in results["conditions"].values():
+        assert all(0 <= condition[model] <= 1 for model in ("mlp", "logistic"))
+        assert all(0 < t < 1 for t in condition["preprocess_s_per_image"])
+    # The models measured are the repository's: on MNIST's test arrays they score what its evaluate stage wrote.
+    for model in ("mlp", "logistic"):
+        evaluated = json.loads((trained_repo / "reports" / "eval" / model / "metrics.json").read_text())[model]
+        assert results["mnist"][model]["test_accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-4)
+
+    report = out.read_text()
+    assert "QUICK" in report.splitlines()[0]
+    assert "| mlp ≥ 0.97 on every photo condition |" in report
+    assert all(f"| {condition} |" in report for condition in CONDITIONS)
+    with Image.open(tmp_path / "robustness-conditions.png") as sheet:
+        assert sheet.width > len(CONDITIONS) * 128
