@@ -42,7 +42,7 @@ def main() -> None:
     cli.add_argument("--steps-per-execution", type=int, default=1, help="0: a whole epoch per call")
     cli.add_argument("--batch-size", type=int, help="default: the model's; the learning rate is scaled with it")
     cli.add_argument("--lr", type=float, help="the peak learning rate (default: the model's, scaled with the batch)")
-    cli.add_argument("--warmup", type=float, default=0, help="epochs of linear warm-up before the cosine decay")
+    cli.add_argument("--warmup", type=float, help="epochs of linear warm-up (default: the model's warmup_epochs)")
     cli.add_argument("--jit", action="store_true", help="compile the train step with XLA (jit_compile=True)")
     cli.add_argument("--threads", help="INTRA,INTER: TensorFlow's thread pools (default: TensorFlow's choice)")
     cli.add_argument("--input", choices=["numpy", "tf.data"], default="numpy")
@@ -80,7 +80,7 @@ def main() -> None:
     peak = args.lr or p["learning_rate"] * batch / p["batch_size"]
     lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
     if p["lr_schedule"] == "cosine":
-        warmup = round(args.warmup * steps)
+        warmup = round(min(p.get("warmup_epochs", 0) if args.warmup is None else args.warmup, args.epochs // 2) * steps)
         lr = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else peak,
             steps * args.epochs - warmup,

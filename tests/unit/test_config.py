@@ -281,11 +281,6 @@ HOSTILE = {
         "data.validation_size + data.train_size = 63,000: more than the 60,000 MNIST training images; "
         "lower one of them (an empty train_size takes all the rest)",
     ),
-    "a warm-up as long as the training": (
-        lambda: shipped_with("    epochs: 20", "    epochs: 20\n    warmup_epochs: 20"),
-        "models.logistic.warmup_epochs = 20: not fewer than its 20 epochs, which would leave no epoch at the "
-        "learning rate; lower warmup_epochs",
-    ),
     "a batch larger than the training set": (
         lambda: shipped_with("    batch_size: 128", "    batch_size: 100000"),
         "models.logistic.batch_size = 100000: Input should be less than or equal to 60000",

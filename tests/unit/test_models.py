@@ -132,6 +132,12 @@ def test_warmup_rises_linearly_then_follows_the_schedule(schedule, expected):
         assert float(optimizer.learning_rate) == pytest.approx(rate, abs=1e-7)
 
 
+def test_warmup_takes_at_most_half_the_epochs_so_a_one_epoch_run_has_none():
+    params = LogisticParams(type="logistic", **(TRAINING | {"lr_schedule": "cosine", "epochs": 1}))
+    optimizer = build(params.model_copy(update={"warmup_epochs": 3}), steps_per_epoch=10).optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(0.001)  # the full rate at the first step
+
+
 def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
     from mnist_pipeline.training.fit_loop import seed_everything
 

@@ -79,7 +79,7 @@ def for_inference(model: keras.Model, params: LogisticParams | MLPParams) -> ker
 
 def optimizer(params: LogisticParams | MLPParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = params.learning_rate
-    warmup = steps_per_epoch * params.warmup_epochs
+    warmup = steps_per_epoch * min(params.warmup_epochs, params.epochs // 2)  # see params.warmup_epochs
     if params.lr_schedule == "cosine" or warmup:
         # Keras's cosine decay with its linear warm-up: from 0 to learning_rate over `warmup` steps, then
         # down to 0 by the last step (cosine) or level (constant: alpha 1 keeps the whole rate).
