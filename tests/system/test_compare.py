@@ -305,6 +305,7 @@ def lr_sweep(store):
     """Runs as the pipeline logs them: both models on all the data (30 epochs) and as a quick trial
     (400 images, 1 epoch), then a queued sweep of models.mlp.learning_rate on the quick trial."""
     params = small_params("lr-sweep")
+    params["models"]["mlp"]["learning_rate"] = 0.002  # the sweep's middle value, whatever params.yaml ships
     full = json.loads(json.dumps(params))
     for model in full["models"].values():
         model["epochs"] = 30

@@ -369,7 +369,7 @@ def test_check_params_refuses_hostile_params_in_a_second_writing_nothing(tmp_pat
         (
             ["--type", "logistic"],
             "override --type: not a key of models.mlp that can be overridden; mlp takes "
-            "optimizer, learning_rate, lr_schedule, epochs, batch_size, early_stopping_patience, "
+            "optimizer, learning_rate, lr_schedule, warmup_epochs, epochs, batch_size, early_stopping_patience, "
             "seed, precision, hidden_units, activation, dropout, l2",
         ),
         (

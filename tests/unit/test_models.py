@@ -114,6 +114,30 @@ def test_cosine_schedule_decays_to_zero_over_all_epochs():
         assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
 
 
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    # 2 of 4 epochs (20 of 40 steps) rising from 0, then down to 0 along the cosine, or level.
+    [
+        ("cosine", ((0, 0.0), (10, 0.0005), (20, 0.001), (30, 0.0005), (40, 0.0))),
+        ("constant", ((10, 0.0005), (20, 0.001), (40, 0.001))),
+    ],
+)
+def test_warmup_rises_linearly_then_follows_the_schedule(schedule, expected):
+    params = LogisticParams(type="logistic", **(TRAINING | {"epochs": 4})).model_copy(
+        update={"lr_schedule": schedule, "warmup_epochs": 2}
+    )
+    optimizer = build(params, steps_per_epoch=10).optimizer
+    for step, rate in expected:
+        optimizer.iterations.assign(step)
+        assert float(optimizer.learning_rate) == pytest.approx(rate, abs=1e-7)
+
+
+def test_warmup_takes_at_most_half_the_epochs_so_a_one_epoch_run_has_none():
+    params = LogisticParams(type="logistic", **(TRAINING | {"lr_schedule": "cosine", "epochs": 1}))
+    optimizer = build(params.model_copy(update={"warmup_epochs": 3}), steps_per_epoch=10).optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(0.001)  # the full rate at the first step
+
+
 def fit_weights(seed: int, images: int = 128, units: int = 16) -> list[np.ndarray]:
     from mnist_pipeline.training.fit_loop import seed_everything
 

@@ -310,7 +310,7 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
     assert [a.strip() for _, a in differ] == [
         "- 1024",
         "dropout: 0.312",
-        "learning_rate: 0.00001       # was 0.002 before tune --apply",
+        "learning_rate: 0.00001       # was 0.004 before tune --apply",
     ]
     # The comment above `epochs`, which ruamel keeps with the line before it, is not touched.
     assert [line for line in after if line.strip().startswith("#")] == [

@@ -44,6 +44,10 @@ class _Training(Strict):
     learning_rate: Annotated[float, Field(gt=0, le=10)]
     # constant, or cosine decay from learning_rate to zero over all `epochs`.
     lr_schedule: Literal["constant", "cosine"]
+    # Epochs of linear warm-up from 0 to learning_rate before the schedule: a large batch's higher
+    # rate, applied at once, jolts the fresh weights. 0: none. At most half the epochs are spent on it,
+    # so a quick run with fewer epochs (`-P epochs=1`) needs no change here.
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
     batch_size: Annotated[int, Field(ge=1, le=TRAINING_IMAGES)]
     # Stop after this many epochs without a lower validation loss; 0 turns it off.

@@ -78,9 +78,18 @@ def for_inference(model: keras.Model, params: LogisticParams | MLPParams) -> ker
 
 
 def optimizer(params: LogisticParams | MLPParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    learning_rate = params.learning_rate
-    if params.lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * params.epochs)
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = params.learning_rate
+    warmup = steps_per_epoch * min(params.warmup_epochs, params.epochs // 2)  # see params.warmup_epochs
+    if params.lr_schedule == "cosine" or warmup:
+        # Keras's cosine decay with its linear warm-up: from 0 to learning_rate over `warmup` steps, then
+        # down to 0 by the last step (cosine) or level (constant: alpha 1 keeps the whole rate).
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else params.learning_rate,
+            steps_per_epoch * params.epochs - warmup,
+            alpha=1.0 if params.lr_schedule == "constant" else 0.0,
+            warmup_target=params.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     choices = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
