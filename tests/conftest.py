@@ -30,7 +30,7 @@ from tests.support.template import trained_copy
 from tests.support.template import trained_template as trained_template_in
 
 # Fixtures that tests in both tiers use, by name: clean_env, no_tracking_env, store.
-pytest_plugins = ["tests.support.tiny", "tests.support.stores"]
+pytest_plugins = ["tests.support.stores", "tests.support.tiny"]
 TESTS = Path(__file__).resolve().parent
 SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_template", "trained_repo", "own_trained_repo", "browser", "page"}
 SLOW_MARKS = ("slow", "e2e", "load")

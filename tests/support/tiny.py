@@ -16,6 +16,7 @@ from mnist_pipeline.core.params import Params
 from mnist_pipeline.data.splits import save_splits
 from mnist_pipeline.tracking.sqlite_url import sqlite_url
 from tests.support.harness import REPO
+from tests.support.stores import empty_store
 
 # What else would pick the store, the experiment or the run, or tag the run.
 MLFLOW_ENV = (
@@ -42,8 +43,11 @@ def digits(n: int, seed: int, signal: int = 30) -> tuple[np.ndarray, np.ndarray]
 
 
 def tiny_layout(root: Path, train: int = 60, validation: int = 60, test: int = 50) -> Layout:
-    """A repository root whose data/processed holds small train, validation and test splits."""
+    """A repository root whose data/processed holds small train, validation and test splits, and an
+    empty MLflow store (tests/support/stores.py: its tables made once per process)."""
     layout = Layout(root)
+    root.mkdir(parents=True, exist_ok=True)
+    empty_store(root)
     save_splits(
         {"train": digits(train, 1), "validation": digits(validation, 2), "test": digits(test, 3)}, layout.processed
     )
