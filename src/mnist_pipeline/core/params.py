@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.validation import validate
@@ -39,6 +39,25 @@ class DataParams(Strict):
 
 
 # --- models -------------------------------------------------------------------------------
+class Augmentation(Strict):
+    """Random changes to each training image, drawn afresh every batch from the model's seed
+    (training/models.py): the fit sees other hands' digits; the saved model never holds them.
+    Every key 0 (or the whole block empty) is off."""
+
+    # Move by up to this fraction of the side (0.1 = 2.8 pixels), either way on each axis.
+    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    # Turn by up to this many degrees, either way.
+    rotation: Annotated[float, Field(ge=0, le=180)] = 0.0
+    # Scale by up to this fraction, larger or smaller.
+    zoom: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    # Thicken or thin the strokes by up to this many pixels (a dilation or erosion).
+    stroke: Annotated[int, Field(ge=0, le=3)] = 0
+
+    @property
+    def on(self) -> bool:
+        return any((self.shift, self.rotation, self.zoom, self.stroke))
+
+
 class _Training(Strict):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0, le=10)]
@@ -52,6 +71,13 @@ class _Training(Strict):
     # The arithmetic of the fit (models.compute_dtype): auto is bfloat16 on a CPU that multiplies it
     # natively, else float32. The weights, and the saved model, are float32 either way.
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    augmentation: Augmentation = Augmentation()
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value):
+        # `augmentation:` with nothing under it is YAML's null: off, as an absent block is.
+        return {} if value is None else value
 
 
 class LogisticParams(_Training):
