@@ -31,7 +31,7 @@ SETTINGS: dict[str, dict] = {
     "mild": {"shift": 0.05, "rotation": 5, "zoom": 0.05, "stroke": 1},
     "geometry": {"shift": 0.1, "rotation": 10, "zoom": 0.1},
 }
-ORDER = ["off", "all", "mild", "off", "geometry"]
+ORDER = ["off", "all", "mild"]
 # The distortion the "distorted test" column applies to the test images, with a fixed seed.
 DISTORTION = SETTINGS["all"]
 
@@ -44,8 +44,9 @@ def one(model: str, setting: dict, data: Path, epochs: int | None) -> dict:
 
     from mnist_pipeline.core.params import Augmentation, load_params
     from mnist_pipeline.data.splits import load_split
+    from mnist_pipeline.training.augmentation import augmentation
     from mnist_pipeline.training.fit_loop import fit, seed_everything
-    from mnist_pipeline.training.models import augmentation, build, compute_dtype, for_inference
+    from mnist_pipeline.training.models import build, compute_dtype, for_inference
 
     params = load_params().model(model)
     params = params.model_copy(update={"augmentation": Augmentation(**setting), "epochs": epochs or params.epochs})

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.validation import validate
@@ -41,7 +42,7 @@ class DataParams(Strict):
 # --- models -------------------------------------------------------------------------------
 class Augmentation(Strict):
     """Random changes to each training image, drawn afresh every batch from the model's seed
-    (training/models.py): the fit sees other hands' digits; the saved model never holds them.
+    (training/augmentation.py): the fit sees other hands' digits; the saved model never holds them.
     Every key 0 (or the whole block empty) is off."""
 
     # Move by up to this fraction of the side (0.1 = 2.8 pixels), either way on each axis.
@@ -75,9 +76,15 @@ class _Training(Strict):
 
     @field_validator("augmentation", mode="before")
     @classmethod
-    def _empty_is_off(cls, value):
+    def _a_block_or_empty(cls, value):
         # `augmentation:` with nothing under it is YAML's null: off, as an absent block is.
-        return {} if value is None else value
+        if value is None:
+            return {}
+        if not isinstance(value, (dict, Augmentation)):  # pydantic would say "instance of Augmentation"
+            raise PydanticCustomError(
+                "augmentation", "give keys under it (shift, rotation, zoom, stroke), or nothing for off"
+            )
+        return value
 
 
 class LogisticParams(_Training):

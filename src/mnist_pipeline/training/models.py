@@ -7,7 +7,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mnist_pipeline.core.params import Augmentation, LogisticParams, MLPParams
+from mnist_pipeline.core.params import LogisticParams, MLPParams
+from mnist_pipeline.training.augmentation import with_augmentation
 
 N_CLASSES = 10
 # Steps per call into the compiled graph: fewer returns to Python's loop (about 10 % of an epoch of
@@ -83,70 +84,6 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     are variables, though not weights)."""
     for layer in target.layers:
         layer.set_weights(source.get_layer(layer.name).get_weights())
-
-
-# --- augmentation: in the training graph only --------------------------------------------------
-def with_augmentation(model: keras.Model, params: LogisticParams | MLPParams) -> keras.Model:
-    """`model` with `params.augmentation`'s random layers after the rescaling, or `model` itself when
-    augmentation is off. The two share every other layer, so fitting one fits the other's weights.
-    Keras calls the random layers with training=True in fit only; elsewhere they pass images through."""
-    augment = augmentation(params.augmentation, params.seed)
-    if augment is None:
-        return model
-    inputs = keras.Input(shape=(28, 28), dtype="uint8", name="pixels")
-    x = inputs
-    for layer in model.layers[1:]:  # after its InputLayer, the layers in order: rescale, flatten, ...
-        x = layer(x)
-        if layer.name == "rescale":
-            x = augment(x)
-    return keras.Model(inputs, x, name=model.name)
-
-
-def augmentation(settings: Augmentation, seed: int) -> keras.Sequential | None:
-    """The random layers `settings` ask for, on images scaled to [0, 1], or None when all are off.
-    Seeded from the model's seed, each layer its own stream: the same params, the same fit. In
-    float32 under any precision: images, not matmuls. Pixels moved in from outside are 0, paper."""
-    if not settings.on:
-        return None
-    image = {"fill_mode": "constant", "fill_value": 0.0, "dtype": "float32"}
-    layers: list[keras.layers.Layer] = [keras.layers.Reshape((28, 28, 1), name="to_image", dtype="float32")]
-    # Strokes first, on the crisp pixel grid; then the geometry, about the centre before the shift.
-    if settings.stroke:
-        layers.append(StrokeWidth(settings.stroke, seed=seed + 1, name="stroke", dtype="float32"))
-    if settings.zoom:
-        layers.append(keras.layers.RandomZoom((-settings.zoom, settings.zoom), seed=seed + 2, name="zoom", **image))
-    if settings.rotation:
-        layers.append(keras.layers.RandomRotation(settings.rotation / 360, seed=seed + 3, name="rotation", **image))
-    if settings.shift:
-        shift = settings.shift
-        layers.append(keras.layers.RandomTranslation(shift, shift, seed=seed + 4, name="shift", **image))
-    layers.append(keras.layers.Reshape((28, 28), name="to_pixels", dtype="float32"))
-    return keras.Sequential(layers, name="augment")
-
-
-class StrokeWidth(keras.layers.Layer):
-    """Thickens or thins each training image's strokes by 0 to `pixels` pixels, drawn per image: a
-    grey-scale dilation (max-pool, stride 1) or erosion (min-pool) with a (k+1)×(k+1) window widens
-    or narrows a stroke by k pixels. Pens differ more than MNIST's do. Identity at inference."""
-
-    def __init__(self, pixels: int, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.pixels = pixels
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training=False):
-        if not training:
-            return images
-        variants = [images]
-        for size in range(2, self.pixels + 2):
-            variants.append(keras.ops.max_pool(images, size, strides=1, padding="same"))
-            variants.append(-keras.ops.max_pool(-images, size, strides=1, padding="same"))
-        choice = keras.random.randint((keras.ops.shape(images)[0],), 0, len(variants), seed=self.seed_generator)
-        pick = keras.ops.one_hot(choice, len(variants), dtype=images.dtype)  # (batch, variants)
-        return keras.ops.einsum("vbhwc,bv->bhwc", keras.ops.stack(variants), pick)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 def optimizer(params: LogisticParams | MLPParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
