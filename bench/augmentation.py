@@ -86,7 +86,8 @@ def main() -> None:
     cli.add_argument("--model", default="mlp")
     cli.add_argument("--data", type=Path, default=Path("data/processed"))
     cli.add_argument("--out", type=Path, default=Path("bench/AUGMENTATION.md"))
-    cli.add_argument("--epochs", type=int, help="default: the model's in params.yaml (fewer: a smoke test)")
+    cli.add_argument("--epochs", type=int, help="default: the model's in params.yaml (fewer: a smoke test, or timing)")
+    cli.add_argument("--order", default=",".join(ORDER), help=f"settings to run, in order (default {','.join(ORDER)})")
     cli.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one setting, JSON out
     args = cli.parse_args()
     if args.one:
@@ -95,7 +96,7 @@ def main() -> None:
 
     load_start, started = os.getloadavg()[0], time.perf_counter()
     rows = []
-    for name in ORDER:
+    for name in args.order.split(","):
         command = [sys.executable, "-m", "bench.augmentation", "--model", args.model, "--data", str(args.data)]
         command += ["--epochs", str(args.epochs)] if args.epochs else []
         out = subprocess.run([*command, "--one", name], capture_output=True, text=True, check=True).stdout
