@@ -26,10 +26,10 @@ import yaml
 
 # name -> models.<model>.augmentation; "off" runs between the others.
 SETTINGS: dict[str, dict] = {
-    "off": {},
-    "all": {"shift": 0.1, "rotation": 10, "zoom": 0.1, "stroke": 1},
-    "mild": {"shift": 0.05, "rotation": 5, "zoom": 0.05, "stroke": 1},
-    "geometry": {"shift": 0.1, "rotation": 10, "zoom": 0.1},
+    "off": {"enabled": False},
+    "all": {"enabled": True, "shift": 0.1, "rotation": 10, "zoom": 0.1, "stroke": 1},
+    "mild": {"enabled": True, "shift": 0.05, "rotation": 5, "zoom": 0.05, "stroke": 1},
+    "geometry": {"enabled": True, "shift": 0.1, "rotation": 10, "zoom": 0.1, "stroke": 0},
 }
 ORDER = ["off", "all", "mild"]
 # The distortion the "distorted test" column applies to the test images, with a fixed seed.

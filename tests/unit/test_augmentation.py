@@ -29,7 +29,7 @@ def mlp(seed: int = 0, **augment) -> MLPParams:
         batch_size=32,
         early_stopping_patience=0,
         seed=seed,
-        augmentation=Augmentation(**augment),
+        augmentation=only(augment) if augment else Augmentation(),
     )
 
 
@@ -80,14 +80,20 @@ def test_the_training_model_holds_the_random_layers_and_the_inference_model_does
     assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
 
 
+def only(setting: dict) -> Augmentation:
+    """Augmentation enabled with `setting`'s amounts and every other amount 0."""
+    return Augmentation(**({"enabled": True, "shift": 0, "rotation": 0, "zoom": 0, "stroke": 0} | setting))
+
+
 def test_off_adds_no_layer():
-    assert augmentation(Augmentation(), seed=0) is None
+    assert augmentation(Augmentation(), seed=0) is None  # the defaults: amounts, but not enabled
+    assert augmentation(Augmentation(enabled=False, rotation=30), seed=0) is None
     assert layer_types(build(mlp(), steps_per_epoch=8)) == layer_types(build(mlp(shift=0.0), steps_per_epoch=8))
 
 
 @pytest.mark.parametrize("setting", [{"shift": 0.1}, {"rotation": 10}, {"zoom": 0.1}, {"stroke": 1}, ALL])
 def test_each_layer_changes_a_batch_in_training_and_passes_it_through_otherwise(setting):
-    augment = augmentation(Augmentation(**setting), seed=0)
+    augment = augmentation(only(setting), seed=0)
     assert augment is not None
     images = digits(64)[0].astype("float32") / 255
     trained = np.asarray(augment(images, training=True))
@@ -96,7 +102,7 @@ def test_each_layer_changes_a_batch_in_training_and_passes_it_through_otherwise(
 
 
 def test_stroke_thickens_some_images_and_thins_others():
-    augment = augmentation(Augmentation(stroke=1), seed=0)
+    augment = augmentation(only({"stroke": 1}), seed=0)
     assert augment is not None
     images = digits(64)[0].astype("float32") / 255
     ink, changed = images.sum(axis=(1, 2)), np.asarray(augment(images, training=True)).sum(axis=(1, 2))
@@ -124,7 +130,7 @@ def centre_of_ink(images: np.ndarray) -> np.ndarray:
 def test_rotation_and_zoom_keep_the_digit_where_it_is_and_shift_moves_it_no_further_than_asked(setting, moved_at_most):
     """The affine transform turns and scales about the image's centre: a digit in the middle stays
     there; a shift of 0.1 moves it up to 2.8 pixels on each axis."""
-    augment = augmentation(Augmentation(**setting), seed=0)
+    augment = augmentation(only(setting), seed=0)
     assert augment is not None
     images = np.zeros((64, 28, 28), np.float32)
     images[:, 8:20, 13:15] = images[:, 13:15, 8:20] = 1.0  # a cross centred on the image's centre

@@ -452,9 +452,23 @@ def test_ci_checks_params_before_any_dvc_command_reads_them():
         ({"rotate": 10}, "unknown key 'models.mlp.augmentation.rotate'; did you mean 'rotation'?"),
         (
             {"flip": True},
-            "unknown key 'models.mlp.augmentation.flip'; allowed here: shift, rotation, zoom, stroke",
+            "unknown key 'models.mlp.augmentation.flip'; allowed here: enabled, shift, rotation, zoom, stroke",
         ),
-        (10, "models.mlp.augmentation = 10: give keys under it (shift, rotation, zoom, stroke), or nothing for off"),
+        (
+            10,
+            "models.mlp.augmentation = 10: give keys under it (enabled, shift, rotation, zoom, stroke), or nothing "
+            "for off",
+        ),
+        (
+            {"enabled": "yes please"},
+            "models.mlp.augmentation.enabled = 'yes please': Input should be a valid boolean, unable to interpret "
+            "input",
+        ),
+        (
+            {"enabled": True, "shift": 0, "rotation": 0, "zoom": 0, "stroke": 0},
+            "models.mlp.augmentation.enabled = true, but shift, rotation, zoom and stroke are all 0: set one of "
+            "them, or enabled: false",
+        ),
     ],
 )
 def test_bad_augmentation_names_the_key_and_what_is_allowed(tmp_path, defaults, augmentation, expected):
@@ -464,20 +478,25 @@ def test_bad_augmentation_names_the_key_and_what_is_allowed(tmp_path, defaults, 
     assert str(error.value) == f"{tmp_path / 'params.yaml'}: {expected}"
 
 
-@pytest.mark.parametrize(
-    "block", ["augmentation:\n", "augmentation: {}\n", "augmentation: {shift: 0, stroke: 0}\n", ""]
-)
-def test_augmentation_empty_absent_or_all_zero_is_off(tmp_path, defaults, block):
+@pytest.mark.parametrize("block", ["augmentation:\n", "augmentation: {}\n", "augmentation: {rotation: 30}\n", ""])
+def test_augmentation_is_off_unless_enabled(tmp_path, defaults, block):
     del defaults["models"]["mlp"]["augmentation"]
     text = yaml.safe_dump(defaults).replace("  mlp:\n", f"  mlp:\n    {block}") if block else yaml.safe_dump(defaults)
     assert not load_params(write(tmp_path, text)).model("mlp").augmentation.on
 
 
 def test_augmentation_keys_are_set_one_by_one_and_as_a_block_on_the_command_line(defaults, tmp_path):
-    """`dvc exp run -S models.mlp.augmentation.rotation=15` sets one key of the shipped block;
-    `train mlp --augmentation '{rotation: 15}'` gives the block, the keys it leaves out off."""
-    assert set(defaults["models"]["mlp"]["augmentation"]) == {"shift", "rotation", "zoom", "stroke"}
-    defaults["models"]["mlp"]["augmentation"]["rotation"] = 15
+    """`dvc exp run -S models.mlp.augmentation.enabled=true` sets one key of the shipped block;
+    `train mlp --augmentation '{enabled: true, stroke: 0}'` gives the block, the keys it leaves out
+    their defaults."""
+    assert set(defaults["models"]["mlp"]["augmentation"]) == {"enabled", "shift", "rotation", "zoom", "stroke"}
+    defaults["models"]["mlp"]["augmentation"] |= {"enabled": True, "rotation": 15}
     assert load_params(write(tmp_path, defaults)).model("mlp").augmentation.rotation == 15
-    params = override_model(load_params(REPO / "params.yaml"), "mlp", {"augmentation": "{rotation: 15}"})
-    assert params.model("mlp").augmentation.model_dump() == {"shift": 0, "rotation": 15, "zoom": 0, "stroke": 0}
+    params = override_model(load_params(REPO / "params.yaml"), "mlp", {"augmentation": "{enabled: true, stroke: 0}"})
+    assert params.model("mlp").augmentation.model_dump() == {
+        "enabled": True,
+        "shift": 0.1,
+        "rotation": 10,
+        "zoom": 0.1,
+        "stroke": 0,
+    }

@@ -78,7 +78,7 @@ def test_both_models_runs_hold_the_same_params_the_logistic_as_an_mlp_without_hi
 
 
 def test_an_augmented_run_logs_each_key_compare_shows_it_and_the_saved_model_is_the_plain_one(tmp_path, clean_env):
-    """Augmentation's keys are params of their own (augmentation.rotation), so `compare` puts the one
+    """Augmentation's keys are params of their own (augmentation.enabled), so `compare` puts the one
     a sweep changed first; the saved model holds no random layer and the fitted weights: its
     validation loss is the fit's last."""
     import keras
@@ -87,13 +87,13 @@ def test_an_augmented_run_logs_each_key_compare_shows_it_and_the_saved_model_is_
 
     layout = tiny_layout(tmp_path)
     plain = train("mlp", tiny_params(epochs=1, precision="float32"), layout)
-    augmented = train("mlp", tiny_params(epochs=1, precision="float32", augmentation={"rotation": 10}), layout)
+    augmented = train("mlp", tiny_params(epochs=1, precision="float32", augmentation={"enabled": True}), layout)
 
     client = MlflowClient(store_uri(layout))
     runs = [client.get_run(run_id) for run_id in (plain, augmented)]
-    assert [run.data.params["augmentation.rotation"] for run in runs] == ["0.0", "10.0"]
-    assert runs[1].data.params["augmentation.stroke"] == "0" and "augmentation" not in runs[1].data.params
-    assert differing_params(runs) == ["augmentation.rotation"]
+    assert [run.data.params["augmentation.enabled"] for run in runs] == ["False", "True"]
+    assert runs[1].data.params["augmentation.rotation"] == "10.0" and "augmentation" not in runs[1].data.params
+    assert differing_params(runs) == ["augmentation.enabled"]
     saved = keras.models.load_model(layout.model_file("mlp"))
     assert [layer.name for layer in saved.layers] == ["pixels", "rescale", "flatten", "hidden_1", "dropout_1", "digit"]
     assert saved_val_loss(layout) == pytest.approx(pd.read_csv(layout.history("mlp"))["val_loss"].iloc[-1], rel=1e-5)

@@ -43,20 +43,21 @@ class DataParams(Strict):
 class Augmentation(Strict):
     """Random changes to each training image, drawn afresh every batch from the model's seed
     (training/augmentation.py): the fit sees other hands' digits; the saved model never holds them.
-    Every key 0 (or the whole block empty) is off."""
+    Off unless `enabled`; the amounts' defaults are those bench/AUGMENTATION.md measured best."""
 
+    enabled: bool = False
     # Move by up to this fraction of the side (0.1 = 2.8 pixels), either way on each axis.
-    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.1
     # Turn by up to this many degrees, either way.
-    rotation: Annotated[float, Field(ge=0, le=180)] = 0.0
+    rotation: Annotated[float, Field(ge=0, le=180)] = 10.0
     # Scale by up to this fraction, larger or smaller.
-    zoom: Annotated[float, Field(ge=0, le=0.5)] = 0.0
-    # Thicken or thin the strokes by up to this many pixels (a dilation or erosion).
-    stroke: Annotated[int, Field(ge=0, le=3)] = 0
+    zoom: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    # Thicken or thin the strokes by up to this many pixels (a dilation or erosion); 0 = never.
+    stroke: Annotated[int, Field(ge=0, le=3)] = 1
 
     @property
     def on(self) -> bool:
-        return any((self.shift, self.rotation, self.zoom, self.stroke))
+        return self.enabled and any((self.shift, self.rotation, self.zoom, self.stroke))
 
 
 class _Training(Strict):
@@ -77,12 +78,12 @@ class _Training(Strict):
     @field_validator("augmentation", mode="before")
     @classmethod
     def _a_block_or_empty(cls, value):
-        # `augmentation:` with nothing under it is YAML's null: off, as an absent block is.
+        # `augmentation:` with nothing under it is YAML's null: the defaults, off, as an absent block.
         if value is None:
             return {}
         if not isinstance(value, (dict, Augmentation)):  # pydantic would say "instance of Augmentation"
             raise PydanticCustomError(
-                "augmentation", "give keys under it (shift, rotation, zoom, stroke), or nothing for off"
+                "augmentation", "give keys under it (enabled, shift, rotation, zoom, stroke), or nothing for off"
             )
         return value
 
@@ -190,6 +191,11 @@ def _across_fields(params: Params) -> str | None:
             f"takes all the rest)"
         )
     for name, model in params.models.items():
+        if model.augmentation.enabled and not model.augmentation.on:
+            return (
+                f"models.{name}.augmentation.enabled = true, but shift, rotation, zoom and stroke are all 0: "
+                f"set one of them, or enabled: false"
+            )
         if isinstance(model, MLPParams) and (weights := mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
             return (
                 f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "
