@@ -1,3 +1,4 @@
+import copy
 import re
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def params_that_give(error: str) -> dict:
         parent = reduce(lambda node, key: node[key], path, params)
         parent[typo] = parent.pop(found[2])
     elif found := re.fullmatch(r"error: params\.yaml: models: name '(.+)' is not allowed; .*", error):
-        params["models"][found[1]] = dict(params["models"]["logistic"])
+        params["models"][found[1]] = copy.deepcopy(params["models"]["logistic"])  # no shared block: no YAML alias
     elif found := re.fullmatch(r"error: params\.yaml: data\.validation_size \+ data\.train_size = ([\d,]+): .*", error):
         params["data"]["train_size"] = int(found[1].replace(",", "")) - params["data"]["validation_size"]
     elif found := re.fullmatch(r"error: params\.yaml: ([\w.]+) = (.+?)(: .*| is not allowed; .*)", error):
@@ -370,7 +371,7 @@ def test_check_params_refuses_hostile_params_in_a_second_writing_nothing(tmp_pat
             ["--type", "logistic"],
             "override --type: not a key of models.mlp that can be overridden; mlp takes "
             "optimizer, learning_rate, lr_schedule, warmup_epochs, epochs, batch_size, early_stopping_patience, "
-            "seed, precision, hidden_units, activation, dropout, l2",
+            "seed, precision, augmentation, hidden_units, activation, dropout, l2",
         ),
         (
             ["--epochs", "ten"],
@@ -433,3 +434,69 @@ def test_ci_checks_params_before_any_dvc_command_reads_them():
     check = runs.index("python -m mnist_pipeline check-params")
     first_dvc = next(i for i, run in enumerate(runs) if re.search(r"\bdvc\b|ci-report", run))
     assert check < first_dvc, steps[first_dvc]["name"]
+
+
+@pytest.mark.parametrize(
+    ("augmentation", "expected"),
+    [
+        ({"rotation": -5}, "models.mlp.augmentation.rotation = -5: Input should be greater than or equal to 0"),
+        # A fraction of the side, not pixels: 3 is refused, not read as three sides.
+        ({"shift": 3}, "models.mlp.augmentation.shift = 3: Input should be less than or equal to 0.5"),
+        ({"zoom": 1}, "models.mlp.augmentation.zoom = 1: Input should be less than or equal to 0.5"),
+        (
+            {"stroke": 1.5},
+            "models.mlp.augmentation.stroke = 1.5: Input should be a valid integer, got a number with a "
+            "fractional part",
+        ),
+        ({"stroke": 9}, "models.mlp.augmentation.stroke = 9: Input should be less than or equal to 3"),
+        ({"rotate": 10}, "unknown key 'models.mlp.augmentation.rotate'; did you mean 'rotation'?"),
+        (
+            {"flip": True},
+            "unknown key 'models.mlp.augmentation.flip'; allowed here: enabled, shift, rotation, zoom, stroke",
+        ),
+        (
+            10,
+            "models.mlp.augmentation = 10: give keys under it (enabled, shift, rotation, zoom, stroke), or nothing "
+            "for off",
+        ),
+        (
+            {"enabled": "yes please"},
+            "models.mlp.augmentation.enabled = 'yes please': Input should be a valid boolean, unable to interpret "
+            "input",
+        ),
+        (
+            {"enabled": True, "shift": 0, "rotation": 0, "zoom": 0, "stroke": 0},
+            "models.mlp.augmentation.enabled = true, but shift, rotation, zoom and stroke are all 0: set one of "
+            "them, or enabled: false",
+        ),
+    ],
+)
+def test_bad_augmentation_names_the_key_and_what_is_allowed(tmp_path, defaults, augmentation, expected):
+    defaults["models"]["mlp"]["augmentation"] = augmentation
+    with pytest.raises(ParamsError) as error:
+        load_params(write(tmp_path, defaults))
+    assert str(error.value) == f"{tmp_path / 'params.yaml'}: {expected}"
+
+
+@pytest.mark.parametrize("block", ["augmentation:\n", "augmentation: {}\n", "augmentation: {rotation: 30}\n", ""])
+def test_augmentation_is_off_unless_enabled(tmp_path, defaults, block):
+    del defaults["models"]["mlp"]["augmentation"]
+    text = yaml.safe_dump(defaults).replace("  mlp:\n", f"  mlp:\n    {block}") if block else yaml.safe_dump(defaults)
+    assert not load_params(write(tmp_path, text)).model("mlp").augmentation.on
+
+
+def test_augmentation_keys_are_set_one_by_one_and_as_a_block_on_the_command_line(defaults, tmp_path):
+    """`dvc exp run -S models.mlp.augmentation.enabled=true` sets one key of the shipped block;
+    `train mlp --augmentation '{enabled: true, stroke: 0}'` gives the block, the keys it leaves out
+    their defaults."""
+    assert set(defaults["models"]["mlp"]["augmentation"]) == {"enabled", "shift", "rotation", "zoom", "stroke"}
+    defaults["models"]["mlp"]["augmentation"] |= {"enabled": True, "rotation": 15}
+    assert load_params(write(tmp_path, defaults)).model("mlp").augmentation.rotation == 15
+    params = override_model(load_params(REPO / "params.yaml"), "mlp", {"augmentation": "{enabled: true, stroke: 0}"})
+    assert params.model("mlp").augmentation.model_dump() == {
+        "enabled": True,
+        "shift": 0.1,
+        "rotation": 10,
+        "zoom": 0.1,
+        "stroke": 0,
+    }

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.core.params import DataParams, MLPParams, Params
+from mnist_pipeline.core.params import Augmentation, DataParams, MLPParams, Params
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.tracking.run_file import read_model_id, read_run_id
 from mnist_pipeline.tracking.runs import training_params
@@ -44,6 +44,7 @@ def test_train_writes_the_model_its_run_file_and_history_and_the_run_holds_its_p
     assert run.data.tags["compute_dtype"] == "float32"  # what its `precision` chose, for comparing runs
     # The model's params and the data's, as the user wrote them in params.yaml.
     expected = {"model"} | set(MLPParams.model_fields) | {f"data.{key}" for key in DataParams.model_fields}
+    expected = expected - {"augmentation"} | {f"augmentation.{key}" for key in Augmentation.model_fields}
     assert set(run.data.params) == expected
     assert run.data.params["hidden_units"] == "[32]" and run.data.params["epochs"] == "2"
     assert run.data.params["data.train_size"] == "60" and run.data.params["model"] == "mlp"
@@ -74,6 +75,28 @@ def test_both_models_runs_hold_the_same_params_the_logistic_as_an_mlp_without_hi
         "dropout": 0.0,
     }
     assert mlp["hidden_units"] == shipped_params()["models"]["mlp"]["hidden_units"]  # its own, from params.yaml
+
+
+def test_an_augmented_run_logs_each_key_compare_shows_it_and_the_saved_model_is_the_plain_one(tmp_path, clean_env):
+    """Augmentation's keys are params of their own (augmentation.enabled), so `compare` puts the one
+    a sweep changed first; the saved model holds no random layer and the fitted weights: its
+    validation loss is the fit's last."""
+    import keras
+
+    from mnist_pipeline.tools.compare import differing_params
+
+    layout = tiny_layout(tmp_path)
+    plain = train("mlp", tiny_params(epochs=1, precision="float32"), layout)
+    augmented = train("mlp", tiny_params(epochs=1, precision="float32", augmentation={"enabled": True}), layout)
+
+    client = MlflowClient(store_uri(layout))
+    runs = [client.get_run(run_id) for run_id in (plain, augmented)]
+    assert [run.data.params["augmentation.enabled"] for run in runs] == ["False", "True"]
+    assert runs[1].data.params["augmentation.rotation"] == "10.0" and "augmentation" not in runs[1].data.params
+    assert differing_params(runs) == ["augmentation.enabled"]
+    saved = keras.models.load_model(layout.model_file("mlp"))
+    assert [layer.name for layer in saved.layers] == ["pixels", "rescale", "flatten", "hidden_1", "dropout_1", "digit"]
+    assert saved_val_loss(layout) == pytest.approx(pd.read_csv(layout.history("mlp"))["val_loss"].iloc[-1], rel=1e-5)
 
 
 def test_early_stopping_keeps_the_best_epoch_and_best_epoch_names_it(tmp_path, clean_env, caplog):

@@ -6,7 +6,8 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mnist_pipeline.core.errors import ParamsError
 from mnist_pipeline.core.validation import validate
@@ -39,6 +40,26 @@ class DataParams(Strict):
 
 
 # --- models -------------------------------------------------------------------------------
+class Augmentation(Strict):
+    """Random changes to each training image, drawn afresh every batch from the model's seed
+    (training/augmentation.py): the fit sees other hands' digits; the saved model never holds them.
+    Off unless `enabled`; the amounts' defaults are those bench/AUGMENTATION.md measured best."""
+
+    enabled: bool = False
+    # Move by up to this fraction of the side (0.1 = 2.8 pixels), either way on each axis.
+    shift: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    # Turn by up to this many degrees, either way.
+    rotation: Annotated[float, Field(ge=0, le=180)] = 10.0
+    # Scale by up to this fraction, larger or smaller.
+    zoom: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    # Thicken or thin the strokes by up to this many pixels (a dilation or erosion); 0 = never.
+    stroke: Annotated[int, Field(ge=0, le=3)] = 1
+
+    @property
+    def on(self) -> bool:
+        return self.enabled and any((self.shift, self.rotation, self.zoom, self.stroke))
+
+
 class _Training(Strict):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0, le=10)]
@@ -56,6 +77,19 @@ class _Training(Strict):
     # The arithmetic of the fit (models.compute_dtype): auto is bfloat16 on a CPU that multiplies it
     # natively, else float32. The weights, and the saved model, are float32 either way.
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    augmentation: Augmentation = Augmentation()
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _a_block_or_empty(cls, value):
+        # `augmentation:` with nothing under it is YAML's null: the defaults, off, as an absent block.
+        if value is None:
+            return {}
+        if not isinstance(value, (dict, Augmentation)):  # pydantic would say "instance of Augmentation"
+            raise PydanticCustomError(
+                "augmentation", "give keys under it (enabled, shift, rotation, zoom, stroke), or nothing for off"
+            )
+        return value
 
 
 class LogisticParams(_Training):
@@ -161,6 +195,11 @@ def _across_fields(params: Params) -> str | None:
             f"takes all the rest)"
         )
     for name, model in params.models.items():
+        if model.augmentation.enabled and not model.augmentation.on:
+            return (
+                f"models.{name}.augmentation.enabled = true, but shift, rotation, zoom and stroke are all 0: "
+                f"set one of them, or enabled: false"
+            )
         if isinstance(model, MLPParams) and (weights := mlp_weights(model.hidden_units)) > MAX_WEIGHTS:
             return (
                 f"models.{name}.hidden_units = {model.hidden_units}: {weights:,} weights, more than the "

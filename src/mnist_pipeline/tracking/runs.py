@@ -53,7 +53,19 @@ def training_params(model: str, params: Params) -> dict:
     data = {f"data.{key}": value for key, value in params.data.model_dump().items()}
     model_params = params.model(model)
     architecture = NO_HIDDEN_LAYERS if isinstance(model_params, LogisticParams) else {}
-    return {"model": model} | architecture | model_params.model_dump() | data
+    return {"model": model} | architecture | _dotted(model_params.model_dump()) | data
+
+
+def _dotted(params: dict) -> dict:
+    """A block of keys (augmentation) as one param per key, named by its path as in `dvc exp show`
+    (augmentation.rotation): compare and MLflow's compare view then show the one that differs."""
+    flat: dict = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat |= {f"{key}.{inner}": inner_value for inner, inner_value in value.items()}
+        else:
+            flat[key] = value
+    return flat
 
 
 def log_training_inputs(

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from mnist_pipeline.core.params import LogisticParams, MLPParams
+from mnist_pipeline.training.augmentation import with_augmentation
 
 N_CLASSES = 10
 # Steps per call into the compiled graph: fewer returns to Python's loop (about 10 % of an epoch of
@@ -58,7 +59,7 @@ def architecture(params: LogisticParams | MLPParams, dtype: str = "float32") -> 
 
 def build(params: LogisticParams | MLPParams, steps_per_epoch: int, dtype: str | None = None) -> keras.Model:
     """The model compiled for training, computing in `dtype` (default: what `params` choose here)."""
-    model = architecture(params, dtype or compute_dtype(params))
+    model = with_augmentation(architecture(params, dtype or compute_dtype(params)), params)
     model.compile(
         optimizer=optimizer(params, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
@@ -73,8 +74,16 @@ def for_inference(model: keras.Model, params: LogisticParams | MLPParams) -> ker
     float32 model that is not compiled. Evaluation and serving then compute alike on any machine,
     and the file holds no optimizer state, which nothing after training reads (a third the size)."""
     inference = architecture(params, "float32")
-    inference.set_weights(model.get_weights())
+    copy_weights(model, inference)
     return inference
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Each layer of `target` gets the weights of its namesake in `source`: by name, not by position,
+    as the training model may hold layers the inference model lacks (augmentation, whose seed states
+    are variables, though not weights)."""
+    for layer in target.layers:
+        layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
 def optimizer(params: LogisticParams | MLPParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
