@@ -126,7 +126,8 @@ def main() -> None:
         lines.append(
             f"| {i} | {row['setting']} | {row['test_accuracy']:.4f} | {row['distorted_test_accuracy']:.4f} "
             f"| {row['val_accuracy']:.4f} | {row['epochs']} | {row['fit_seconds']:.1f} "
-            f"| {row['seconds_per_epoch']:.2f} | {row['seconds_per_epoch'] / (sum(off) / len(off)):.2f} |"
+            f"| {row['seconds_per_epoch']:.2f} | "
+            + (f"{row['seconds_per_epoch'] / (sum(off) / len(off)):.2f} |" if off else "– (no run with it off) |")
         )
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
