@@ -85,10 +85,13 @@ def prepare(gray: np.ndarray) -> Prepared:
         return Prepared(np.zeros((SIDE, SIDE), np.uint8), 0, False)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     kept, marks = the_digit(labels, sizes)
-    # The kept marks' soft edges too (anti-aliasing, blur), nothing else on the page.
-    region = ndimage.binary_dilation(np.isin(labels, kept), iterations=2)
+    # The kept marks' soft edges too (anti-aliasing, blur: a few hundredths of the digit's size),
+    # nothing else on the page.
+    rows, cols = np.nonzero(np.isin(labels, kept))
+    edge = max(2, round(0.04 * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
+    region = ndimage.binary_dilation(np.isin(labels, kept), np.ones((3, 3)), iterations=edge)
     core = ink[mask & np.isin(labels, kept)]
-    digit = np.where(region, ink, 0) / max(float(np.percentile(core, 90)), 1e-6)  # stroke cores at full ink
+    digit = np.where(region, ink, 0) / max(float(np.percentile(core, 99)), 1e-6)  # stroke cores at full ink
     return Prepared(fit(np.clip(digit, 0, 1) * 255), marks, True)
 
 
@@ -193,7 +196,7 @@ def box(slices: tuple[slice, slice]) -> tuple[int, int, int, int]:
 
 def fit(digit: np.ndarray) -> np.ndarray:
     """Ink 0–255 on black → 28×28 uint8: the ink's box fitted into 20×20 and centred by mass."""
-    rows, cols = np.nonzero(digit > 0)
+    rows, cols = np.nonzero(digit > 0.25 * digit.max())  # the box of the strokes, not of their faintest halo
     digit = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32)
     scale = BOX / max(digit.shape)
     size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))

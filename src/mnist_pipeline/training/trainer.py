@@ -71,7 +71,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
         cost = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu_seconds, "fit_peak_rss_mb": peak_rss_mb()}
 
         curves, model = fitted.curves, for_inference(model, model_params)
-        # The unsure check's thresholds, measured on the validation split (docs/serving.md).
+        # The unsure check's thresholds, measured on the validation split (docs/registry.md).
         unsure = photo.measure(validation[0], model.predict(validation[0], batch_size=1024, verbose=0), validation[1])
         with atomic_file(layout.history(name)) as tmp:
             curves.to_csv(tmp, index=False)
