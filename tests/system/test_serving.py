@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 from PIL import Image
 
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
@@ -122,7 +123,7 @@ def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsur
     resized naively came back as 2), and nothing said "not sure". Now the PNG's bytes of a digit
     under a lighting gradient (grey 130 → 220, noise) are read as `predict` reads the file, in both
     JSON forms MLflow's scoring server takes; noise, a speck and several digits come back unsure."""
-    x, _ = load_split(Layout(trained_repo).processed, "test")
+    x, y = load_split(Layout(trained_repo).processed, "test")
     port = free_port()
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
     gradient = [png_base64(photos.photo(x[i], seed=i)) for i in range(20)]
@@ -134,27 +135,20 @@ def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsur
         unsure = answers(port, None, {"inputs": odd})
         status, body = invoke(port, None, {"inputs": [gradient[0], "bm90IGFuIGltYWdl"]})
     assert listed == split
-    agree = np.mean([a["digit"] == b["digit"] for a, b in zip(listed, clean, strict=True)])
-    assert agree >= 0.9, ([a["digit"] for a in listed], [b["digit"] for b in clean])
-    # The same photo's file, read by predict, gives the same answer.
-    (tmp_path / "gradient.png").write_bytes(base64.b64decode(gradient[0]))
-    done = sh(
-        trained_repo,
-        "python",
-        "-m",
-        "mnist_pipeline",
-        "predict",
-        str(tmp_path / "gradient.png"),
-        "--model",
-        "models:/mnist-logistic@champion",
-        env=env,
-    )
-    _, digit, probability, flag = done.stdout.splitlines()[1].split()
-    assert (int(digit), float(probability), flag == "yes") == (
-        listed[0]["digit"],
-        round(listed[0]["probability"], 4),
-        listed[0]["unsure"],
-    )
+    # The digits the model reads right in MNIST's form, it reads right from the photos' bytes.
+    right = [i for i in range(20) if clean[i]["digit"] == y[i]]
+    assert len(right) >= 6 and np.mean([listed[i]["digit"] == y[i] for i in right]) >= 0.8, (listed, right)
+    # The same files, read by predict, get the same answers: one implementation.
+    files = []
+    for i, text in enumerate(gradient):
+        files.append(str(tmp_path / f"gradient{i}.png"))
+        Path(files[-1]).write_bytes(base64.b64decode(text))
+    champion = "models:/mnist-logistic@champion"
+    done = sh(trained_repo, "python", "-m", "mnist_pipeline", "predict", *files, "--model", champion, env=env)
+    rows = [line.split()[1:] for line in done.stdout.splitlines()[1:]]
+    assert [(int(d), float(p), u == "yes") for d, p, u in rows] == [
+        (a["digit"], pytest.approx(a["probability"], abs=1e-4), a["unsure"]) for a in listed
+    ]
     assert [row["unsure"] for row in unsure] == [True, True, True], unsure
     assert status == 400 and json.loads(body)["message"] == (
         "input [1] is not an image Pillow can read (UnidentifiedImageError); "

@@ -106,8 +106,8 @@ def shrink(gray: np.ndarray) -> np.ndarray:
 def flatten(gray: np.ndarray) -> np.ndarray:
     """Ink strength 0–1 per pixel: how far it is from its paper's level, towards the ink's side,
     as a share of the room there is (a share of the paper's light for dark ink on paper)."""
-    if min(gray.shape) >= 3:
-        gray = ndimage.median_filter(gray, size=3)  # sensor noise: single pixels, not strokes
+    if min(gray.shape) >= 3 * SIDE:  # sensor noise: single pixels; a small image's strokes are a pixel wide
+        gray = ndimage.median_filter(gray, size=3)
     work = 255 - gray if dark_ink(gray) else gray  # from here on, ink is light on dark
     # An opening removes light structures narrower than its window, leaving the paper, gradients and
     # a shadow's edge as they are; the window is wider than any stroke of a digit that fills the image.

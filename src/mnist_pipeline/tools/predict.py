@@ -187,7 +187,7 @@ def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
 
 def prepared(image: Image.Image, path: Path) -> photo.Prepared:
     gray = photo.from_pillow(image)
-    if gray.max(initial=0) - gray.min(initial=0) < BLANK:
+    if np.ptp(gray) < BLANK:
         raise InputError(f"{path}: the image is blank (one colour); nothing to read")
     return photo.prepare(gray)
 
