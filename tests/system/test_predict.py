@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, PngImagePlugin
 
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
+from mnist_pipeline.data import idx
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.tools.predict import to_mnist
 from tests.support import photos
@@ -251,27 +252,52 @@ def test_a_file_name_cannot_forge_a_row_or_an_escape_code(trained_repo, test_ima
     assert last.isprintable()
 
 
-def test_photos_are_read_as_their_clean_digits_are(trained_repo, test_images, tmp_path):
+@pytest.fixture(scope="module")
+def readable_model(mnist_files, tmp_path_factory) -> Path:
+    """A model that reads MNIST well enough for "read right" to mean something (about 0.95 on the
+    test set; the shared repository's learnt from 400 images and reads a quarter of them right):
+    10,000 training images, two epochs, raw uint8 pixels in, as the pipeline's models take them."""
+    import keras
+
+    x = idx.decode(mnist_files["train-images-idx3-ubyte"])[:10_000]
+    y = idx.decode(mnist_files["train-labels-idx1-ubyte"])[:10_000]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28), dtype="uint8"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+    path = tmp_path_factory.mktemp("readable") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_photos_are_read_as_their_clean_digits_are(trained_repo, readable_model, test_images, tmp_path):
     """MNIST test digits photographed (lighting gradient 130 → 220 with noise, a shadow, ruled
     lines, thick strokes, marks in the margin), through predict's command: those the model reads
     right in MNIST's form, it reads right as photos. Before (the full mlp, 300 digits): gradient
     0.087, shadow 0.067, ruled lines 0.153, thick strokes 0.163, margin marks 0.053 of them right;
-    after: 0.980 to 0.997. The shared model here learnt from 400 images for one epoch: a pixel's
-    difference flips some of its answers, hence the margins below."""
+    after: 0.980 to 0.997."""
     x, y = test_images
-    n = 50
+    n = 60
     np.save(tmp_path / "clean.npy", x[:n])
-    clean = np.array([row[1] for row in parse(predict_cli(trained_repo, tmp_path / "clean.npy").stdout)])
+    model = ("--model", readable_model)
+    clean = np.array([row[1] for row in parse(predict_cli(trained_repo, tmp_path / "clean.npy", *model).stdout)])
     right = clean == y[:n]
     paths = []
     for condition, options in photos.CONDITIONS.items():
         for i in range(n):
             paths.append(tmp_path / f"{condition.replace(' ', '_')}_{i}.png")
             Image.fromarray(photos.photo(x[i], seed=i, **options)).save(paths[-1])
-    read = np.array([row[1] for row in parse(predict_cli(trained_repo, *paths).stdout)]).reshape(-1, n)
+    read = np.array([row[1] for row in parse(predict_cli(trained_repo, *paths, *model).stdout)]).reshape(-1, n)
     scores = {c: float(np.mean(r[right] == y[:n][right])) for c, r in zip(photos.CONDITIONS, read, strict=True)}
-    assert right.sum() >= 15 and min(scores.values()) >= 0.75 and np.mean(list(scores.values())) >= 0.85, scores
-    assert scores["gradient"] >= 0.85, scores
+    assert right.sum() >= 50 and min(scores.values()) >= 0.9, (right.sum(), scores)
 
 
 def test_what_is_not_one_digit_is_flagged_unsure(trained_repo, test_images, tmp_path):
