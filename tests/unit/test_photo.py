@@ -77,7 +77,7 @@ CONDITIONS: dict[str, dict] = {
 @pytest.mark.parametrize("condition", CONDITIONS, ids=list(CONDITIONS))
 def test_a_photo_becomes_the_clean_digit(digit, condition):
     """Before: predict's to_mnist left a lighting gradient as a grey blob around the digit (the
-    gradient '3' correlated 0.15 with its clean form; the mlp read it as 8)."""
+    gradient '3' correlated 0.30 with its clean form, and 22 of these 24 photos fell below 0.9)."""
     clean = photo.prepare(drawn(digit) * 255)
     got = photo.prepare(on_paper(drawn(digit), **CONDITIONS[condition]))
     assert got.found and got.marks == 1
@@ -182,3 +182,16 @@ def test_a_string_that_is_no_image_is_refused_in_one_line(item, expected):
         quiet_tf.requested(np.array([png_base64(on_paper(drawn("7"))), item]))
     message = error.value.message
     assert message.startswith(expected) and "\n" not in message and "hello" not in message
+
+
+def test_photo_imports_only_what_a_served_model_has():
+    """A copy ships inside every logged model, where mnist_pipeline is not installed."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(photo.__file__).read_text())
+    imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported <= {"dataclasses", "numpy", "PIL", "scipy"}, imported
