@@ -9,8 +9,8 @@ run the same code: it imports nothing from mnist_pipeline.
 2. decides polarity from which side of the paper's level the far-off pixels lie (ink is the minority);
 3. removes the background with a grey opening wider than any stroke (exact on a lighting gradient,
    keeps a shadow's edge), dividing by the paper's level so ink contrast is the same across the page;
-4. thresholds (Otsu, floored above the sensor noise), removes long thin straight lines (ruled or
-   squared paper) and bridges the strokes they crossed;
+4. thresholds (Otsu, floored above the sensor noise; faint ink kept where it touches clear ink),
+   removes long thin straight lines (ruled or squared paper) and bridges the strokes they crossed;
 5. keeps the largest mark and the marks near it (a broken stroke), drops distant ones, and counts
    the separate marks of comparable size (another digit, a scribble);
 6. fits the kept ink into 20×20 and centres it by mass in 28×28, as MNIST was made.
@@ -87,11 +87,12 @@ def prepare(gray: np.ndarray) -> Prepared:
     kept, marks = the_digit(labels, sizes)
     # The kept marks' soft edges too (anti-aliasing, blur: a few hundredths of the digit's size),
     # nothing else on the page.
-    rows, cols = np.nonzero(np.isin(labels, kept))
+    strokes = np.isin(labels, kept)
+    rows, cols = np.nonzero(strokes)
     edge = max(2, round(0.04 * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
-    region = ndimage.binary_dilation(np.isin(labels, kept), np.ones((3, 3)), iterations=edge)
-    core = ink[mask & np.isin(labels, kept)]
-    digit = np.where(region, ink, 0) / max(float(np.percentile(core, 99)), 1e-6)  # stroke cores at full ink
+    region = ndimage.binary_dilation(strokes, np.ones((3, 3)), iterations=edge)
+    full = max(float(np.percentile(ink[strokes], 99)), 1e-6)  # stroke cores at full ink, as MNIST's are
+    digit = np.where(region, ink, 0) / full
     return Prepared(fit(np.clip(digit, 0, 1) * 255), marks, True)
 
 
