@@ -84,5 +84,5 @@ def test_predict_reads_clean(trained_repo, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert_reads_clean(done.stdout + done.stderr, "predict")
-    assert done.stdout.splitlines()[0].split() == ["input", "digit", "probability"]
+    assert done.stdout.splitlines()[0].split() == ["input", "digit", "probability", "unsure"]
     assert len(done.stdout.splitlines()) == 4 and done.stderr == "", done.stdout + done.stderr

@@ -170,9 +170,18 @@ def test_mlflow_holds_one_complete_run_per_model(repo, client):
         model_id = logged[0].model_id
         assert first["model_ids"][model] == model_id
         model_info = mlflow.models.get_model_info(f"models:/{model_id}")
-        # Outputs only: the served model takes (N, 28, 28) and (N, 784) alike, which one input schema cannot say.
+        # Outputs only: the served model takes (N, 28, 28), (N, 784) and image files alike, which one input
+        # schema cannot say; it answers a row per input.
         assert model_info.signature.inputs is None
-        assert model_info.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 10)}
+        assert [c["name"] for c in model_info.signature.outputs.to_dict()] == [
+            "digit",
+            "probability",
+            "unsure",
+            "probabilities",
+        ]
+        # The served model's preprocessing and thresholds travel with it.
+        shipped = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}"))
+        assert (shipped / "unsure.json").is_file() and (shipped / "code" / "photo.py").is_file()
         assert model_info.saved_input_example_info is not None
         assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/{model}").model_uuid == model_info.model_uuid
         # The headline test metrics belong to the logged model too, measured on the run's test set.

@@ -1,7 +1,11 @@
-"""`mlflow models serve` on the registry's champion answers /invocations: raw uint8 pixels in,
-probabilities out, because the rescaling lives inside the model; (N, 784) as well as (N, 28, 28),
-as `predict` reads them; a request it cannot read gets a 400 that describes it, never repeats it."""
+"""`mlflow models serve` on the registry's champion answers /invocations: raw uint8 pixels
+(N, 28, 28) or (N, 784), as `predict` reads a .npy, or image files' bytes base64-encoded, prepared
+by the code `predict` runs (data/photo.py, shipped in the model); per input the digit, its
+probability, the unsure flag and the ten probabilities; a request it cannot read gets a 400 that
+describes it, never repeats it."""
 
+import base64
+import io
 import json
 import urllib.error
 import urllib.request
@@ -9,10 +13,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
+from PIL import Image
 
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
 from mnist_pipeline.data.splits import load_split
-from tests.support.harness import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
+from tests.support import photos
+from tests.support.harness import assert_reads_clean, free_port, repo_env, running, sh, store_uri, venv_bin
 
 
 def serve_command(port: int) -> list[str]:
@@ -32,11 +39,11 @@ def serve_command(port: int) -> list[str]:
     ]
 
 
-def invoke(port: int, pixels) -> tuple[int, str]:
-    """POST {"inputs": pixels} to /invocations; the status and the body."""
+def invoke(port: int, pixels, payload: dict | None = None) -> tuple[int, str]:
+    """POST {"inputs": pixels} (or `payload`) to /invocations; the status and the body."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
-        data=json.dumps({"inputs": np.asarray(pixels).tolist()}).encode(),
+        data=json.dumps(payload or {"inputs": np.asarray(pixels).tolist()}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -46,10 +53,23 @@ def invoke(port: int, pixels) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def predictions(port: int, pixels) -> np.ndarray:
-    status, body = invoke(port, pixels)
+def answers(port: int, pixels, payload: dict | None = None) -> list[dict]:
+    status, body = invoke(port, pixels, payload)
     assert status == 200, body
-    return np.array(json.loads(body)["predictions"])
+    rows = json.loads(body)["predictions"]
+    assert all(set(row) == {"digit", "probability", "unsure", "probabilities"} for row in rows), rows
+    return rows
+
+
+def predictions(port: int, pixels) -> np.ndarray:
+    """The probabilities the served model answers for pixels."""
+    return np.array([row["probabilities"] for row in answers(port, pixels)])
+
+
+def png_base64(gray: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):
@@ -96,3 +116,40 @@ def test_the_served_model_takes_flat_images_and_never_echoes_a_request(trained_r
         value = str(pixels.flat[0])
         assert status == 400 and json.loads(body)["message"].startswith(expected), body
         assert value not in body, body
+
+
+def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsure(trained_repo, tmp_path):
+    """Before: it took 28×28 pixels only; a photo had to be fitted and centred by the caller (a 7
+    resized naively came back as 2), and nothing said "not sure". Now the PNG's bytes of a digit
+    under a lighting gradient (grey 130 → 220, noise) are read as `predict` reads the file, in both
+    JSON forms MLflow's scoring server takes; noise, a speck and several digits come back unsure."""
+    x, y = load_split(Layout(trained_repo).processed, "test")
+    port = free_port()
+    env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
+    gradient = [png_base64(photos.photo(x[i], seed=i)) for i in range(20)]
+    odd = [png_base64(photos.noise_strip()), png_base64(photos.speck()), png_base64(photos.several(list(x[:3])))]
+    with running(serve_command(port), f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=tmp_path / "log"):
+        clean = answers(port, x[:20])
+        listed = answers(port, None, {"inputs": gradient})
+        split = answers(port, None, {"dataframe_split": {"columns": ["image"], "data": [[g] for g in gradient]}})
+        unsure = answers(port, None, {"inputs": odd})
+        status, body = invoke(port, None, {"inputs": [gradient[0], "bm90IGFuIGltYWdl"]})
+    assert listed == split
+    # The digits the model reads right in MNIST's form, it reads right from the photos' bytes.
+    right = [i for i in range(20) if clean[i]["digit"] == y[i]]
+    assert len(right) >= 6 and np.mean([listed[i]["digit"] == y[i] for i in right]) >= 0.8, (listed, right)
+    # The same files, read by predict, get the same answers: one implementation.
+    files = []
+    for i, text in enumerate(gradient):
+        files.append(str(tmp_path / f"gradient{i}.png"))
+        Path(files[-1]).write_bytes(base64.b64decode(text))
+    champion = "models:/mnist-logistic@champion"
+    done = sh(trained_repo, "python", "-m", "mnist_pipeline", "predict", *files, "--model", champion, env=env)
+    rows = [line.split()[1:] for line in done.stdout.splitlines()[1:]]
+    assert [(int(d), u == "yes") for d, _, u in rows] == [(a["digit"], a["unsure"]) for a in listed]
+    assert [float(p) for _, p, _ in rows] == pytest.approx([a["probability"] for a in listed], abs=1e-4)
+    assert [row["unsure"] for row in unsure] == [True, True, True], unsure
+    assert status == 400 and json.loads(body)["message"] == (
+        "input [1] is not an image Pillow can read (UnidentifiedImageError); "
+        "send each image file's bytes (PNG, JPEG, …) base64-encoded"
+    ), body

@@ -73,7 +73,7 @@ def test_a_16_bit_png_file_reads_as_the_8_bit_one(seven, tmp_path):
     Image.fromarray(seven).save(tmp_path / "seven8.png")
     as_mode(seven, "I;16").save(tmp_path / "seven16.png")
     assert Image.open(tmp_path / "seven16.png").mode == "I;16"  # a real 16-bit grayscale PNG
-    _, images = load_inputs([tmp_path / "seven8.png", tmp_path / "seven16.png"])
+    _, images, _ = load_inputs([tmp_path / "seven8.png", tmp_path / "seven16.png"])
     assert np.array_equal(images[0], images[1])
     assert len(np.unique(images[1])) > 10  # the grey edges kept, not cut to 0 and 255
 
@@ -130,7 +130,7 @@ def test_an_image_at_the_limit_is_read(tmp_path):
 def test_npy_shaped_28_by_28_is_one_image(seven, tmp_path):
     digit = to_mnist(Image.fromarray(seven), Path("seven"))
     np.save(tmp_path / "one.npy", digit)
-    names, images = load_inputs([tmp_path / "one.npy"])
+    names, images, _ = load_inputs([tmp_path / "one.npy"])
     assert names == [str(tmp_path / "one.npy")]
     assert images.dtype == np.uint8 and np.array_equal(images, digit[None])
 
@@ -140,7 +140,7 @@ def test_npy_shaped_n_by_784_is_n_flattened_images(seven, tmp_path, dtype):
     digit = to_mnist(Image.fromarray(seven), Path("seven"))
     batch = np.stack([digit, np.roll(digit, 3, axis=1), digit.T])
     np.save(tmp_path / "flat.npy", batch.reshape(3, 784).astype(dtype))
-    names, images = load_inputs([tmp_path / "flat.npy"])
+    names, images, _ = load_inputs([tmp_path / "flat.npy"])
     assert names == [f"{tmp_path / 'flat.npy'}[{i}]" for i in range(3)]
     assert images.dtype == np.uint8 and np.array_equal(images, batch)
 
@@ -205,7 +205,7 @@ def test_a_multi_frame_image_reads_its_first_frame_and_says_so(seven, tmp_path, 
     others = [Image.fromarray(np.roll(seven, 5 * i, axis=1)) for i in range(1, count)]
     first.save(tmp_path / name, save_all=True, append_images=others)
     first.save(tmp_path / "first.png")
-    _, images = load_inputs([tmp_path / name, tmp_path / "first.png"])
+    _, images, _ = load_inputs([tmp_path / name, tmp_path / "first.png"])
     assert np.abs(images[0].astype(int) - images[1]).max() <= 1  # the first frame (a GIF's palette may shift a level)
     kind = Image.open(tmp_path / name).format
     assert [r.getMessage() for r in caplog.records] == [

@@ -1,30 +1,32 @@
 """Predict digits for image files or .npy batches with a trained model from a path, a run or the registry."""
 
 import argparse
+import json
 import logging
 import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import yaml
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mnist_pipeline.core.command import layout_of
 from mnist_pipeline.core.errors import InputError, PipelineError, first_line
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
+from mnist_pipeline.data import photo
 from mnist_pipeline.evaluation.keras_file import load_keras, restore_fix
 from mnist_pipeline.tools.printable import printable
 
 SIDE = 28
-BOX = 20  # MNIST's digits were fitted into 20×20 and centred by mass in 28×28
 NPY_SHAPES = "(28, 28), (N, 28, 28) or (N, 784)"
 BLANK = 32  # an image whose ink differs from its paper by less than this is one colour: nothing to read
 # Far below Pillow's own guard (89 million pixels, 2 bytes each and more once decoded): a digit
-# needs a few hundred pixels a side, a 24-megapixel photo still passes.
-MAX_PIXELS = 25_000_000
+# needs a few hundred pixels a side, a 24-megapixel photo still passes. The served model's too.
+MAX_PIXELS = photo.MAX_PIXELS
 MAX_NPY_BYTES = 256 << 20  # 70,000 float32 images fit; an array larger than this is refused unread
 
 log = logging.getLogger(__name__)
@@ -52,22 +54,26 @@ def run(args: argparse.Namespace) -> None:
     from mnist_pipeline.training.quiet_tf import import_tensorflow
 
     try:
-        names, images = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
+        names, images, marks = load_inputs(args.inputs)  # bad inputs fail before TensorFlow loads
         import_tensorflow()
-        model = load_model(args.model, layout_of(args).root)
+        model, folder = load_model(args.model, layout_of(args).root)
     except InputError as exc:  # a name (or a library's message quoting it) may hold a newline or an escape code
         raise InputError(printable(str(exc))) from None
-    digits, probabilities = predict(model, images)
+    thresholds = load_thresholds(folder, args.model)
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    flagged = photo.unsure(photo.features(images, marks), probabilities, thresholds)
     shown = [printable(name) for name in names]  # a name must not forge a row: "ok\nfake.png  9  1.0000"
     width = max(len(name) for name in shown)
-    print(f"{'input':<{width}}  digit  probability")
-    for name, digit, probability in zip(shown, digits, probabilities, strict=True):
-        print(f"{name:<{width}}  {digit:>5}  {probability:>11.4f}")
+    print(f"{'input':<{width}}  digit  probability  unsure")
+    for name, row, unsure in zip(shown, probabilities, flagged, strict=True):
+        print(f"{name:<{width}}  {row.argmax():>5}  {row.max():>11.4f}  {'yes' if unsure else 'no':>6}")
 
 
-def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
-    """Names and uint8 images (N, 28, 28) for image files and .npy batches, in the order given."""
-    names, batches = [], []
+def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Names, uint8 images (N, 28, 28) and the separate marks seen in each (for the unsure check),
+    for image files and .npy batches, in the order given. A .npy batch is taken as MNIST's form
+    already (28×28, fitted and centred): it goes to the model as it is."""
+    names, batches, marks = [], [], []
     for path in paths:
         if not os.path.isfile(path):  # os.path: False, not OSError, for a name too long to be a file
             raise InputError(f"{path}: no such file; give image files (PNG, JPEG, …) or .npy arrays")
@@ -76,11 +82,14 @@ def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray]:
         if path.suffix.lower() == ".npy":
             batch = read_npy(path)
             names += [f"{path}[{i}]" for i in range(len(batch))] if len(batch) > 1 else [str(path)]
+            marks.append(photo.count_marks(batch))
         else:
-            batch = read_image(path)[None]
+            digit = read_image(path)
+            batch = digit.image[None]
             names.append(str(path))
+            marks.append(np.array([digit.marks]))
         batches.append(batch)
-    return names, np.concatenate(batches)
+    return names, np.concatenate(batches), np.concatenate(marks)
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -123,7 +132,7 @@ def read_npy(path: Path) -> np.ndarray:
     return np.rint(array).astype(np.uint8)
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> photo.Prepared:
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 million pixels (a page on stderr); the limit below refuses far sooner.
@@ -147,7 +156,7 @@ def read_image(path: Path) -> np.ndarray:
         ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not an image Pillow can read ({exc}); give PNG, JPEG or a .npy array") from None
-    return to_mnist(image, path)
+    return prepared(image, path)
 
 
 def warn_if_frames(image: Image.Image, path: Path) -> None:
@@ -171,55 +180,16 @@ def too_large(path: Path, size: str) -> str:
     )
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """Luminance 0–255 (float) of an image in any Pillow mode; transparent parts become white paper."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # one channel of 16 or 32 bits, or float
-        values = np.asarray(image, np.float64)
-        high = values.max(initial=0)
-        if image.mode.startswith("I;16") or 255 < high <= 65535:  # 16-bit (older Pillow opens such PNGs as I)
-            values = values / 257
-        elif image.mode == "F" and 0 < high <= 1:  # a float image scaled to [0, 1]
-            values = values * 255
-        elif high > 65535:
-            values = values * (255 / high)
-        return np.clip(values, 0, 255).astype(np.float32)
-    if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
-        image = image.convert("LA")
-    if image.has_transparency_data:  # an alpha band, or a transparent colour (P, L or RGB with tRNS)
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    if image.mode == "LAB":  # Pillow converts LAB to RGB only
-        image = image.convert("RGB")
-    return np.asarray(image.convert("L"), dtype=np.float32)
-
-
 def to_mnist(image: Image.Image, path: Path) -> np.ndarray:
-    """Any size and mode → MNIST's form: 28×28 grayscale, a light digit on black, fitted and centred."""
-    gray = grayscale(ImageOps.exif_transpose(image))
-    if paper(gray) > 127:  # a dark digit on light paper: MNIST has light ink on black
-        gray = 255 - gray
-    gray = np.clip(gray - paper(gray), 0, 255)  # grey paper becomes black
-    if gray.max() < BLANK:
+    """Any size and mode → MNIST's form (data/photo.py, the code the served model runs too)."""
+    return prepared(image, path).image
+
+
+def prepared(image: Image.Image, path: Path) -> photo.Prepared:
+    gray = photo.from_pillow(image)
+    if np.ptp(gray) < BLANK:
         raise InputError(f"{path}: the image is blank (one colour); nothing to read")
-    rows, cols = np.nonzero(gray > 0.25 * gray.max())
-    digit = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    scale = BOX / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-    small = np.asarray(Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), np.float32)
-    # Centre of mass to the middle, as MNIST was made; clipped so the digit stays whole.
-    mass_rows, mass_cols = np.indices(small.shape)
-    total = small.sum()
-    top = round(SIDE / 2 - (mass_rows * small).sum() / total)
-    left = round(SIDE / 2 - (mass_cols * small).sum() / total)
-    top, left = (int(np.clip(top, 0, SIDE - small.shape[0])), int(np.clip(left, 0, SIDE - small.shape[1])))
-    canvas = np.zeros((SIDE, SIDE), np.float32)
-    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-
-
-def paper(gray: np.ndarray) -> float:
-    """The background's level: the median of the image's outermost pixels."""
-    return float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    return photo.prepare(gray)
 
 
 # What --model takes, for the error that refuses anything else.
@@ -230,11 +200,12 @@ SOURCES = (
 MAX_MLMODEL_BYTES = 1 << 20  # MLflow writes about 1 KiB
 
 
-def load_model(source: str, root: Path):
+def load_model(source: str, root: Path) -> tuple[Any, Path]:
     """A Keras model from a .keras file, a folder holding one (models/<name>), an MLflow model
     folder, or an MLflow URI: runs:/<run id>/<model key> (the run logs it under its key, e.g. mlp),
     models:/<model id>, models:/<name>@champion, models:/<name>/<version>, resolved against the
-    tracking store of the repository at `root`. Other URIs (s3://, http://, …) are refused: a
+    tracking store of the repository at `root`; and the folder it came from (where its unsure
+    check's thresholds lie). Other URIs (s3://, http://, …) are refused: a
     team's models come through its tracking server, as runs:/ and models:/."""
     scheme = urlparse(source).scheme
     if scheme in ("", "file") or os.path.exists(source):  # a local name with a colon is a path too
@@ -248,12 +219,12 @@ def load_model(source: str, root: Path):
                 else "give a model saved by Keras 3 (model.save('name.keras'))"
             )
             try:
-                return load_keras(path, fix)
+                return load_keras(path, fix), path.parent
             except PipelineError as exc:  # a model named on the command line: the user's input, exit 2
                 raise InputError(str(exc)) from None
         if not (path / "MLmodel").is_file():
             raise InputError(f"{source}: no model there; give {SOURCES}")
-        return load_mlflow_folder(path, source)
+        return load_mlflow_folder(path, source), path
     if scheme not in ("runs", "models"):
         raise InputError(
             f"{source}: predict does not load {scheme}: URIs; give {SOURCES} (a model stored elsewhere: "
@@ -284,7 +255,7 @@ def load_model(source: str, root: Path):
     model = load_mlflow_folder(Path(local), source)
     if scheme == "runs":
         warn_if_deleted(source.removeprefix("runs:").lstrip("/").split("/")[0], source)
-    return model
+    return model, Path(local)
 
 
 def load_mlflow_folder(path: Path, source: str):
@@ -334,7 +305,17 @@ def warn_if_deleted(run_id: str, source: str) -> None:
         )
 
 
-def predict(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The digit and its probability for each image."""
-    probabilities = model.predict(images, batch_size=1024, verbose=0)
-    return probabilities.argmax(axis=1), probabilities.max(axis=1)
+def load_thresholds(folder: Path, source: str) -> dict | None:
+    """The unsure check's thresholds saved beside the model at train time; a model trained before
+    they were measured still predicts, with the checks that need no measuring, and says so."""
+    path = folder / photo.THRESHOLDS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning(
+            "%s: no readable %s beside the model (trained before the unsure check was measured); the unsure "
+            "column flags only images with no ink or several marks: retrain it to measure the rest",
+            printable(source),
+            photo.THRESHOLDS_FILE,
+        )
+        return None

@@ -11,19 +11,31 @@ which says again what the dropped line said. TF_CPP_MIN_LOG_LEVEL (set to 1 unle
 it) still governs TensorFlow's own logging: INFO off, warnings and errors on.
 
 This file is also a pyfunc flavor: `log_model` logs a Keras model as mlflow.tensorflow does,
-plus a copy of this file (standard library and numpy only) as the model's pyfunc loader, so
-`mlflow models serve` loads TensorFlow quietly and predicts without a progress bar per request,
-in any environment the model is served from. The served model takes the pixels as `predict`
-does, (N, 28, 28) or flattened (N, 784), and refuses anything else with a message that describes
-the request, never repeats it.
+plus a copy of this file and of data/photo.py (numpy, scipy, Pillow; nothing of mnist_pipeline) as
+the model's pyfunc loader and its preprocessing, and the unsure check's thresholds (unsure.json),
+so `mlflow models serve` loads TensorFlow quietly, predicts without a progress bar per request,
+and reads what people have, in any environment the model is served from. The served model takes:
+- pixels already in MNIST's form, numbers 0–255 shaped (N, 28, 28) or flattened (N, 784), as
+  `predict` reads a .npy file: they go to the model as they are;
+- image files (PNG, JPEG, …), their bytes base64-encoded, one string per image: `{"inputs":
+  [...]}` or `{"dataframe_split": {"columns": ["image"], "data": [[...], ...]}}`; each goes
+  through photo.prepare, the code `predict` runs on an image file (background, polarity, lines,
+  the main ink, fitted and centred).
+It answers one row per input: digit, probability, unsure, probabilities (the ten). Anything else
+is refused with a message that describes the request, never repeats it.
 """
 
+import base64
+import binascii
 import faulthandler
+import importlib
+import io
 import json
 import os
 import re
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,23 +116,39 @@ def log_model(model, **kwargs):
     return Model.log(artifact_path=None, flavor=sys.modules[__name__], model=model, **kwargs)
 
 
-def save_model(model, path, mlflow_model, code_paths=None, **kwargs):
-    """mlflow.tensorflow.save_model, then this file shipped in the model and named its pyfunc loader.
+def save_model(model, path, mlflow_model, code_paths=None, unsure=None, **kwargs):
+    """mlflow.tensorflow.save_model, then this file and photo.py shipped in the model, this file
+    named its pyfunc loader, and `unsure` (the thresholds measured at train time) saved beside it.
 
-    The signature keeps its outputs only: MLflow enforces an input schema before the model sees a
+    The signature has outputs only: MLflow enforces an input schema before the model sees a
     request, so a shape of (-1, 28, 28) refused (N, 784), and its 400 quoted the request's data.
-    `pixels` checks the input instead.
+    `requested` checks the input instead.
     """
     import mlflow
     from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
 
+    photo = _photo()
     mlflow.tensorflow.save_model(
-        model, path, mlflow_model=mlflow_model, code_paths=[__file__, *(code_paths or [])], **kwargs
+        model, path, mlflow_model=mlflow_model, code_paths=[__file__, photo.__file__, *(code_paths or [])], **kwargs
     )
     mlflow_model.flavors["python_function"]["loader_module"] = Path(__file__).stem
-    if mlflow_model.signature is not None:
-        mlflow_model.signature = ModelSignature(outputs=mlflow_model.signature.outputs)
+    answer = [ColSpec("long", "digit"), ColSpec("double", "probability"), ColSpec("boolean", "unsure")]
+    mlflow_model.signature = ModelSignature(outputs=Schema([*answer, ColSpec(Array("double"), "probabilities")]))
     mlflow_model.save(Path(path) / "MLmodel")
+    if unsure is not None:
+        (Path(path) / photo.THRESHOLDS_FILE).write_text(json.dumps(unsure, indent=2) + "\n")
+
+
+def _photo():
+    """data/photo.py: the package's module, or inside a logged model (where this file is a top-level
+    module) the copy shipped beside this file."""
+    if __package__:
+        from mnist_pipeline.data import photo
+
+        return photo
+    return importlib.import_module("photo")
 
 
 def _load_pyfunc(path, model_config=None):
@@ -128,24 +156,91 @@ def _load_pyfunc(path, model_config=None):
     import_tensorflow()
     import mlflow.tensorflow
 
-    return QuietKeras(mlflow.tensorflow._load_pyfunc(path).get_raw_model())  # the tensorflow flavor's own loader
+    keras_model = mlflow.tensorflow._load_pyfunc(path).get_raw_model()  # the tensorflow flavor's own loader
+    thresholds = None  # a model logged before the thresholds were measured: the checks that need none
+    for folder in (Path(path), Path(path).parent):  # MLflow hands the loader the model's folder or its data/
+        if (folder / _photo().THRESHOLDS_FILE).is_file():
+            thresholds = json.loads((folder / _photo().THRESHOLDS_FILE).read_text())
+            break
+    return QuietKeras(keras_model, thresholds)
 
 
 class QuietKeras:
-    """A Keras model behind pyfunc's predict, with no progress bar: one per request fills a server's log."""
+    """A Keras model behind pyfunc's predict, with no progress bar (one per request fills a
+    server's log), photos prepared as `predict` prepares them, and the unsure check."""
 
-    def __init__(self, keras_model):
+    def __init__(self, keras_model, thresholds=None):
         self.keras_model = keras_model
+        self.thresholds = thresholds
 
     def get_raw_model(self):
         return self.keras_model
 
     def predict(self, data, params=None):
-        return self.keras_model.predict(pixels(data), verbose=0)
+        import pandas as pd
+
+        photo = _photo()
+        images, marks = requested(data)
+        probabilities = self.keras_model.predict(images, verbose=0)
+        return pd.DataFrame(
+            {
+                "digit": probabilities.argmax(axis=1),
+                "probability": probabilities.max(axis=1).astype(float),
+                "unsure": photo.unsure(photo.features(images, marks), probabilities, self.thresholds),
+                "probabilities": [row.tolist() for row in probabilities.astype(float)],
+            }
+        )
 
 
 SIDE = 28
 SHAPES = "(N, 28, 28) or (N, 784)"
+FORMS = f"pixels 0–255 shaped {SHAPES}, or image files' bytes base64-encoded, one string per image"
+
+
+def requested(data) -> tuple[np.ndarray, np.ndarray]:
+    """The request as uint8 images (N, 28, 28) and the separate marks seen in each: pixels as
+    they are, image files prepared as `predict` prepares them."""
+    photo = _photo()
+    if isinstance(data, dict) and len(data) == 1:  # {"inputs": {"image": [...]}}: a named column
+        data = next(iter(data.values()))
+    array = data.to_numpy() if hasattr(data, "to_numpy") else data  # a DataFrame from dataframe_split
+    if isinstance(array, list):
+        array = np.asarray(array, dtype=object)
+    if isinstance(array, np.ndarray) and array.dtype.kind in "OUS":  # strings: image files, base64
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1 or len(array) == 0:
+            raise refusal(f"an array of strings shaped {array.shape}; the model takes {FORMS}")
+        digits = [image_of(item, i) for i, item in enumerate(array)]
+        return np.stack([d.image for d in digits]), np.array([d.marks for d in digits])
+    images = pixels(data)
+    return images, photo.count_marks(images)
+
+
+def image_of(item, i: int):
+    """One image file's bytes, base64-encoded, in MNIST's form (photo.Prepared)."""
+    from PIL import Image, UnidentifiedImageError
+
+    photo = _photo()
+    fix = "send each image file's bytes (PNG, JPEG, …) base64-encoded"
+    try:
+        raw = base64.b64decode(item, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise refusal(f"input [{i}] is not base64 text; {fix}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:  # the header only: the size is known before decoding
+                if image.width * image.height > photo.MAX_PIXELS:
+                    raise refusal(
+                        f"input [{i}] is an image of {image.width}×{image.height}; the model reads at most "
+                        f"{photo.MAX_PIXELS:,} pixels: shrink it (a digit needs a few hundred pixels a side)"
+                    )
+                image.load()
+                gray = photo.from_pillow(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise refusal(f"input [{i}] is not an image Pillow can read ({type(exc).__name__}); {fix}") from None
+    return photo.prepare(gray)
 
 
 def pixels(data) -> np.ndarray:
@@ -153,7 +248,7 @@ def pixels(data) -> np.ndarray:
     `predict` reads a .npy file; anything else is refused (a 400 from `mlflow models serve`)."""
     array = data.to_numpy() if hasattr(data, "to_numpy") else data  # a DataFrame from dataframe_split
     if not isinstance(array, np.ndarray):
-        raise refusal(f"the model takes one array of pixels {SHAPES}, got {type(data).__name__}")
+        raise refusal(f"the model takes {FORMS}, got {type(data).__name__}")
     if array.ndim == 2 and array.shape[1] == SIDE * SIDE:
         array = array.reshape(-1, SIDE, SIDE)
     if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE) or len(array) == 0:

@@ -1,5 +1,6 @@
 """The train stage: fit one model from params.yaml and record the run in MLflow."""
 
+import json
 import logging
 import math
 import time
@@ -8,6 +9,8 @@ from contextlib import ExitStack
 import keras
 import mlflow
 import numpy as np
+import PIL
+import scipy
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
@@ -15,6 +18,7 @@ from mnist_pipeline.core.atomic import atomic_dir, atomic_file, check_writable
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
 from mnist_pipeline.core.params import Params
+from mnist_pipeline.data import photo
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.tracking.liveness import active_run
 from mnist_pipeline.tracking.run_file import MODEL_DIGEST_TAG, file_sha256, write_run_file
@@ -67,6 +71,8 @@ def train(name: str, params: Params, layout: Layout) -> str:
         cost = {"fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu_seconds, "fit_peak_rss_mb": peak_rss_mb()}
 
         curves, model = fitted.curves, for_inference(model, model_params)
+        # The unsure check's thresholds, measured on the validation split (docs/registry.md).
+        unsure = photo.measure(validation[0], model.predict(validation[0], batch_size=1024, verbose=0), validation[1])
         with atomic_file(layout.history(name)) as tmp:
             curves.to_csv(tmp, index=False)
         with atomic_dir(layout.model_dir(name)) as tmp:
@@ -74,6 +80,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
             digest = file_sha256(tmp / MODEL_FILE)
             write_run_file(tmp, run_id, model_sha256=digest)
             write_cost(tmp, cost)
+            (tmp / photo.THRESHOLDS_FILE).write_text(json.dumps(unsure, indent=2) + "\n")
 
         def incomplete(what_happened: str, not_logged: str) -> PipelineError:
             return PipelineError(
@@ -107,7 +114,7 @@ def train(name: str, params: Params, layout: Layout) -> str:
             )
             mlflow.set_tag(MODEL_DIGEST_TAG, digest)  # evaluation checks the file it loads against it
             not_logged.pop(0)
-            model_id = log_model(model, name, validation[0][:5])
+            model_id = log_model(model, name, validation[0][:5], unsure)
         except (MlflowException, OSError) as exc:  # the store failed after the fit, after MLflow's retries
             store_down.enter_context(fail_fast())
             raise incomplete(
@@ -130,8 +137,9 @@ def train(name: str, params: Params, layout: Layout) -> str:
     return run_id
 
 
-def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
-    """Log the model under its key in params.yaml with its signature and an input example; return
+def log_model(model: keras.Model, name: str, example: np.ndarray, unsure: dict) -> str:
+    """Log the model under its key in params.yaml with its signature, an input example and the
+    unsure check's thresholds (which the served model reads); return
     its id (`m-…`), which evaluation links its test metrics to and the registry registers.
 
     mlflow.tensorflow rather than mlflow.keras: the latter fails to save an input example
@@ -143,5 +151,12 @@ def log_model(model: keras.Model, name: str, example: np.ndarray) -> str:
         name=name,  # the Models tab lists logged models by name: `mlp`, not MLflow's default `model`
         signature=signature,
         input_example=example,
-        pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+        unsure=unsure,
+        # scipy and Pillow: photo.py, shipped with the model, prepares the image files it is sent.
+        pip_requirements=[
+            f"keras=={keras.__version__}",
+            f"tensorflow=={tf.__version__}",
+            f"scipy=={scipy.__version__}",
+            f"pillow=={PIL.__version__}",
+        ],
     ).model_id
