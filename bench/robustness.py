@@ -30,7 +30,7 @@ from bench.photos import CONDITIONS, SIDE, contact_sheet, render
 from bench.run import machine, spread
 from mnist_pipeline.core.errors import InputError
 from mnist_pipeline.core.layout import MODEL_FILE
-from mnist_pipeline.data import idx
+from mnist_pipeline.data import idx, photo
 
 TARGET = {"mlp": 0.97}  # issue 24: the default mlp reads every condition at least this well
 CHUNK = 100  # files per load_inputs call: the unit of the preprocessing timings
@@ -80,17 +80,25 @@ def describe(path: Path) -> str:
 
 
 def load(models: dict[str, Path], root: Path) -> dict:
-    from mnist_pipeline.tools.predict import load_model
+    """Each model as predict loads it, with the unsure check's thresholds saved beside it."""
+    from mnist_pipeline.tools.predict import load_model, load_thresholds
     from mnist_pipeline.training.quiet_tf import import_tensorflow
 
     import_tensorflow()
     loaded = {}
     for name, path in models.items():
         try:
-            loaded[name] = load_model(str(path), root)
+            model, folder = load_model(str(path), root)
         except InputError as exc:
             sys.exit(f"bench: model {name}: {exc}")
+        loaded[name] = (model, load_thresholds(folder, str(path)))
     return loaded
+
+
+def answers(model, images: np.ndarray, marks: np.ndarray, thresholds: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The digit predict prints for each image, and its unsure flag."""
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    return probabilities.argmax(axis=1), photo.unsure(photo.features(images, marks), probabilities, thresholds)
 
 
 def augmentation_variants(params: dict) -> tuple[dict, dict] | str:
@@ -145,40 +153,41 @@ def train_variants(root: Path, tmp: Path) -> tuple[dict[str, Path], str]:
 
 
 # --- the measurement ------------------------------------------------------------------------
-def read_through_predict(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """The files as predict reads them (28×28 uint8 each), whether predict refused each, and the
-    seconds per image of each chunk of CHUNK files. A file predict refuses (an InputError, e.g.
-    "blank") gets a black image and counts as a wrong answer."""
+def read_through_predict(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """The files as predict reads them (28×28 uint8 each), the separate marks it saw in each,
+    whether predict refused each, and the seconds per image of each chunk of CHUNK files. A file
+    predict refuses (an InputError, e.g. "blank") gets a black image and counts as a wrong answer."""
     from mnist_pipeline.tools.predict import load_inputs
 
-    images, refused, per_image = [], [], []
+    images, marks, refused, per_image = [], [], [], []
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
         started = time.perf_counter()
         try:
-            _, batch = load_inputs(chunk)
+            _, batch, seen = load_inputs(chunk)
             failed = np.zeros(len(chunk), bool)
         except InputError:  # one of them: read them one at a time to know which
             batch, failed = np.zeros((len(chunk), 28, 28), np.uint8), np.zeros(len(chunk), bool)
+            seen = np.ones(len(chunk), int)
             for i, path in enumerate(chunk):
                 try:
-                    batch[i] = load_inputs([path])[1][0]
+                    _, one, one_seen = load_inputs([path])
+                    batch[i], seen[i] = one[0], one_seen[0]
                 except InputError:
                     failed[i] = True
         per_image.append((time.perf_counter() - started) / len(chunk))
         images.append(batch)
+        marks.append(seen)
         refused.append(failed)
-    return np.concatenate(images), np.concatenate(refused), per_image
+    return np.concatenate(images), np.concatenate(marks), np.concatenate(refused), per_image
 
 
 def measure(root: Path, models: dict, size: int, seed: int, folder: Path) -> dict:
-    from mnist_pipeline.tools.predict import predict
-
     x, y = test_set(root)
     sample = stratified(y, size, seed)
     r: dict = {"sample": len(sample), "seed": seed, "side": SIDE, "conditions": {}, "mnist": {}}
-    for name, model in models.items():  # the reference: the 28×28 arrays themselves, no photo
-        digits = predict(model, x)[0]
+    for name, (model, _) in models.items():  # the reference: the 28×28 arrays themselves, no photo
+        digits = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
         r["mnist"][name] = {
             "test_accuracy": float((digits == y).mean()),
             "sample_accuracy": float((digits[sample] == y[sample]).mean()),
@@ -194,11 +203,12 @@ def measure(root: Path, models: dict, size: int, seed: int, folder: Path) -> dic
         render_s = (time.perf_counter() - started) / len(sample)
         shown = sample[len(examples) * len(sample) // len(CONDITIONS)]  # another digit for each condition
         examples[condition] = render(x[shown], condition, seed, int(shown))
-        images, refused, per_image = read_through_predict(paths)
+        images, marks, refused, per_image = read_through_predict(paths)
         result = {"render_s_per_image": render_s, "preprocess_s_per_image": per_image, "refused": int(refused.sum())}
-        for name, model in models.items():
-            digits = predict(model, images)[0]
+        for name, (model, thresholds) in models.items():
+            digits, unsure = answers(model, images, marks, thresholds)
             result[name] = float(((digits == y[sample]) & ~refused).mean())
+            result[f"{name} unsure"] = float(unsure.mean())
         r["conditions"][condition] = result
         print(
             f"bench: {condition:<18} "
@@ -254,19 +264,32 @@ def report(r: dict, command: str, quick: bool) -> str:
         "",
         "## Accuracy per condition",
         "",
-        "| condition | " + " | ".join(names) + " | refused by predict | preprocessing ms per image |",
-        "| --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+        "| condition | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{n}: unsure" for n in names)
+        + " | refused by predict | preprocessing ms per image |",
+        "| --- | " + " | ".join("---" for _ in names * 2) + " | --- | --- |",
         "| MNIST test set, the 28×28 arrays (all 10,000) | "
         + " | ".join(f"{r['mnist'][n]['test_accuracy']:.4f}" for n in names)
-        + " | | |",
+        + " |" * (len(names) + 2),
         f"| MNIST, the same {r['sample']:,} digits as arrays | "
         + " | ".join(f"{r['mnist'][n]['sample_accuracy']:.4f}" for n in names)
-        + " | | |",
+        + " |" * (len(names) + 2),
     ]
     for condition, c in r["conditions"].items():
         ms = spread([t * 1000 for t in c["preprocess_s_per_image"]]).replace("runs", "chunks")
-        lines.append(f"| {condition} | " + " | ".join(f"{c[n]:.4f}" for n in names) + f" | {c['refused']} | {ms} |")
+        lines.append(
+            f"| {condition} | "
+            + " | ".join(f"{c[n]:.4f}" for n in names)
+            + " | "
+            + " | ".join(f"{c.get(f'{n} unsure', 0):.1%}" for n in names)
+            + f" | {c['refused']} | {ms} |"
+        )
     lines += [
+        "",
+        "*unsure*: the share of the answers `predict` flags unsure (the model's thresholds, measured on the "
+        "validation split at train time); accuracy counts every answer as given, flagged or not.",
         "",
         f"Preprocessing: `load_inputs` on {CHUNK} files at a time (read the PNG, turn it into MNIST's form), "
         "milliseconds per image, median (min–max over the chunks). Rendering a photo and writing its PNG took "
