@@ -134,8 +134,7 @@ def train_variants(root: Path, tmp: Path) -> tuple[dict[str, Path], str]:
     if isinstance(variants, str):
         return {}, f"Variants not trained: {variants}."
     models: dict[str, Path] = {}
-    for params in variants:
-        label = "augmented" if any(augmented(m.get("augmentation")) for m in params["models"].values()) else "plain"
+    for label, params in zip(("shipped", "switched"), variants, strict=True):
         repo = make_repo(tmp / label, params, root / "data" / "raw")
         print(f"bench: training the {label} variant in {repo}", flush=True)
         done = subprocess.run(
@@ -148,7 +147,13 @@ def train_variants(root: Path, tmp: Path) -> tuple[dict[str, Path], str]:
         )
         if done.returncode:
             sys.exit(f"bench: `dvc repro train` ({label}) exited {done.returncode}:\n{done.stdout[-3000:]}")
-        models |= {f"{name} ({label})": repo / "models" / name / MODEL_FILE for name in params["models"]}
+        models |= {
+            f"{name} ({'augmented' if augmented(model.get('augmentation')) else 'plain'})": repo
+            / "models"
+            / name
+            / MODEL_FILE
+            for name, model in params["models"].items()
+        }
     return models, "Variants trained by `--train-variants`: params.yaml as shipped and with augmentation switched."
 
 
