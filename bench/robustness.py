@@ -277,10 +277,10 @@ def report(r: dict, command: str, quick: bool) -> str:
         "| --- | " + " | ".join("---" for _ in names * 2) + " | --- | --- |",
         "| MNIST test set, the 28×28 arrays (all 10,000) | "
         + " | ".join(f"{r['mnist'][n]['test_accuracy']:.4f}" for n in names)
-        + " |" * (len(names) + 2),
+        + " |" * (len(names) + 3),
         f"| MNIST, the same {r['sample']:,} digits as arrays | "
         + " | ".join(f"{r['mnist'][n]['sample_accuracy']:.4f}" for n in names)
-        + " |" * (len(names) + 2),
+        + " |" * (len(names) + 3),
     ]
     for condition, c in r["conditions"].items():
         ms = spread([t * 1000 for t in c["preprocess_s_per_image"]]).replace("runs", "chunks")
