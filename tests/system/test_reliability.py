@@ -1,6 +1,7 @@
 """Bad input, faults and concurrency, each with real processes, files and tracking stores.
 docs/reliability.md lists what each test proves."""
 
+import copy
 import hashlib
 import os
 import resource
@@ -115,7 +116,7 @@ BAD_PARAMS = [
     # Hostile input (issue 15). DVC puts a model's name into the stage's shell command: refused
     # before any stage but check_params runs (nothing creates X).
     (
-        lambda p: p["models"].update({"$(touch X)": {**p["models"]["mlp"], "hidden_units": [32]}}),
+        lambda p: p["models"].update({"$(touch X)": copy.deepcopy(p["models"]["mlp"]) | {"hidden_units": [32]}}),
         "models: name '$(touch X)' is not allowed; use a letter, then letters, digits, _ or -",
     ),
     # One object twice: yaml.safe_dump writes it as an anchor and an alias, which DVC reads.

@@ -133,7 +133,7 @@ def test_the_champion_downloaded_through_the_server_predicts_as_evaluated(repo, 
         "models:/mnist-mlp@champion",
         env=client_env(repo, team),
     ).stdout
-    digits = [int(line.split()[-2]) for line in served.splitlines()[1:]]
+    digits = [int(line.split()[-3]) for line in served.splitlines()[1:]]  # input, digit, probability, unsure
     evaluated = pd.read_csv(Layout(repo).eval_dir("mlp") / "predictions.csv")["predicted"][:20]
     assert digits == evaluated.tolist()
 
