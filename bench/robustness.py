@@ -30,7 +30,7 @@ from bench.photos import CONDITIONS, SIDE, contact_sheet, render
 from bench.run import machine, spread
 from mnist_pipeline.core.errors import InputError
 from mnist_pipeline.core.layout import MODEL_FILE
-from mnist_pipeline.data import idx, photo
+from mnist_pipeline.data import idx
 
 TARGET = {"mlp": 0.97}  # issue 24: the default mlp reads every condition at least this well
 CHUNK = 100  # files per load_inputs call: the unit of the preprocessing timings
@@ -93,12 +93,6 @@ def load(models: dict[str, Path], root: Path) -> dict:
             sys.exit(f"bench: model {name}: {exc}")
         loaded[name] = (model, load_thresholds(folder, str(path)))
     return loaded
-
-
-def answers(model, images: np.ndarray, marks: np.ndarray, thresholds: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """The digit predict prints for each image, and its unsure flag."""
-    probabilities = model.predict(images, batch_size=1024, verbose=0)
-    return probabilities.argmax(axis=1), photo.unsure(photo.features(images, marks), probabilities, thresholds)
 
 
 def augmentation_variants(params: dict) -> tuple[dict, dict] | str:
@@ -188,6 +182,8 @@ def read_through_predict(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def measure(root: Path, models: dict, size: int, seed: int, folder: Path) -> dict:
+    from mnist_pipeline.tools.predict import answers
+
     x, y = test_set(root)
     sample = stratified(y, size, seed)
     r: dict = {"sample": len(sample), "seed": seed, "side": SIDE, "conditions": {}, "mnist": {}}
@@ -211,7 +207,8 @@ def measure(root: Path, models: dict, size: int, seed: int, folder: Path) -> dic
         images, marks, refused, per_image = read_through_predict(paths)
         result = {"render_s_per_image": render_s, "preprocess_s_per_image": per_image, "refused": int(refused.sum())}
         for name, (model, thresholds) in models.items():
-            digits, unsure = answers(model, images, marks, thresholds)
+            probabilities, unsure = answers(model, images, marks, thresholds)
+            digits = probabilities.argmax(axis=1)
             result[name] = float(((digits == y[sample]) & ~refused).mean())
             result[f"{name} unsure"] = float(unsure.mean())
         r["conditions"][condition] = result

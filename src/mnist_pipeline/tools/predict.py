@@ -60,13 +60,18 @@ def run(args: argparse.Namespace) -> None:
     except InputError as exc:  # a name (or a library's message quoting it) may hold a newline or an escape code
         raise InputError(printable(str(exc))) from None
     thresholds = load_thresholds(folder, args.model)
-    probabilities = model.predict(images, batch_size=1024, verbose=0)
-    flagged = photo.unsure(photo.features(images, marks), probabilities, thresholds)
+    probabilities, flagged = answers(model, images, marks, thresholds)
     shown = [printable(name) for name in names]  # a name must not forge a row: "ok\nfake.png  9  1.0000"
     width = max(len(name) for name in shown)
     print(f"{'input':<{width}}  digit  probability  unsure")
     for name, row, unsure in zip(shown, probabilities, flagged, strict=True):
         print(f"{name:<{width}}  {row.argmax():>5}  {row.max():>11.4f}  {'yes' if unsure else 'no':>6}")
+
+
+def answers(model, images: np.ndarray, marks: np.ndarray, thresholds: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The model's probabilities for each image, and which answers the unsure check flags."""
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    return probabilities, photo.unsure(photo.features(images, marks), probabilities, thresholds)
 
 
 def load_inputs(paths: list[Path]) -> tuple[list[str], np.ndarray, np.ndarray]:
