@@ -10,7 +10,8 @@ run the same code: it imports nothing from mnist_pipeline.
 3. removes the background with a grey opening wider than any stroke (exact on a lighting gradient,
    keeps a shadow's edge), dividing by the paper's level so ink contrast is the same across the page;
 4. thresholds (Otsu, floored above the sensor noise; faint ink kept where it touches clear ink),
-   removes long thin straight lines (ruled or squared paper) and bridges the strokes they crossed;
+   removes thin straight lines across the page (ruled or squared paper, found by projecting the ink
+   along each slope up to a few degrees) and bridges the strokes they crossed;
 5. keeps the largest mark and the marks near it (a broken stroke), drops distant ones, and counts
    the separate marks of comparable size (another digit, a scribble);
 6. fits the kept ink into 20×20 and centres it by mass in 28×28, as MNIST was made.
@@ -35,6 +36,11 @@ NEAR = 0.3  # a part within this share of the digit's size from it is a broken s
 MAX_PIXELS = 25_000_000  # an image larger is refused from its header: a digit needs a few hundred pixels a side
 THRESHOLDS_FILE = "unsure.json"  # the unsure check's thresholds, saved beside the model at train time
 INK = 128  # a pixel of the 28×28 image at least this bright is ink, for the ink statistics
+LINE_COVER = 0.6  # ink along a straight line over this share of the page: ruled or squared paper's line
+LINE_TILT = np.deg2rad(4)  # the paper's lines are looked for up to this far off level (a phone held askew)
+LINE_WIDTH = 0.03  # a paper's line is at most this share of the page thick; a thicker band is a stroke
+LINE_ENDS = 0.15  # and over this share of the page at each end: a paper's line runs from edge to edge
+STROKE_OVER_LINE = 1.5  # a pixel on a line with ink this many times the line's own is a stroke's
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def prepare(gray: np.ndarray) -> Prepared:
     if ink.max(initial=0) < MIN_CONTRAST:
         return Prepared(np.zeros((SIDE, SIDE), np.uint8), 0, False)
     high, low = threshold(ink)
-    mask, ink = without_lines(ink >= low, ink)
+    mask, ink = without_lines(ink >= low, ink, low / 2)
     # Hysteresis: faint ink (a light stroke's end, a thin bar) counts where it touches clear ink.
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     strong = np.unique(labels[mask & (ink >= high)])
@@ -164,31 +170,67 @@ def threshold(ink: np.ndarray) -> tuple[float, float]:
     return high, max(faint, 0.5 * high)
 
 
-def without_lines(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mask and ink without the ruled or squared paper's lines: straight runs across most of the
-    image, thin beside its height. Where a stroke crossed one, the gap is bridged."""
-    for axis in (0, 1):  # 0: horizontal lines (runs along a row), 1: vertical ones
-        length, across = mask.shape[1 - axis], mask.shape[axis]
-        if length < 64:  # a digit this small on ruled paper is unreadable anyway; MNIST's 28×28 are left alone
+def without_lines(mask: np.ndarray, ink: np.ndarray, faint: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mask and ink without the ruled or squared paper's lines (found among the pixels of ink at
+    least `faint`: a faint line breaks up at the mask's threshold, and its pieces would join the
+    digit). Where a stroke crossed a line, the gap is bridged."""
+    present = ink >= faint
+    # Both directions are looked for on the same pixels: a squared paper's lines cross each other,
+    # and the columns' lines would lose their crossings if the rows' were taken out first.
+    found = [
+        ruled(present) if min(present.shape) >= 64 else None,
+        ruled(present.T) if min(present.shape) >= 64 else None,
+    ]
+    for axis, lines in enumerate(found):  # 0: lines along the rows, 1: along the columns (transposed)
+        if lines is None or not lines.any():  # under 64 pixels (MNIST's 28×28): a digit, no paper
             continue
-        thick = max(2, round(0.03 * across))
-        run = (1, round(0.7 * length)) if axis == 0 else (round(0.7 * length), 1)
-        gaps = (1, 5) if axis == 0 else (5, 1)
-        # A phone held off level: over the run a line drifts across rows, so the mask is widened
-        # across the lines first (0.03 of the run: about 2 degrees; wider joined a 7's bar to a line),
-        # and the band found is cut back to the mask's own pixels.
-        slack = (round(0.03 * length), 1) if axis == 0 else (1, round(0.03 * length))
-        band = ndimage.binary_dilation(ndimage.binary_closing(mask, np.ones(gaps)), np.ones(slack))
-        lines = ndimage.binary_opening(band, np.ones(run)) & mask
-        bar = (thick + 1, 1) if axis == 0 else (1, thick + 1)
-        lines &= ~ndimage.binary_opening(lines, np.ones(bar))  # thicker than a line: a stroke of the digit
-        if not lines.any():
-            continue
-        span = (thick + 4, 1) if axis == 0 else (1, thick + 4)
-        bridged = ndimage.binary_closing(mask & ~lines, np.ones(span)) & lines
-        mask = (mask & ~lines) | bridged
-        ink = np.where(lines & ~bridged, 0, ink)
+        m, i = (mask, ink) if axis == 0 else (mask.T, ink.T)
+        # Printed lines are fainter than a pen's ink: where a line's pixel is clearly darker than the
+        # line's own level, a stroke crosses it or runs along it (a 7's bar on a ruled line), and stays.
+        lines = lines & (i <= STROKE_OVER_LINE * float(np.median(i[lines])))
+        span = max(2, round(LINE_WIDTH * m.shape[0])) + 4
+        bridged = ndimage.binary_closing(m & ~lines, np.ones((span, 1))) & lines
+        m, i = (m & ~lines) | bridged, np.where(lines & ~bridged, 0, i)
+        mask, ink = (m, i) if axis == 0 else (m.T, i.T)
     return mask, ink
+
+
+def ruled(present: np.ndarray) -> np.ndarray:
+    """The pixels of `present` on straight lines along its rows: lines across at least LINE_COVER of
+    the width and of each of its ends, up to LINE_TILT off level, no thicker than a ruled line. Each
+    slope is tried (one pixel of drift over the width apart) by shearing the columns and counting
+    along the sheared rows: the paper's lines are parallel, so the slope whose lines are best covered
+    is theirs. A digit's own stroke (a 7's bar, a 3's arc in a tight crop) stops short of the image's
+    ends, and a canvas-filling digit's bar is thick."""
+    height, width = present.shape
+    rows, cols = np.nonzero(present)
+    end = max(1, round(LINE_ENDS * width))
+    parts = [
+        (np.arange(width), cols >= 0),
+        (np.arange(end), cols < end),
+        (np.arange(width - end, width), cols >= width - end),
+    ]
+    best, found, shift = 0.0, np.zeros(0, bool), np.zeros(width, int)
+    for slope in np.tan(np.arange(-LINE_TILT, LINE_TILT + 1e-9, 1 / width)):
+        drift = np.rint(np.arange(width) * slope).astype(int)
+        drift -= drift.max()  # a pixel's sheared row, row - drift[col], is never negative
+        size = height - drift.min()
+        covered = []
+        for columns, pixels in parts:  # the whole width, then each end
+            counts = np.bincount(rows[pixels] - drift[cols[pixels]], minlength=size)
+            # The part's pixels on each sheared row: column c's rows start at -drift[c].
+            starts, stops = -drift[columns], height - drift[columns]
+            inside = np.cumsum(np.bincount(starts, minlength=size + 1) - np.bincount(stops, minlength=size + 1))[:size]
+            covered.append(np.where(inside >= len(columns) / 2, counts / np.maximum(inside, 1), 0))
+        lines = np.all([c >= LINE_COVER for c in covered], axis=0)
+        if covered[0][lines].sum() > best:
+            best, found, shift = float(covered[0][lines].sum()), lines, drift
+    if not found.any():
+        return np.zeros_like(present)
+    runs, _ = ndimage.label(found)
+    thin = 1 + np.flatnonzero(np.bincount(runs)[1:] <= max(2, round(LINE_WIDTH * height)) + 1)
+    found = ndimage.binary_dilation(np.isin(runs, thin))  # and the line's blurred edges
+    return found[np.arange(height)[:, None] - shift] & present
 
 
 def the_digit(labels: np.ndarray, sizes: np.ndarray) -> tuple[list[int], int]:
