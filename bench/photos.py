@@ -5,8 +5,9 @@ on black) in, a grayscale photo out (SIDE × SIDE uint8, dark ink on light paper
 pen stroke: upscaled smoothly, then laid on paper as ink that reflects a share of the light the
 paper does (so a shadow darkens ink and paper alike, as in a photo). `clean` is a good photo:
 white-ish but never pure white paper, pen or pencil ink (never pure black), a little camera blur
-and noise. Every other condition is `clean` with one thing changed, so a drop in accuracy is that
-thing's. The same digit, condition and seed give the same photo, byte for byte.
+and noise. Every other condition but the last is `clean` with one thing changed, so a drop in
+accuracy is that thing's; `everyday` brings several together, as a real page does. The same digit,
+condition and seed give the same photo, byte for byte.
 
     from bench.photos import CONDITIONS
     photo = CONDITIONS["lighting_gradient"](digit, np.random.default_rng(0))
@@ -275,6 +276,27 @@ def margin_marks(digit: np.ndarray, rng: Rng) -> np.ndarray:
     return photo(digit, rng, ink=np.maximum(ink, np.clip(mark, 0, 1)))
 
 
+def everyday(digit: np.ndarray, rng: Rng) -> np.ndarray:
+    """Several things at once, as a phone photo taken at a desk is: off-white paper lit from a window
+    (130 → 225 across the page), the page turned up to 6° either way, a little out of focus (sigma
+    1–1.5 page pixels) and a dim room's noise (6–10 grey levels). The one condition that is not
+    `clean` with one thing changed: it stands for photos of real pages, where they come together."""
+    angle = rng.uniform(-6, 6)
+    ink = np.clip(ndimage.rotate(place(stroke(digit), near_middle(rng)), angle, reshape=False, order=1), 0, 1)
+    pen = np.array(list(PENS.values())[rng.integers(len(PENS))], np.float32)
+    sigma = rng.uniform(1.0, 1.5)
+    return photo(
+        digit,
+        rng,
+        ink=ink,
+        light=(130 + 95 * ramp(rng)).astype(np.float32),
+        paper_rgb=(np.array(TINTS["off-white"], np.float32), pen),
+        blur=lambda image: ndimage.gaussian_filter(image, sigma),
+        noise=rng.uniform(6, 10),
+    )
+
+
+# The order is part of each photo's seed (render): a new condition goes last.
 CONDITIONS: dict[str, Callable[[np.ndarray, Rng], np.ndarray]] = {
     f.__name__: f
     for f in (
@@ -291,6 +313,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, Rng], np.ndarray]] = {
         rotation,
         perspective,
         margin_marks,
+        everyday,
     )
 }
 

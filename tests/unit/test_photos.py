@@ -185,3 +185,23 @@ def test_paper_tint_is_another_paper_than_clean():
     """Coloured paper through RGB → L: over the seeds, paper greys beyond clean's 205–235 appear."""
     levels = [np.median(photo("paper_tint", seed)) for seed in range(20)]
     assert min(levels) < 195 or max(levels) > 236, levels
+
+
+def test_everyday_brings_a_gradient_a_turn_blur_and_noise_together():
+    """The one condition of several things at once: the paper's grey spans the page as the lighting
+    gradient's does, the digit is turned (up to 6°: a bar leans, over the seeds), and the paper is
+    noisier than clean's (its grain: the corner less its own smoothed copy)."""
+    from scipy import ndimage
+
+    def grain(image: np.ndarray) -> float:
+        corner = image[:20, :20].astype(np.float32)
+        return float((corner - ndimage.gaussian_filter(corner, 3)).std())
+
+    bar = drawn("bar")
+    leans = [tilt(render(bar, "everyday", seed)) for seed in range(12)]
+    assert max(leans) > 2.5 and max(leans) < 7, leans
+    for seed in SEEDS:
+        image = photo("everyday", seed)
+        levels = corners(image)
+        assert max(levels) - min(levels) > 50 and min(levels) < 175, levels
+        assert grain(image) > 1.5 * grain(photo("clean", seed))
