@@ -250,7 +250,7 @@ def report(r: dict, command: str, quick: bool) -> str:
         "",
         f"{r['sample']:,} digits of MNIST's test set, stratified by digit (seed {r['seed']}), each rendered as a "
         f"{r['side']}×{r['side']} grayscale photo of a digit on paper under each condition (`bench/photos.py`; "
-        "every condition is `clean` with one thing changed), written as a PNG file and read back through "
+        "each condition but `everyday` is `clean` with one thing changed), written as a PNG file and read back through "
         "`predict`'s code: `load_inputs` (the file to MNIST's 28×28 form) and `predict`. A file `predict` "
         "refuses counts as a wrong answer.",
         "",
