@@ -137,3 +137,24 @@ def test_rotation_and_zoom_keep_the_digit_where_it_is_and_shift_moves_it_no_furt
     moved = np.linalg.norm(centre_of_ink(np.asarray(augment(images, training=True))) - 13.5, axis=1)
     assert moved.max() <= moved_at_most
     assert not np.allclose(np.asarray(augment(images, training=True)), images)
+
+
+def test_the_compiled_affine_resampling_reads_the_pixels_tensorflows_kernel_does():
+    """augmentation.resample replaced keras.ops.image.affine_transform (TensorFlow's
+    ImageProjectiveTransformV3) for speed: the same bilinear pixels, 0 outside, for turns, scales
+    and shifts far beyond the params' ranges (a pixel read from outside the image included)."""
+    from keras import ops
+
+    from mnist_pipeline.training.augmentation import resample
+
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 28, 28, 1)).astype(np.float32)
+    angle, scale = rng.uniform(-0.8, 0.8, 64), rng.uniform(0.6, 1.5, 64)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    shift = rng.uniform(-12, 12, (2, 64))
+    transform = np.stack([cos, sin, shift[0], -sin, cos, shift[1]], axis=1).astype(np.float32)
+    ours = np.asarray(resample(images, transform))
+    eight = np.concatenate([transform, np.zeros((64, 2), np.float32)], axis=1)
+    kernel = np.asarray(ops.image.affine_transform(images, eight, fill_mode="constant", fill_value=0))
+    assert (kernel == 0).mean() > 0.1  # some pixels were read from outside the image
+    np.testing.assert_allclose(ours, kernel, atol=1e-5)
