@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from mnist_pipeline.core.params import LogisticParams, MLPParams  # noqa: E402
-from mnist_pipeline.training.models import build, compute_dtype, for_inference  # noqa: E402
+from mnist_pipeline.training.models import BytewiseDropout, build, compute_dtype, for_inference  # noqa: E402
 
 
 class Training(TypedDict):
@@ -55,6 +55,28 @@ def test_mlp_follows_its_params():
     assert [layer.units for layer in dense] == [32, 16, 10]
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25]
     assert model.count_params() == (784 * 32 + 32) + (32 * 16 + 16) + (16 * 10 + 10)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_the_training_dropout_drops_the_rate_and_keeps_the_mean_and_the_saved_model_has_keras_own(tmp_path, rate):
+    """BytewiseDropout draws a quarter of the random numbers Keras's Dropout does: in training it drops
+    the rate (rounded to a 256th) of the units and scales the rest so the mean stays; outside training
+    it passes its input through; the same seed drops the same units. The saved model holds Keras's
+    own Dropout, so it loads with no class of ours."""
+    ones = np.ones((512, 300), np.float32)  # 300 units: not a multiple of the four bytes per word
+    dropped = np.asarray(BytewiseDropout(rate, seed=3)(ones, training=True))
+    assert set(np.unique(dropped)) == {0.0, np.float32(256 / (256 - round(rate * 256)))}
+    assert abs((dropped == 0).mean() - round(rate * 256) / 256) < 0.01 and abs(dropped.mean() - 1) < 0.02
+    assert np.array_equal(dropped, np.asarray(BytewiseDropout(rate, seed=3)(ones, training=True)))
+    assert not np.array_equal(dropped, np.asarray(BytewiseDropout(rate, seed=4)(ones, training=True)))
+    assert np.array_equal(np.asarray(BytewiseDropout(rate, seed=3)(ones, training=False)), ones)
+
+    params = MLPParams(type="mlp", hidden_units=[16], activation="relu", dropout=rate, **TRAINING)
+    model = build(params, steps_per_epoch=1)
+    assert [type(layer) for layer in model.layers if "dropout" in layer.name] == [BytewiseDropout]
+    for_inference(model, params).save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert [type(layer) for layer in loaded.layers if "dropout" in layer.name] == [keras.layers.Dropout]
 
 
 def test_rescaling_lives_in_the_model():
