@@ -36,6 +36,10 @@ SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_template", "trained_repo",
 SLOW_MARKS = ("slow", "e2e", "load")
 FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
 SPENT = pytest.StashKey[float]()
+# Each module's seconds (setup, run and teardown of its tests) in the last run that ran it whole, kept in
+# pytest's cache (.pytest_cache): the next run hands the longest modules out first.
+MODULE_SECONDS = "tiers/module-seconds"
+seconds_now: dict[str, float] = {}
 
 
 def pytest_addoption(parser):
@@ -74,11 +78,36 @@ def pytest_collection_modifyitems(config, items):
     if config.getoption("fast") and slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = fast
-    # Longest first, for two workers: pytest-xdist hands out the modules in this order, so the modules
-    # that each train repositories (e2e) go out first and the many quick tests fill the gaps at the end,
-    # rather than one long module starting last while the other worker idles. (A stable sort: each
-    # module's tests keep their order.)
-    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2)
+    # Longest first, for two workers: pytest-xdist hands out the modules in this order
+    # (--no-loadscope-reorder), so the modules that each train repositories (e2e) go out first and the
+    # many quick tests fill the gaps at the end, rather than one long module starting last while the
+    # other worker idles; within each kind, by the seconds the last run took (none in a fresh clone).
+    # (A stable sort: each module's tests keep their order.)
+    last = config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {}
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2,
+            -last.get(item.nodeid.split("::")[0], 0.0),
+        )
+    )
+
+
+def pytest_runtest_logreport(report):
+    """Add up each module's seconds; under pytest-xdist the main process gets every worker's reports."""
+    module = report.nodeid.split("::")[0]
+    seconds_now[module] = seconds_now.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """Keep this run's seconds per module for the next run's order, unless it ran a chosen few tests
+    (-k, or a test named by its id), whose seconds are not their module's."""
+    config = session.config
+    whole = not config.option.keyword and not any("::" in arg for arg in config.args)
+    if hasattr(config, "workerinput") or not getattr(config, "cache", None) or not whole or not seconds_now:
+        return
+    config.cache.set(
+        MODULE_SECONDS, config.cache.get(MODULE_SECONDS, {}) | {m: round(s, 1) for m, s in seconds_now.items()}
+    )
 
 
 def pytest_xdist_node_collection_finished(node, ids):

@@ -10,17 +10,25 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from tests.support.cli import run_main
 from tests.support.harness import TRAINED_EXPERIMENT, copy_project, repo_env, sh, small_params, store_uri, write_params
 
-# Each check runs the command as a user does, a new process importing MLflow: the full tier.
+# The full tier: the shared trained repository, and real stores of many runs.
 pytestmark = pytest.mark.slow
 HEADLINE = ["test_accuracy", "test_macro_precision", "test_macro_recall"]
 
 
-def compare(repo, *args, check=True, columns=120):
-    return sh(
-        repo, "python", "-m", "mnist_pipeline", "compare", *args, check=check, env=repo_env(repo, COLUMNS=str(columns))
-    )
+def compare(repo, *args, check=True, columns=120, process=False):
+    """`compare ARGS` in `repo` on a terminal `columns` wide: in this process (tests/support/cli.py; a
+    new one imports MLflow first, seconds per call), or with `process` in a new one, as a user runs it
+    (the exit codes and error lines)."""
+    env = repo_env(repo, COLUMNS=str(columns))
+    if process:
+        return sh(repo, "python", "-m", "mnist_pipeline", "compare", *args, check=check, env=env)
+    done = run_main(["compare", *args], repo, env)
+    if check and done.returncode != 0:
+        raise AssertionError(f"compare exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
 
 
 def read_text(stdout: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
@@ -89,15 +97,15 @@ def test_filter_by_model_sort_by_any_metric_and_markdown(trained_repo):
 
 
 def test_unknown_metric_or_experiment_is_one_line_naming_the_fix(trained_repo):
-    done = compare(trained_repo, "--sort-by", "test_acc", check=False)
+    done = compare(trained_repo, "--sort-by", "test_acc", check=False, process=True)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: no metric 'test_acc' in these runs; sort by one of: ")
     assert "test_accuracy" in done.stderr and len(done.stderr.splitlines()) == 1
-    done = compare(trained_repo, "--experiment", "nope", check=False)
+    done = compare(trained_repo, "--experiment", "nope", check=False, process=True)
     assert done.returncode == 1 and done.stderr.startswith("error: no experiment 'nope' in ")
     assert re.search(rf"\(experiments there: .*\b{TRAINED_EXPERIMENT}\b.*\); name one with --experiment", done.stderr)
     assert len(done.stderr.splitlines()) == 1
-    done = compare(trained_repo, "--width", "ten", check=False)
+    done = compare(trained_repo, "--width", "ten", check=False, process=True)
     assert done.returncode == 2 and "argument --width: 'ten': give a whole number, at least 40" in done.stderr
 
 

@@ -15,6 +15,7 @@ from mnist_pipeline.data import idx
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.tools.predict import to_mnist
 from tests.support import photos
+from tests.support.cli import run_main
 from tests.support.harness import repo_env, sh, store_uri
 from tests.unit.test_inputs import png_of_zeros
 
@@ -52,17 +53,18 @@ def test_transparent_png_reads_as_ink_on_paper(test_images):
     assert correlation(recovered, digit) > 0.85
 
 
-def predict_cli(repo, *args, check=True, env=None):
-    return sh(
-        repo,
-        "python",
-        "-m",
-        "mnist_pipeline",
-        "predict",
-        *map(str, args),
-        check=check,
-        env=env or repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo)),
-    )
+def predict_cli(repo, *args, check=True, env=None, process=False):
+    """`predict ARGS` in `repo`, in this process (tests/support/cli.py: a new one would load TensorFlow
+    and MLflow first, seconds per call), or with `process` in a new one, as a user runs it: the tests
+    of the answers a user reads, of exit 2 with TensorFlow's start-up around it, and of a PYTHONPATH."""
+    env = env or repo_env(repo, MLFLOW_TRACKING_URI=store_uri(repo))
+    argv = ["predict", *map(str, args)]
+    if process:
+        return sh(repo, "python", "-m", "mnist_pipeline", *argv, check=check, env=env)
+    done = run_main(argv, repo, env)
+    if check and done.returncode != 0:
+        raise AssertionError(f"predict exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
 
 
 def parse(output: str) -> list[tuple[str, int, float, bool]]:
@@ -80,7 +82,7 @@ def test_predictions_from_npy_files_images_and_the_registry_agree(trained_repo, 
     np.save(batch, x[:8])
     expected = keras.models.load_model(Layout(trained_repo).model_dir("mlp") / MODEL_FILE).predict(x[:8], verbose=0)
 
-    rows = parse(predict_cli(trained_repo, batch, "--model", "models/mlp").stdout)
+    rows = parse(predict_cli(trained_repo, batch, "--model", "models/mlp", process=True).stdout)
     assert [row[0] for row in rows] == [f"{batch}[{i}]" for i in range(8)]
     assert [row[1] for row in rows] == expected.argmax(axis=1).tolist()
     assert [row[2] for row in rows] == pytest.approx(expected.max(axis=1).tolist(), abs=1e-4)
@@ -154,7 +156,7 @@ def test_a_model_that_is_not_there_gets_one_line_and_exit_2(trained_repo, test_i
         ("models/cnn", "no model there"),
         ("models:/mnist-cnn@champion", "cannot load the model from"),
     ):
-        done = predict_cli(trained_repo, batch, "--model", source, check=False)
+        done = predict_cli(trained_repo, batch, "--model", source, check=False, process=True)
         # The last line is ours; TensorFlow's start-up lines may come before it.
         last = done.stderr.strip().splitlines()[-1]
         assert done.returncode == 2 and last.startswith(f"error: {source}: ") and expected in last, done.stderr
@@ -202,7 +204,7 @@ def test_a_model_whose_artifact_store_cannot_be_read_gets_one_line(trained_repo,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env))
+    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env, process=True))
     assert last == (
         f"error: {source}: cannot download the model from its artifact store (NoCredentialsError: Unable to "
         "locate credentials); check the store's address and your credentials for it"
@@ -212,7 +214,7 @@ def test_a_model_whose_artifact_store_cannot_be_read_gets_one_line(trained_repo,
         "raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n"
     )
     env["PYTHONPATH"] = f"{tmp_path / 'no_boto3'}{os.pathsep}{env['PYTHONPATH']}"
-    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env))
+    last = one_error_line(predict_cli(trained_repo, batch, "--model", source, check=False, env=env, process=True))
     assert last.startswith(f"error: {source}: its artifact store needs the Python package boto3, which is not ")
 
 

@@ -7,6 +7,7 @@ describes it, never repeats it."""
 import base64
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,8 @@ from PIL import Image
 from mnist_pipeline.core.layout import MODEL_FILE, Layout
 from mnist_pipeline.data.splits import load_split
 from tests.support import photos
-from tests.support.harness import assert_reads_clean, free_port, repo_env, running, sh, store_uri, venv_bin
+from tests.support.cli import run_main
+from tests.support.harness import assert_reads_clean, free_port, repo_env, running, store_uri, venv_bin
 
 
 def serve_command(port: int) -> list[str]:
@@ -72,24 +74,46 @@ def png_base64(gray: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, tmp_path):
-    x, _ = load_split(Layout(trained_repo).processed, "test")
+@pytest.fixture(scope="module")
+def served(trained_repo, tmp_path_factory):
+    """The champion served as docs/registry.md shows, once for this module's tests, which only send
+    it requests (a start loads MLflow, TensorFlow and the model: 10-20 s): its port and its log."""
     port = free_port()
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo), COLUMNS="120")
-    log = tmp_path / "serve.log"
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with running(serve_command(port), f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=log):
-        for _ in range(2):
-            served = predictions(port, x[:16])
+        yield port, log
+
+
+POSTED = '"POST /invocations HTTP/1.1" 200'
+
+
+def log_since(log: Path, before: int, posts: int) -> str:
+    """The log written after its first `before` characters, once it holds `posts` requests (the
+    server writes each line just after it answers), or after 30 s."""
+    deadline = time.monotonic() + 30
+    while (text := log.read_text()[before:]).count(POSTED) < posts and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text
+
+
+def test_the_champion_served_by_mlflow_answers_invocations_with_probabilities(trained_repo, served):
+    x, _ = load_split(Layout(trained_repo).processed, "test")
+    port, log = served
+    before = len(log.read_text())
+    for _ in range(2):
+        answered = predictions(port, x[:16])
     # Its log, read as a person would: the requests, and no TensorFlow start-up lines or progress bars.
+    since = log_since(log, before, 2)
     text = log.read_text()
-    assert text.count('"POST /invocations HTTP/1.1" 200') == 2, text
+    assert since.count(POSTED) == 2, text
     assert_reads_clean(text, "mlflow models serve")
     assert "ms/step" not in text, text
-    assert served.shape == (16, 10)
-    assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
+    assert answered.shape == (16, 10)
+    assert np.allclose(answered.sum(axis=1), 1, atol=1e-4)
     # The same model, loaded from the pipeline's output folder, gives the same probabilities.
     local = keras.models.load_model(Layout(trained_repo).model_dir("logistic") / MODEL_FILE).predict(x[:16], verbose=0)
-    assert np.allclose(served, local, atol=1e-5)
+    assert np.allclose(answered, local, atol=1e-5)
 
 
 # Requests the served model cannot read, each of values found nowhere else in the answer.
@@ -100,16 +124,14 @@ BAD_REQUESTS = [
 ]
 
 
-def test_the_served_model_takes_flat_images_and_never_echoes_a_request(trained_repo, tmp_path):
+def test_the_served_model_takes_flat_images_and_never_echoes_a_request(trained_repo, served):
     """Before: (N, 784) got a 400, and every 400 quoted the request (`Failed to predict data
     '[[217 217 …]]'`, `Python integer 4242 out of bounds for uint8`)."""
     x, _ = load_split(Layout(trained_repo).processed, "test")
-    port = free_port()
-    env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
-    with running(serve_command(port), f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=tmp_path / "log"):
-        square = predictions(port, x[:8])
-        flat = predictions(port, x[:8].reshape(8, 784))
-        answers = {name: invoke(port, pixels) for name, pixels, _ in BAD_REQUESTS}
+    port, _ = served
+    square = predictions(port, x[:8])
+    flat = predictions(port, x[:8].reshape(8, 784))
+    answers = {name: invoke(port, pixels) for name, pixels, _ in BAD_REQUESTS}
     assert np.array_equal(flat, square) and square.shape == (8, 10)
     for name, pixels, expected in BAD_REQUESTS:
         status, body = answers[name]
@@ -118,22 +140,21 @@ def test_the_served_model_takes_flat_images_and_never_echoes_a_request(trained_r
         assert value not in body, body
 
 
-def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsure(trained_repo, tmp_path):
+def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsure(trained_repo, served, tmp_path):
     """Before: it took 28×28 pixels only; a photo had to be fitted and centred by the caller (a 7
     resized naively came back as 2), and nothing said "not sure". Now the PNG's bytes of a digit
     under a lighting gradient (grey 130 → 220, noise) are read as `predict` reads the file, in both
     JSON forms MLflow's scoring server takes; noise, a speck and several digits come back unsure."""
     x, y = load_split(Layout(trained_repo).processed, "test")
-    port = free_port()
+    port, _ = served
     env = repo_env(trained_repo, MLFLOW_TRACKING_URI=store_uri(trained_repo))
     gradient = [png_base64(photos.photo(x[i], seed=i)) for i in range(20)]
     odd = [png_base64(photos.noise_strip()), png_base64(photos.speck()), png_base64(photos.several(list(x[:3])))]
-    with running(serve_command(port), f"http://127.0.0.1:{port}/ping", cwd=trained_repo, env=env, log=tmp_path / "log"):
-        clean = answers(port, x[:20])
-        listed = answers(port, None, {"inputs": gradient})
-        split = answers(port, None, {"dataframe_split": {"columns": ["image"], "data": [[g] for g in gradient]}})
-        unsure = answers(port, None, {"inputs": odd})
-        status, body = invoke(port, None, {"inputs": [gradient[0], "bm90IGFuIGltYWdl"]})
+    clean = answers(port, x[:20])
+    listed = answers(port, None, {"inputs": gradient})
+    split = answers(port, None, {"dataframe_split": {"columns": ["image"], "data": [[g] for g in gradient]}})
+    unsure = answers(port, None, {"inputs": odd})
+    status, body = invoke(port, None, {"inputs": [gradient[0], "bm90IGFuIGltYWdl"]})
     assert listed == split
     # The digits the model reads right in MNIST's form, it reads right from the photos' bytes.
     right = [i for i in range(20) if clean[i]["digit"] == y[i]]
@@ -144,7 +165,8 @@ def test_the_served_model_reads_photos_as_predict_does_and_says_when_it_is_unsur
         files.append(str(tmp_path / f"gradient{i}.png"))
         Path(files[-1]).write_bytes(base64.b64decode(text))
     champion = "models:/mnist-logistic@champion"
-    done = sh(trained_repo, "python", "-m", "mnist_pipeline", "predict", *files, "--model", champion, env=env)
+    done = run_main(["predict", *files, "--model", champion], trained_repo, env)  # in-process: tests/support/cli.py
+    assert done.returncode == 0, done.stderr
     rows = [line.split()[1:] for line in done.stdout.splitlines()[1:]]
     assert [(int(d), u == "yes") for d, _, u in rows] == [(a["digit"], a["unsure"]) for a in listed]
     assert [float(p) for _, p, _ in rows] == pytest.approx([a["probability"] for a in listed], abs=1e-4)

@@ -10,7 +10,8 @@ import pytest
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.layout import RUN_FILE
 from mnist_pipeline.data.splits import load_split, save_splits
-from tests.support.harness import REPO, repo_env, sh
+from tests.support.cli import run_main
+from tests.support.harness import REPO, repo_env
 
 RESTORE_MODEL = "restore it with `dvc checkout models/mlp` or retrain it with `dvc repro -f train@mlp`"
 
@@ -23,18 +24,7 @@ def test_predict_with_a_damaged_model_gets_one_line_and_exit_2(tmp_path):
     (tmp_path / "models/mlp").mkdir(parents=True)
     (tmp_path / "models/mlp/model.keras").write_bytes(b"garbage " * 100)
     np.save(tmp_path / "digit.npy", np.arange(784, dtype=np.uint8).reshape(28, 28) % 200)
-    done = sh(
-        tmp_path,
-        "python",
-        "-m",
-        "mnist_pipeline",
-        "predict",
-        "digit.npy",
-        "--model",
-        "models/mlp",
-        check=False,
-        env=repo_env(REPO),
-    )
+    done = run_main(["predict", "digit.npy", "--model", "models/mlp"], tmp_path, repo_env(REPO))
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "error: models/mlp/model.keras: not a Keras model file (a .keras file is a zip archive; this one is "

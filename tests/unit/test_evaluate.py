@@ -19,6 +19,7 @@ from mnist_pipeline.core.params import LogisticParams
 from mnist_pipeline.evaluation.evaluator import RunChoice, choose_run, evaluate, interrupts_held, score
 from mnist_pipeline.training.models import build
 from mnist_pipeline.training.trainer import train
+from tests.support.stores import empty_store
 from tests.support.tiny import cleared_env, digits, store_uri, tiny_layout, tiny_params
 
 TRAINING_RUN, LAUNCHED = "a" * 32, "b" * 32
@@ -112,7 +113,8 @@ def test_evaluate_logs_into_the_training_run(trained, clean_env):
 def test_a_new_run_holds_the_params_of_the_training_run(trained, clean_env, monkeypatch, tmp_path, caplog):
     """Trained against another store: evaluate opens a run of its own there, with what a training run holds."""
     layout, params, run_id = trained
-    other = f"sqlite:///{tmp_path / 'other.db'}"
+    (tmp_path / "other").mkdir()
+    other = f"sqlite:///{empty_store(tmp_path / 'other')}"  # a store without the run: MLflow's tables, copied
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
     with caplog.at_level(logging.WARNING, logger="mnist_pipeline.evaluation.evaluator"):
         scores = evaluate("mlp", params, layout)

@@ -12,6 +12,7 @@ from mnist_pipeline.core.params import RegistryParams
 from mnist_pipeline.data.idx import SHA256
 from mnist_pipeline.evaluation.gates import Scores
 from mnist_pipeline.evaluation.registry import ALIAS, promote, settle_champion
+from tests.support.stores import empty_store
 from tests.support.tiny import cleared_env
 
 
@@ -25,7 +26,7 @@ def store(tmp_path_factory):
     """One SQLite store for this module; each test registers under a name prefix of its own. Its
     artifacts beside it: a store's default is ./mlruns, wherever pytest runs."""
     folder = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = f"sqlite:///{empty_store(folder)}"  # MLflow's tables copied, not made (tests/support/stores.py)
     with cleared_env():
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)

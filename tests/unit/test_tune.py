@@ -17,7 +17,6 @@ import optuna
 import pytest
 import yaml
 from mlflow.projects import load_project
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from mnist_pipeline.core.errors import ParamsError, PipelineError
@@ -27,7 +26,9 @@ from mnist_pipeline.tracking.sqlite_url import sqlite_url
 from mnist_pipeline.tuning import optuna_study
 from mnist_pipeline.tuning.params_edit import apply_values
 from mnist_pipeline.tuning.schema import TuneParams, checked_tuning, load_tuning, search_for
+from tests.support.cli import run_main
 from tests.support.harness import REPO, repo_env
+from tests.support.stores import empty_store
 from tests.support.tiny import digits
 
 TUNED = ("learning_rate", "dropout")
@@ -331,10 +332,9 @@ def test_apply_changes_only_the_tuned_lines_keeps_the_comments_and_refuses_a_val
 # --- the study its workers share -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables (creating them takes seconds: made once, then copied)."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(sqlite_url(path)).search_experiments()
-    return path
+    """An MLflow SQLite store with its tables (creating them takes seconds: made once per process, then
+    copied: tests/support/stores.py)."""
+    return empty_store(tmp_path_factory.mktemp("mlflow"))
 
 
 def mlflow_store(empty: Path, path: Path) -> Path:
@@ -362,13 +362,7 @@ def test_a_storage_that_is_an_mlflow_store_is_refused_before_anything_is_written
     storage = "sqlite:///mlflow.db" if how == "relative" else f"sqlite:///{store}"
     before = {path: (tables(path), path.read_bytes()) for path in tmp_path.rglob("mlflow.db")}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage],
-        cwd=root,
-        env=repo_env(REPO),
-        capture_output=True,
-        text=True,
-    )
+    done = run_main(["tune", "mlp", "--storage", storage], root, repo_env(REPO))
 
     if how == "another repository's":
         expected = f"error: --storage {storage}: {store} is an MLflow tracking store (it has MLflow's tables); {FIX}"
@@ -387,12 +381,10 @@ def test_a_storage_on_the_tracking_stores_database_server_is_refused_without_con
     with a password): refused from the URLs alone, so no server is needed here."""
     root = tiny_repo(tmp_path, tiny_raw())
     storage = "postgresql+psycopg://me:secret@127.0.0.1:9/mlflow"
-    done = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline", "tune", "mlp", "--storage", storage],
-        cwd=root,
-        env=repo_env(REPO, MLFLOW_TRACKING_URI="postgresql://me@127.0.0.1:9/mlflow"),
-        capture_output=True,
-        text=True,
+    done = run_main(
+        ["tune", "mlp", "--storage", storage],
+        root,
+        repo_env(REPO, MLFLOW_TRACKING_URI="postgresql://me@127.0.0.1:9/mlflow"),
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [

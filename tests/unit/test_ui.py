@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.tracking.runs_view import DESCRIPTION_TAG, VIEW_NAME, VIEW_TAG, view_state
 from mnist_pipeline.tracking.store import ensure_experiment, tracking_uri
 from tests.support.harness import REPO, sh
+from tests.support.stores import empty_store
 
 KIND = "mlflow.experimentKind"
 
@@ -24,6 +25,7 @@ def test_make_ui_passes_its_port_on_and_open_asks_for_the_browser():
 def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path, monkeypatch):
     for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(variable, raising=False)
+    empty_store(tmp_path)  # MLflow's tables, copied (tests/support/stores.py): the store is not what is tested
     client = MlflowClient(tracking_uri(tmp_path))
     new = ensure_experiment("new", tmp_path)
     assert client.get_experiment(new).tags[KIND] == "custom_model_development"
@@ -42,6 +44,7 @@ def test_experiments_are_marked_as_model_training_new_and_existing_once(tmp_path
 def test_experiments_get_the_view_by_test_accuracy_and_a_description_linking_to_it(tmp_path, monkeypatch):
     for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(variable, raising=False)
+    empty_store(tmp_path)  # MLflow's tables, copied (tests/support/stores.py): the store is not what is tested
     client = MlflowClient(tracking_uri(tmp_path))
     new = ensure_experiment("new", tmp_path)
     described = client.create_experiment("described", tags={DESCRIPTION_TAG: "a person's own words"})
