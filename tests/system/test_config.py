@@ -50,7 +50,7 @@ def test_a_rejected_dvc_exp_run_keeps_its_value_in_params_yaml_until_put_back(tm
         for a, b in zip(shipped.splitlines(), (repo / "params.yaml").read_text().splitlines(), strict=False)
         if a != b
     ]
-    assert changed == [("    epochs: 22", "    epochs: ten")]
+    assert changed == [("    epochs: 26", "    epochs: ten")]
     assert len((repo / "params.yaml").read_text().splitlines()) == len(shipped.splitlines())
 
     again = sh(repo, "dvc", "repro", check=False)

@@ -287,7 +287,7 @@ HOSTILE = {
         "models.logistic.batch_size = 100000: Input should be less than or equal to 60000",
     ),
     "a thousand-digit number of epochs": (
-        lambda: shipped_with("    epochs: 22", "    epochs: " + "9" * 1000),
+        lambda: shipped_with("    epochs: 26", "    epochs: " + "9" * 1000),
         "models.mlp.epochs = 999999999999999999...9999999999999999999: Input should be less than or equal to 10000",
     ),
     "a seed NumPy cannot take": (
