@@ -174,15 +174,13 @@ def without_lines(mask: np.ndarray, ink: np.ndarray, faint: float) -> tuple[np.n
     """The mask and ink without the ruled or squared paper's lines (found among the pixels of ink at
     least `faint`: a faint line breaks up at the mask's threshold, and its pieces would join the
     digit). Where a stroke crossed a line, the gap is bridged."""
+    if min(mask.shape) < 64:  # a digit this small on ruled paper is unreadable anyway; MNIST's 28×28 are left alone
+        return mask, ink
     present = ink >= faint
     # Both directions are looked for on the same pixels: a squared paper's lines cross each other,
     # and the columns' lines would lose their crossings if the rows' were taken out first.
-    found = [
-        ruled(present) if min(present.shape) >= 64 else None,
-        ruled(present.T) if min(present.shape) >= 64 else None,
-    ]
-    for axis, lines in enumerate(found):  # 0: lines along the rows, 1: along the columns (transposed)
-        if lines is None or not lines.any():  # under 64 pixels (MNIST's 28×28): a digit, no paper
+    for axis, lines in enumerate([ruled(present), ruled(present.T)]):  # along the rows, along the columns
+        if not lines.any():
             continue
         m, i = (mask, ink) if axis == 0 else (mask.T, ink.T)
         # Printed lines are fainter than a pen's ink: where a line's pixel is clearly darker than the
