@@ -99,9 +99,9 @@ def write_params(repo: Path, params: dict) -> None:
 
 
 def use_local_mnist(repo: Path, mnist_dir: Path) -> None:
-    """download.yaml naming `mnist_dir` as the only source."""
+    """download.yaml naming `mnist_dir` as the only source (made absolute: the stage runs in `repo`)."""
     config = yaml.safe_load((REPO / "download.yaml").read_text())
-    config["sources"] = [{"kind": "local", "path": str(mnist_dir)}]
+    config["sources"] = [{"kind": "local", "path": str(mnist_dir.resolve())}]
     (repo / "download.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 

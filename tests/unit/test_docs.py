@@ -114,3 +114,37 @@ def test_every_make_target_the_pages_show_exists():
         for target in re.findall(r"(?:^|\s)make ([a-z][a-z-]*)", code(page), flags=re.MULTILINE)
     }
     assert shown and shown <= targets, sorted(shown - targets)
+
+
+def test_the_readme_results_are_the_benchmark_runs():
+    """The README's results table and floor sentence quote bench/results.json, the run that wrote
+    bench/RESULTS.md: a new benchmark run without a README update (or the reverse) fails here."""
+    import json
+    import statistics
+
+    from bench.run import epoch_figures
+
+    r = json.loads((REPO / "bench" / "results.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Results at the default parameters", 1)[1].split("\n## ", 1)[0]
+    for name, model in r["full"]["models"].items():
+        fits = [model["fit_s"]] + [p["stage_fit_s"] for p in r["pairs"][name]]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} ("))
+        assert row.split(" | ")[1:] == [
+            f"{model['test_accuracy']:.4f}",
+            f"{model['test_macro_f1']:.4f}",
+            f"{model['epochs_trained']}",
+            f"{statistics.median(fits):.1f} s |",
+        ], row
+    per_epoch, floor_s, _ = epoch_figures(r)
+    ratio = statistics.median(per_epoch) / floor_s
+    peak = statistics.median(r["matmul"]["peak"])
+    quoted = (
+        f"{statistics.median(per_epoch):.2f} s an epoch: {ratio:.1f}× the compute floor of {floor_s:.2f} s",
+        f"({peak:,.0f} GFLOP/s, AMX)" if r["matmul"]["amx"] else f"({peak:,.0f} GFLOP/s)",
+        # RESULTS.md's "in all": `make setup`, then the pipeline as `make repro` runs it.
+        f"`make repro` took {(r['first_run']['make_setup_s'] + r['first_run']['make_repro_s']) / 60:.1f} min in "
+        f"all (set-up {r['first_run']['make_setup_s']:.0f} s",
+    )
+    flat = " ".join(section.split())
+    assert [text for text in quoted if text not in flat] == []
