@@ -9,6 +9,7 @@ bench/ import (one way: `from tests.support.harness import ...`)."""
 
 import gzip
 import http.server
+import json
 import os
 import shutil
 import sys
@@ -37,8 +38,11 @@ SLOW_MARKS = ("slow", "e2e", "load")
 FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
 SPENT = pytest.StashKey[float]()
 # Each module's seconds (setup, run and teardown of its tests) in the last run that ran it whole, kept in
-# pytest's cache (.pytest_cache): the next run hands the longest modules out first.
+# pytest's cache (.pytest_cache): the next run hands the longest modules out first. A fresh clone has no
+# cache and takes them from a full run's, committed as tests/module-seconds.json (copy the cache's file
+# there after adding a slow module).
 MODULE_SECONDS = "tiers/module-seconds"
+COMMITTED_SECONDS = TESTS / "module-seconds.json"
 seconds_now: dict[str, float] = {}
 
 
@@ -83,13 +87,19 @@ def pytest_collection_modifyitems(config, items):
     # many quick tests fill the gaps at the end, rather than one long module starting last while the
     # other worker idles; within each kind, by the seconds the last run took (none in a fresh clone).
     # (A stable sort: each module's tests keep their order.)
-    last = config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {}
+    last = module_seconds(config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {})
     items.sort(
         key=lambda item: (
             0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2,
             -last.get(item.nodeid.split("::")[0], 0.0),
         )
     )
+
+
+def module_seconds(cached: dict[str, float]) -> dict[str, float]:
+    """Each module's seconds for the run order: this machine's last run's where it has one, else the
+    committed full run's."""
+    return json.loads(COMMITTED_SECONDS.read_text()) | cached
 
 
 def pytest_runtest_logreport(report):

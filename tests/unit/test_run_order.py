@@ -1,0 +1,26 @@
+"""The order the full tier hands its modules to the two workers (tests/conftest.py): the longest
+first, by this machine's last run, or in a fresh clone by the committed tests/module-seconds.json."""
+
+import json
+
+from tests.conftest import COMMITTED_SECONDS, TESTS, module_seconds
+
+
+def test_a_fresh_clone_orders_by_the_committed_seconds_and_a_later_run_by_its_own():
+    committed = json.loads(COMMITTED_SECONDS.read_text())
+    assert module_seconds({}) == committed
+    longest = max(committed, key=committed.get)
+    assert module_seconds({longest: 0.5})[longest] == 0.5
+
+
+def test_the_committed_seconds_name_every_module_of_the_full_tier_and_no_other():
+    committed = set(json.loads(COMMITTED_SECONDS.read_text()))
+    modules = {str(path.relative_to(TESTS.parent)) for path in TESTS.rglob("test_*.py")}
+    # The load tier runs on demand (`-m load`), never in the full tier's order.
+    on_demand = {m for m in modules if "pytestmark = pytest.mark.load" in (TESTS.parent / m).read_text()}
+    assert committed - modules == set(), "modules that are gone: drop them from tests/module-seconds.json"
+    missing = {m for m in modules - committed - on_demand if m.startswith("tests/system/")}
+    assert missing == set(), (
+        "slow modules without seconds: after a full run copy .pytest_cache/v/tiers/module-seconds "
+        "to tests/module-seconds.json"
+    )
