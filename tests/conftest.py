@@ -7,6 +7,7 @@ FAST_BUDGET_S fails, naming the fix. The tests sit by kind: tests/unit is the fa
 drives real DVC, MLflow, servers and browsers, and tests/support holds the helpers that the tests and
 bench/ import (one way: `from tests.support.harness import ...`)."""
 
+import atexit
 import gzip
 import http.server
 import json
@@ -118,6 +119,14 @@ def pytest_sessionfinish(session):
     config.cache.set(
         MODULE_SECONDS, config.cache.get(MODULE_SECONDS, {}) | {m: round(s, 1) for m, s in seconds_now.items()}
     )
+
+
+def pytest_unconfigure(config):
+    """A pytest-xdist worker has sent its last result by now; it then skips Python's teardown of
+    TensorFlow, Keras and MLflow (their exit handlers and thousands of modules: 2–5 s, which the main
+    process waits out at the end of every run) by ending at its first exit handler."""
+    if hasattr(config, "workerinput"):
+        atexit.register(os._exit, 0)  # registered last, so it runs first
 
 
 def pytest_xdist_node_collection_finished(node, ids):
