@@ -213,7 +213,9 @@ def matmul_rates(dtype: str, shapes: list[tuple[int, int, int]], seconds: float)
     """TensorFlow's matrix-multiply rate now (GFLOP/s, all cores) in `dtype`, the arithmetic the fit
     uses (oneDNN, on AMX where the CPU has it), at each (m, k, n) shape: at PEAK_SHAPE the machine's
     peak, the yardstick of the compute floor; at a layer's shape, what that layer can get."""
-    import tensorflow as tf
+    from mnist_pipeline.training.quiet_tf import import_tensorflow
+
+    tf = import_tensorflow()  # without TensorFlow's start-up lines in the runner's output
 
     rates = {}
     for m, k, n in shapes:
