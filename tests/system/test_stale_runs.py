@@ -62,7 +62,10 @@ def start_holders(root: Path, models: list[str]) -> list[tuple[subprocess.Popen,
         for model in models
     ]
     started = [(holder, pipe(holder.stdout).readline().strip()) for holder in holders]
-    assert all(run_id for _, run_id in started), [pipe(holder.stderr).read() for holder, _ in started]
+    if not all(run_id for _, run_id in started):
+        for holder in holders:  # the others would sleep on, and reading their stderr would wait for them
+            holder.kill()
+        pytest.fail(f"a holder did not start: {[pipe(holder.stderr).read() for holder in holders]}")
     return started
 
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.core.atomic import check_writable
 from mnist_pipeline.core.errors import PipelineError, first_line
-from mnist_pipeline.tracking.runs_view import show_runs_by_test_accuracy
+from mnist_pipeline.tracking.runs_view import set_experiment_tag, show_runs_by_test_accuracy
 from mnist_pipeline.tracking.sqlite_url import sqlite_file, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
     tags = client.get_experiment(experiment_id).tags
     for key, value in EXPERIMENT_KIND.items():
         if tags.get(key) != value:
-            client.set_experiment_tag(experiment_id, key, value)
+            set_experiment_tag(client, experiment_id, key, value)
     show_runs_by_test_accuracy(client, experiment_id)
 
 
