@@ -410,6 +410,11 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     )
 
 
+def fit_seconds(r: dict, name: str) -> list[float]:
+    """Every fit of model `name` the train stage logged in the run: the first `dvc repro`'s, then each pair's."""
+    return [r["full"]["models"][name]["fit_s"]] + [p["stage_fit_s"] for p in r["pairs"][name]]
+
+
 def epoch_figures(r: dict) -> tuple[list[float], float, float]:
     """The mlp train stage's seconds per epoch (its fit over its epochs, every run), and two compute
     floors of one epoch: its arithmetic at the peak matmul rate measured in the same run, and each
@@ -458,7 +463,7 @@ def report(r: dict, quick: bool) -> str:
         "| --- | --- | --- |",
     ]
     pairs = r["pairs"]
-    fits = {name: [models[name]["fit_s"]] + [p["stage_fit_s"] for p in pairs[name]] for name in models}
+    fits = {name: fit_seconds(r, name) for name in models}
     for name, threshold in (("mlp", 0.986), ("logistic", 0.927)):
         if name in models:
             lines.append(

@@ -85,7 +85,7 @@ def pytest_collection_modifyitems(config, items):
     # Longest first, for two workers: pytest-xdist hands out the modules in this order
     # (--no-loadscope-reorder), so the modules that each train repositories (e2e) go out first and the
     # many quick tests fill the gaps at the end, rather than one long module starting last while the
-    # other worker idles; within each kind, by the seconds the last run took (none in a fresh clone).
+    # other worker idles; within each kind, by the seconds the last run took (module_seconds).
     # (A stable sort: each module's tests keep their order.)
     last = module_seconds(config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {})
     items.sort(
