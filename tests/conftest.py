@@ -15,6 +15,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ pytest_plugins = ["tests.support.stores", "tests.support.tiny"]
 TESTS = Path(__file__).resolve().parent
 SLOW_FIXTURES = {"mnist_files", "mnist_dir", "trained_template", "trained_repo", "own_trained_repo", "browser", "page"}
 SLOW_MARKS = ("slow", "e2e", "load")
+TEMPLATED = "trained_template"  # every trained repository is a copy of it (tests/support/template.py)
 FAST_BUDGET_S = 30  # the slowest fast test takes 7 s on a quiet machine: room for a busy one
 SPENT = pytest.StashKey[float]()
 # Each module's seconds (setup, run and teardown of its tests) in the last run that ran it whole, kept in
@@ -88,12 +90,36 @@ def pytest_collection_modifyitems(config, items):
     # other worker idles; within each kind, by the seconds the last run took (module_seconds).
     # (A stable sort: each module's tests keep their order.)
     last = module_seconds(config.cache.get(MODULE_SECONDS, {}) if getattr(config, "cache", None) else {})
-    items.sort(
-        key=lambda item: (
-            0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2,
-            -last.get(item.nodeid.split("::")[0], 0.0),
+    modules: dict[str, Module] = {}
+    for item in items:
+        name = item.nodeid.split("::")[0]
+        kind = 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2
+        before = modules.get(name, Module(kind, last.get(name, 0.0), False))
+        modules[name] = Module(
+            min(before.kind, kind), before.seconds, before.templated or TEMPLATED in item.fixturenames
         )
-    )
+    workers = int(config.workerinput["workercount"]) if hasattr(config, "workerinput") else 1
+    rank = {name: i for i, name in enumerate(hand_out_order(modules, workers))}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
+class Module(NamedTuple):
+    kind: int  # 0: trains repositories (e2e), 1: other slow tests, 2: fast
+    seconds: float  # the last run's (module_seconds)
+    templated: bool  # a test of it uses the trained template (a copy of it, or the template itself)
+
+
+def hand_out_order(modules: dict[str, Module], workers: int) -> list[str]:
+    """The order the workers take the modules in: by kind, the longest first within each. Then one
+    module that needs the trained template leads, and the next `workers - 1` are the longest that
+    do not: the first worker builds the template while the others start work of their own, rather
+    than wait on its lock (35 s of a worker at the start of every run)."""
+    order = sorted(modules, key=lambda name: (modules[name].kind, -modules[name].seconds))
+    builders = [name for name in order if modules[name].templated]
+    if not builders:
+        return order
+    lead = [builders[0], *[name for name in order if not modules[name].templated][: workers - 1]]
+    return lead + [name for name in order if name not in lead]
 
 
 def module_seconds(cached: dict[str, float]) -> dict[str, float]:

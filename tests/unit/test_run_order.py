@@ -3,7 +3,7 @@ first, by this machine's last run, or in a fresh clone by the committed tests/mo
 
 import json
 
-from tests.conftest import COMMITTED_SECONDS, TESTS, module_seconds
+from tests.conftest import COMMITTED_SECONDS, TESTS, Module, hand_out_order, module_seconds
 
 
 def test_a_fresh_clone_orders_by_the_committed_seconds_and_a_later_run_by_its_own():
@@ -24,3 +24,30 @@ def test_the_committed_seconds_name_every_module_of_the_full_tier_and_no_other()
         "slow modules without seconds: after a full run copy .pytest_cache/v/tiers/module-seconds "
         "to tests/module-seconds.json"
     )
+
+
+def test_one_worker_builds_the_trained_template_while_the_other_starts_a_module_that_needs_none():
+    modules = {
+        "tests/system/test_a.py": Module(kind=0, seconds=200.0, templated=True),
+        "tests/system/test_b.py": Module(kind=0, seconds=180.0, templated=True),
+        "tests/system/test_c.py": Module(kind=0, seconds=150.0, templated=False),
+        "tests/system/test_d.py": Module(kind=1, seconds=300.0, templated=False),
+        "tests/unit/test_e.py": Module(kind=2, seconds=9.0, templated=False),
+    }
+    # By kind, the longest first; then the first template user leads and the longest module that
+    # needs no template comes second, for the second worker.
+    assert hand_out_order(modules, workers=2) == [
+        "tests/system/test_a.py",
+        "tests/system/test_c.py",
+        "tests/system/test_b.py",
+        "tests/system/test_d.py",
+        "tests/unit/test_e.py",
+    ]
+    assert hand_out_order(modules, workers=3)[:3] == [
+        "tests/system/test_a.py",
+        "tests/system/test_c.py",
+        "tests/system/test_d.py",
+    ]
+    # Without a template user (the fast tier), simply by kind and seconds.
+    plain = {name: module._replace(templated=False) for name, module in modules.items()}
+    assert hand_out_order(plain, workers=2) == sorted(plain, key=lambda n: (plain[n].kind, -plain[n].seconds))
