@@ -3,8 +3,9 @@ a table at the end of the run, each module's wall seconds beside the CPU seconds
 process and of the child processes it waited for (`dvc`, the stages, servers, browsers).
 
 On 2 cores the full tier keeps both busy, so its time is its CPU: this says where that goes
-(docs/testing.md quotes it). A child's CPU counts once the test has waited for it, its own waited-for
-children included; a process nobody waits for (a server's worker killed with it) is not counted."""
+(docs/testing.md quotes it). A child's CPU counts once it is waited for, its own waited-for children
+included: one a test leaves unwaited counts in the test during which Python reaps it, and a process
+nobody waits for (a server's worker killed with it) not at all."""
 
 import os
 import time
